@@ -1,0 +1,268 @@
+//! CLI events: one per command (`init`, `run`, `generate-assertions`,
+//! `generate-report`, or any other), recorded when the command finishes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::limits::*;
+use crate::text::{check_printable, check_token};
+use crate::{DeviceId, EventId, ProjectId, UserId, Violation, WireEvent};
+
+/// One finished CLI command.
+///
+/// `project` is null outside a project and `stats` null for commands that
+/// have none. Nothing here names a table, a column, a path, a host or an
+/// error message: only counts and coarse facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CliEvent {
+    /// Version of the wire format; 1 when absent.
+    #[serde(default = "crate::schema_version_default")]
+    #[schemars(range(min = 1, max = 1))]
+    pub schema_version: u8,
+    /// Made by the client; the backend stores each event id once (idempotency key).
+    pub event_id: EventId,
+    /// The command that ran.
+    pub event_type: CommandName,
+    /// When the command finished, RFC 3339 in UTC.
+    pub timestamp: DateTime<Utc>,
+    pub user_id: UserId,
+    pub device_id: DeviceId,
+    pub platform: Platform,
+    pub runtime: Runtime,
+    /// Version of the CLI that ran the command.
+    #[schemars(length(min = 1, max = 64))]
+    pub app_version: String,
+    /// Version of the CLI when this user's profile was created.
+    #[schemars(length(min = 1, max = 64))]
+    pub initial_version: String,
+    /// The CI vendor (`github_actions`, `gitlab_ci`, ...) when the command ran in CI, else null.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub ci: Option<String>,
+    /// The project the command ran in, or null outside a project.
+    pub project: Option<Project>,
+    /// What the command counted, or null for commands that count nothing.
+    pub stats: Option<Stats>,
+    pub outcome: Outcome,
+}
+
+/// The operating system and machine the CLI ran on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    /// `linux`, `macos`, `windows`, ...
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub os: String,
+    /// `x86_64`, `aarch64`, ...
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub arch: String,
+    /// The operating system's release, as it reports it.
+    #[schemars(length(min = 1, max = 64))]
+    pub os_version: String,
+}
+
+/// The language runtime of the host CLI (PipeRider runs on Python).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 64))]
+    pub version: String,
+}
+
+/// The project a command ran in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub project_id: ProjectId,
+    /// The data source type the command used (`sqlite`, `postgres`, ...), null when none is configured.
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub datasource_type: Option<String>,
+}
+
+/// What one command counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    #[schemars(range(max = 1_000_000))]
+    pub tables: u64,
+    #[schemars(range(max = 100_000_000))]
+    pub columns: u64,
+    #[schemars(range(max = 9_007_199_254_740_991_u64))]
+    pub rows: u64,
+    #[schemars(range(max = 10_000_000))]
+    pub builtin_assertions: u64,
+    #[schemars(range(max = 10_000_000))]
+    pub custom_assertions: u64,
+    #[schemars(range(max = 10_000_000))]
+    pub passed_assertions: u64,
+    #[schemars(range(max = 10_000_000))]
+    pub failed_assertions: u64,
+}
+
+/// How the command ended. Never carries an error message: messages can hold secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    pub status: Status,
+    /// Wall time of the command in milliseconds.
+    #[schemars(range(max = 604_800_000))]
+    pub duration_ms: u64,
+}
+
+/// `ok`: finished as intended (a run whose assertions failed is still `ok`);
+/// `error`: failed (bad configuration, unreachable database, ...);
+/// `aborted`: interrupted (Ctrl-C, a signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Error,
+    Aborted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
+/// The name of a CLI command: 1 to 32 characters of `a-z 0-9 _ . -`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommandName(Cow<'static, str>);
+
+impl CommandName {
+    pub const INIT: CommandName = CommandName(Cow::Borrowed("init"));
+    pub const RUN: CommandName = CommandName(Cow::Borrowed("run"));
+    pub const GENERATE_ASSERTIONS: CommandName = CommandName(Cow::Borrowed("generate-assertions"));
+    pub const GENERATE_REPORT: CommandName = CommandName(Cow::Borrowed("generate-report"));
+
+    pub fn new(name: impl Into<String>) -> Result<Self, Violation> {
+        Self::try_from(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CommandName {
+    type Error = Violation;
+    fn try_from(s: String) -> Result<Self, Violation> {
+        check_token(&s, ".", MAX_NAME_LEN)?;
+        Ok(CommandName(Cow::Owned(s)))
+    }
+}
+
+impl From<CommandName> for String {
+    fn from(c: CommandName) -> String {
+        c.0.into_owned()
+    }
+}
+
+impl fmt::Display for CommandName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CommandName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommandName({})", self.0)
+    }
+}
+
+impl JsonSchema for CommandName {
+    fn schema_name() -> Cow<'static, str> {
+        "CommandName".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9_.-]{0,31}$",
+            "description": "The command that ran: `init`, `run`, `generate-assertions`, `generate-report`, or any other command name.",
+            "examples": ["init", "run", "generate-assertions", "generate-report"],
+        })
+    }
+}
+
+impl WireEvent for CliEvent {
+    fn event_id(&self) -> EventId {
+        self.event_id
+    }
+
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+
+    fn validate(&self, now: DateTime<Utc>) -> Result<(), Violation> {
+        crate::envelope::check_envelope(self.schema_version, self.event_id, self.timestamp, now)?;
+        check_token(&self.platform.os, "platform.os", MAX_NAME_LEN)?;
+        check_token(&self.platform.arch, "platform.arch", MAX_NAME_LEN)?;
+        check_printable(&self.platform.os_version, "platform.os_version", MAX_VERSION_LEN)?;
+        check_token(&self.runtime.name, "runtime.name", MAX_NAME_LEN)?;
+        check_printable(&self.runtime.version, "runtime.version", MAX_VERSION_LEN)?;
+        check_printable(&self.app_version, "app_version", MAX_VERSION_LEN)?;
+        check_printable(&self.initial_version, "initial_version", MAX_VERSION_LEN)?;
+        if let Some(ci) = &self.ci {
+            check_token(ci, "ci", MAX_NAME_LEN)?;
+        }
+        if let Some(Project {
+            datasource_type: Some(ds),
+            ..
+        }) = &self.project
+        {
+            check_token(ds, "project.datasource_type", MAX_NAME_LEN)?;
+        }
+        if let Some(stats) = &self.stats {
+            stats.validate()?;
+        }
+        if self.outcome.duration_ms > MAX_DURATION_MS {
+            return Err(Violation::new(
+                "outcome.duration_ms",
+                format!("must be at most {MAX_DURATION_MS} (seven days)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Stats {
+    fn validate(&self) -> Result<(), Violation> {
+        let bounded = [
+            ("stats.tables", self.tables, MAX_TABLES),
+            ("stats.columns", self.columns, MAX_COLUMNS),
+            ("stats.rows", self.rows, MAX_ROWS),
+            ("stats.builtin_assertions", self.builtin_assertions, MAX_ASSERTIONS),
+            ("stats.custom_assertions", self.custom_assertions, MAX_ASSERTIONS),
+            ("stats.passed_assertions", self.passed_assertions, MAX_ASSERTIONS),
+            ("stats.failed_assertions", self.failed_assertions, MAX_ASSERTIONS),
+        ];
+        for (field, value, max) in bounded {
+            if value > max {
+                return Err(Violation::new(field, format!("must be at most {max}")));
+            }
+        }
+        // Every evaluated assertion is built-in or custom; some may not have been evaluated.
+        if self.passed_assertions + self.failed_assertions
+            > self.builtin_assertions + self.custom_assertions
+        {
+            return Err(Violation::new(
+                "stats.passed_assertions",
+                "passed plus failed assertions exceed built-in plus custom assertions",
+            ));
+        }
+        Ok(())
+    }
+}
