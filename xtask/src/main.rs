@@ -75,29 +75,83 @@ pub(crate) fn run_step(name: &str, cmd: &mut Command) -> Result {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 fn test() -> Result {
     tidy::run()?;
     codegen::run(true)?;
-    run_step(
+    let mut totals = Totals::default();
+    let cargo_tests = run_tests(
         "workspace tests (unit, integration, property)",
         cargo().args(["test", "--workspace", "--no-fail-fast"]),
-    )?;
-    if in_ci() {
-        eprintln!("xtask: all suites ran (CI)");
-    } else {
-        eprintln!("xtask: all suites ran");
+        &mut totals,
+    );
+    eprintln!("xtask: == summary");
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    cargo_tests?;
+    if totals.passed == 0 {
+        return Err("no test ran".into());
     }
     Ok(())
+}
+
+/// Counts from the `test result:` lines of libtest.
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs a libtest-based command, echoing its output and adding up its results.
+fn run_tests(name: &str, cmd: &mut Command, totals: &mut Totals) -> Result {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: == {name}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{name}: could not start {cmd:?}: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("{name}: reading output: {e}"))?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().map_err(|e| format!("{name}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
 }
 
 fn lint() -> Result {
     run_step("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
     run_step(
         "clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )
 }

@@ -27,7 +27,16 @@ const LAYERS: &[Layer] = &[
     Layer {
         krate: "piperider-event",
         internal: &[],
-        forbidden: &["axum", "sqlx", "ureq", "hyper", "tokio", "clap", "serde_yaml", "yaml-edit"],
+        forbidden: &[
+            "axum",
+            "sqlx",
+            "ureq",
+            "hyper",
+            "tokio",
+            "clap",
+            "serde_yaml",
+            "yaml-edit",
+        ],
     },
     Layer {
         krate: "piperider-profile",
@@ -47,11 +56,20 @@ const LAYERS: &[Layer] = &[
     Layer {
         krate: "piperider-ingest",
         internal: &["piperider-event", "piperider-consent"],
-        forbidden: &["ureq", "piperider-profile", "piperider-collector", "piperider-cli"],
+        forbidden: &[
+            "ureq",
+            "piperider-profile",
+            "piperider-collector",
+            "piperider-cli",
+        ],
     },
     Layer {
         krate: "piperider-cli",
-        internal: &["piperider-collector", "piperider-profile", "piperider-event"],
+        internal: &[
+            "piperider-collector",
+            "piperider-profile",
+            "piperider-event",
+        ],
         forbidden: &["axum", "piperider-ingest"],
     },
     Layer {
@@ -71,7 +89,11 @@ pub(crate) fn run() -> Result {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("tidy found {} problem(s):\n  - {}", problems.len(), problems.join("\n  - ")))
+        Err(format!(
+            "tidy found {} problem(s):\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        ))
     }
 }
 
@@ -81,7 +103,10 @@ fn cargo_metadata() -> Result<Value> {
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))
 }
@@ -103,7 +128,11 @@ fn check_layers<'a>(metadata: &'a Value, problems: &mut Vec<String>) {
     let name_of = |id: &'a str| name_in(&packages, id);
     // Normal (non-dev, non-build) dependency edges of the resolved graph.
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for node in metadata["resolve"]["nodes"].as_array().into_iter().flatten() {
+    for node in metadata["resolve"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let deps = node["deps"].as_array().into_iter().flatten().filter(|d| {
             d["dep_kinds"]
                 .as_array()
@@ -152,7 +181,9 @@ fn check_layers<'a>(metadata: &'a Value, problems: &mut Vec<String>) {
         for dep in seen {
             let dep_name = name_of(dep);
             if layer.forbidden.contains(&dep_name) {
-                problems.push(format!("{name} reaches {dep_name}, which its layer forbids"));
+                problems.push(format!(
+                    "{name} reaches {dep_name}, which its layer forbids"
+                ));
             }
         }
         let direct_clap = package["dependencies"]
@@ -164,9 +195,15 @@ fn check_layers<'a>(metadata: &'a Value, problems: &mut Vec<String>) {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")));
+            .any(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            });
         if direct_clap && !has_bin {
-            problems.push(format!("{name} depends on clap but builds no binary; clap belongs to binaries"));
+            problems.push(format!(
+                "{name} depends on clap but builds no binary; clap belongs to binaries"
+            ));
         }
     }
 }
@@ -207,7 +244,9 @@ fn check_manifests(metadata: &Value, problems: &mut Vec<String>) {
             }
         };
         if !text.contains("[lints]\nworkspace = true") {
-            problems.push(format!("{name}: Cargo.toml lacks `[lints] workspace = true`"));
+            problems.push(format!(
+                "{name}: Cargo.toml lacks `[lints] workspace = true`"
+            ));
         }
         let mut section = String::new();
         for line in text.lines() {
@@ -232,7 +271,9 @@ fn check_manifests(metadata: &Value, problems: &mut Vec<String>) {
 fn check_no_ignored_tests(root: &Path, problems: &mut Vec<String>) {
     let mut stack = vec![root.join("crates"), root.join("xtask")];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -240,7 +281,9 @@ fn check_no_ignored_tests(root: &Path, problems: &mut Vec<String>) {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
                 // Split so that this file does not match itself.
                 let needle = concat!("#[", "ignore");
                 for (i, line) in text.lines().enumerate() {

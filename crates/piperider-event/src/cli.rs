@@ -210,7 +210,11 @@ impl WireEvent for CliEvent {
         crate::envelope::check_envelope(self.schema_version, self.event_id, self.timestamp, now)?;
         check_token(&self.platform.os, "platform.os", MAX_NAME_LEN)?;
         check_token(&self.platform.arch, "platform.arch", MAX_NAME_LEN)?;
-        check_printable(&self.platform.os_version, "platform.os_version", MAX_VERSION_LEN)?;
+        check_printable(
+            &self.platform.os_version,
+            "platform.os_version",
+            MAX_VERSION_LEN,
+        )?;
         check_token(&self.runtime.name, "runtime.name", MAX_NAME_LEN)?;
         check_printable(&self.runtime.version, "runtime.version", MAX_VERSION_LEN)?;
         check_printable(&self.app_version, "app_version", MAX_VERSION_LEN)?;
@@ -244,10 +248,26 @@ impl Stats {
             ("stats.tables", self.tables, MAX_TABLES),
             ("stats.columns", self.columns, MAX_COLUMNS),
             ("stats.rows", self.rows, MAX_ROWS),
-            ("stats.builtin_assertions", self.builtin_assertions, MAX_ASSERTIONS),
-            ("stats.custom_assertions", self.custom_assertions, MAX_ASSERTIONS),
-            ("stats.passed_assertions", self.passed_assertions, MAX_ASSERTIONS),
-            ("stats.failed_assertions", self.failed_assertions, MAX_ASSERTIONS),
+            (
+                "stats.builtin_assertions",
+                self.builtin_assertions,
+                MAX_ASSERTIONS,
+            ),
+            (
+                "stats.custom_assertions",
+                self.custom_assertions,
+                MAX_ASSERTIONS,
+            ),
+            (
+                "stats.passed_assertions",
+                self.passed_assertions,
+                MAX_ASSERTIONS,
+            ),
+            (
+                "stats.failed_assertions",
+                self.failed_assertions,
+                MAX_ASSERTIONS,
+            ),
         ];
         for (field, value, max) in bounded {
             if value > max {

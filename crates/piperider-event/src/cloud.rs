@@ -43,7 +43,9 @@ pub struct CloudEvent {
 
 /// Every kind of Cloud event: a page view, the sources of a report
 /// comparison, the metric picked on the trend graph, and eight actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CloudEventType {
     PageView,
@@ -164,9 +166,7 @@ fn looks_like_id(segment: &str) -> bool {
     let all_digits = segment.bytes().all(|b| b.is_ascii_digit());
     let hexish = segment.len() >= 8
         && segment.bytes().any(|b| b.is_ascii_digit())
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-');
+        && segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     all_digits || hexish
 }
 
@@ -217,7 +217,10 @@ impl WireEvent for CloudEvent {
         crate::envelope::check_envelope(self.schema_version, self.event_id, self.timestamp, now)?;
         match (self.event_type, &self.sources) {
             (CloudEventType::ComparisonSources, None) => {
-                return Err(Violation::new("sources", "is required on comparison_sources events"));
+                return Err(Violation::new(
+                    "sources",
+                    "is required on comparison_sources events",
+                ));
             }
             (CloudEventType::ComparisonSources, Some(sources)) => {
                 if sources.is_empty() || sources.len() > MAX_COMPARISON_SOURCES {
@@ -231,14 +234,18 @@ impl WireEvent for CloudEvent {
                 }
             }
             (_, Some(_)) => {
-                return Err(Violation::new("sources", "is only allowed on comparison_sources events"));
+                return Err(Violation::new(
+                    "sources",
+                    "is only allowed on comparison_sources events",
+                ));
             }
             (_, None) => {}
         }
         match (self.event_type, &self.metric) {
-            (CloudEventType::TrendMetricSelected, None) => {
-                Err(Violation::new("metric", "is required on trend_metric_selected events"))
-            }
+            (CloudEventType::TrendMetricSelected, None) => Err(Violation::new(
+                "metric",
+                "is required on trend_metric_selected events",
+            )),
             (CloudEventType::TrendMetricSelected, Some(metric)) => {
                 check_token(metric, "metric", MAX_NAME_LEN)
             }
@@ -257,7 +264,13 @@ mod tests {
 
     #[test]
     fn routes() {
-        for ok in ["/", "/reports", "/reports/:id", "/projects/:project/compare", "/v2/settings"] {
+        for ok in [
+            "/",
+            "/reports",
+            "/reports/:id",
+            "/projects/:project/compare",
+            "/v2/settings",
+        ] {
             assert!(check_route(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -280,7 +293,10 @@ mod tests {
 
     #[test]
     fn action_kinds() {
-        let actions: Vec<_> = CloudEventType::ALL.iter().filter(|t| t.is_action()).collect();
+        let actions: Vec<_> = CloudEventType::ALL
+            .iter()
+            .filter(|t| t.is_action())
+            .collect();
         assert_eq!(actions.len(), 8);
     }
 }

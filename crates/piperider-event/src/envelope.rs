@@ -58,7 +58,10 @@ pub(crate) fn check_envelope(
     if timestamp > now + MAX_FUTURE_SKEW {
         return Err(Violation::new(
             "timestamp",
-            format!("is more than {} hours in the future", MAX_FUTURE_SKEW.num_hours()),
+            format!(
+                "is more than {} hours in the future",
+                MAX_FUTURE_SKEW.num_hours()
+            ),
         ));
     }
     if timestamp < now - MAX_AGE {
@@ -92,12 +95,11 @@ impl<'a> RawBatch<'a> {
     /// (not JSON, not an object, no `events` array).
     pub fn parse(body: &'a [u8]) -> Result<Self, Violation> {
         let mut de = serde_json::Deserializer::from_slice(body);
-        let batch: RawBatch<'a> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            match shape_error(e) {
+        let batch: RawBatch<'a> =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| match shape_error(e) {
                 EventError::Shape(v) => v,
                 other => Violation::new(".", other.to_string()),
-            }
-        })?;
+            })?;
         de.end().map_err(|e| Violation::new(".", e.to_string()))?;
         Ok(batch)
     }

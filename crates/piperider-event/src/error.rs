@@ -65,6 +65,10 @@ pub(crate) fn shape_error(err: serde_path_to_error::Error<serde_json::Error>) ->
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    let field = if path.is_empty() { ".".to_string() } else { path };
+    let field = if path.is_empty() {
+        ".".to_string()
+    } else {
+        path
+    };
     EventError::Shape(Violation::new(field, message))
 }

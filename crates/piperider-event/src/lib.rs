@@ -9,18 +9,18 @@
 //! Invariant: no IO. Nothing here reads files, opens sockets or looks at the
 //! clock; functions that need "now" take it as an argument.
 
-mod envelope;
 mod cli;
 mod cloud;
+mod envelope;
 mod error;
 mod ids;
 pub mod limits;
 pub mod schema;
 mod text;
 
-pub use envelope::{Batch, RawBatch, WireEvent};
 pub use cli::{CliEvent, CommandName, Outcome, Platform, Project, Runtime, Stats, Status};
 pub use cloud::{CloudEvent, CloudEventType, RouteTemplate};
+pub use envelope::{Batch, RawBatch, WireEvent};
 pub use error::{EventError, Violation};
 pub use ids::{DeviceId, EventId, ProjectId, UserId, VisitorId};
 

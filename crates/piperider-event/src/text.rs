@@ -6,7 +6,10 @@ use crate::Violation;
 /// with a letter or digit (`linux`, `x86_64`, `python`, `github_actions`).
 pub(crate) fn check_token(value: &str, field: &str, max: usize) -> Result<(), Violation> {
     if value.is_empty() || value.len() > max {
-        return Err(Violation::new(field, format!("must be 1 to {max} characters")));
+        return Err(Violation::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
     }
     let first_ok = value
         .bytes()

@@ -19,8 +19,14 @@ fn check_golden<E: WireEvent + std::fmt::Debug>(kind: &str, schema_file: &str) -
     let mut events = Vec::new();
     for (name, text) in fixtures(kind) {
         let value: Value = serde_json::from_str(&text).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{kind}/{name} breaks the schema: {errors:?}");
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{kind}/{name} breaks the schema: {errors:?}"
+        );
 
         let ts: DateTime<Utc> = value["timestamp"].as_str().unwrap().parse().unwrap();
         let event = E::parse(text.as_bytes(), ts + TimeDelta::minutes(1))
@@ -35,7 +41,10 @@ fn check_golden<E: WireEvent + std::fmt::Debug>(kind: &str, schema_file: &str) -
 #[test]
 fn cli_fixtures_match_schema_and_round_trip() {
     let events: Vec<CliEvent> = check_golden("cli", "cli-event.v1.schema.json");
-    let run = events.iter().find(|e| e.event_type.as_str() == "run").unwrap();
+    let run = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "run")
+        .unwrap();
     let stats = run.stats.unwrap();
     assert_eq!((stats.tables, stats.columns, stats.rows), (2, 8, 30));
 }
@@ -58,7 +67,8 @@ fn batches_match_schema() {
         .map(|(_, t)| serde_json::from_str(&t).unwrap())
         .collect();
     let batch = serde_json::json!({ "events": events });
-    let validator = jsonschema::validator_for(&committed_schema("cli-batch.v1.schema.json")).unwrap();
+    let validator =
+        jsonschema::validator_for(&committed_schema("cli-batch.v1.schema.json")).unwrap();
     assert!(validator.is_valid(&batch));
     assert!(!validator.is_valid(&serde_json::json!({ "events": [{"event_type": "run"}] })));
     assert!(!validator.is_valid(&serde_json::json!({ "events": [], "extra": 1 })));
@@ -79,8 +89,12 @@ fn committed_schema_is_fresh() {
 
 #[test]
 fn the_schema_rejects_what_the_parser_rejects() {
-    let validator = jsonschema::validator_for(&committed_schema("cli-event.v1.schema.json")).unwrap();
-    let (_, text) = fixtures("cli").into_iter().find(|(n, _)| n == "run.json").unwrap();
+    let validator =
+        jsonschema::validator_for(&committed_schema("cli-event.v1.schema.json")).unwrap();
+    let (_, text) = fixtures("cli")
+        .into_iter()
+        .find(|(n, _)| n == "run.json")
+        .unwrap();
     let good: Value = serde_json::from_str(&text).unwrap();
     let cases: [(&str, Value); 5] = [
         ("/user_id", Value::from("NOT-HEX")),
@@ -92,6 +106,9 @@ fn the_schema_rejects_what_the_parser_rejects() {
     for (pointer, bad) in cases {
         let mut value = good.clone();
         *value.pointer_mut(pointer).unwrap() = bad;
-        assert!(!validator.is_valid(&value), "schema accepted a bad {pointer}");
+        assert!(
+            !validator.is_valid(&value),
+            "schema accepted a bad {pointer}"
+        );
     }
 }

@@ -36,30 +36,70 @@ fn cli_events_name_the_bad_field() {
     check_cli(set("/user_id", json!("ABC")), "user_id");
     check_cli(set("/device_id", json!("xyz")), "device_id");
     check_cli(set("/event_id", json!("not-a-uuid")), "event_id");
-    check_cli(set("/event_id", json!("00000000-0000-0000-0000-000000000000")), "event_id");
+    check_cli(
+        set("/event_id", json!("00000000-0000-0000-0000-000000000000")),
+        "event_id",
+    );
     check_cli(set("/event_type", json!("")), "event_type");
     check_cli(set("/timestamp", json!("yesterday")), "timestamp");
-    check_cli(set("/timestamp", json!("2019-01-01T00:00:00Z")), "timestamp");
-    check_cli(set("/timestamp", json!("2031-01-01T00:00:00Z")), "timestamp");
+    check_cli(
+        set("/timestamp", json!("2019-01-01T00:00:00Z")),
+        "timestamp",
+    );
+    check_cli(
+        set("/timestamp", json!("2031-01-01T00:00:00Z")),
+        "timestamp",
+    );
     check_cli(set("/platform/os", json!("x".repeat(1 << 20))), ".");
     check_cli(set("/platform/os", json!("x".repeat(100))), "platform.os");
-    check_cli(set("/platform/os_version", json!("a\u{0}b")), "platform.os_version");
+    check_cli(
+        set("/platform/os_version", json!("a\u{0}b")),
+        "platform.os_version",
+    );
     check_cli(set("/runtime/version", json!("")), "runtime.version");
     check_cli(set("/app_version", json!(7)), "app_version");
     check_cli(set("/ci", json!("Git Hub")), "ci");
-    check_cli(set("/project/project_id", json!("1234")), "project.project_id");
-    check_cli(set("/project/datasource_type", json!("'; drop table events; --")), "project.datasource_type");
+    check_cli(
+        set("/project/project_id", json!("1234")),
+        "project.project_id",
+    );
+    check_cli(
+        set(
+            "/project/datasource_type",
+            json!("'; drop table events; --"),
+        ),
+        "project.datasource_type",
+    );
     check_cli(set("/stats/rows", json!(-3)), "stats.rows");
     check_cli(set("/stats/rows", json!(1u64 << 60)), "stats.rows");
     check_cli(set("/stats/tables", json!(2_000_000)), "stats.tables");
-    check_cli(set("/stats/passed_assertions", json!(9)), "stats.passed_assertions");
+    check_cli(
+        set("/stats/passed_assertions", json!(9)),
+        "stats.passed_assertions",
+    );
     check_cli(set("/outcome/status", json!("crashed")), "outcome.status");
-    check_cli(set("/outcome/duration_ms", json!(u64::MAX)), "outcome.duration_ms");
+    check_cli(
+        set("/outcome/duration_ms", json!(u64::MAX)),
+        "outcome.duration_ms",
+    );
     check_cli(set("/schema_version", json!(2)), "schema_version");
     check_cli(|v| v["secret"] = json!("x"), "secret");
-    check_cli(|v| v["outcome"]["message"] = json!("password=hunter2"), "outcome.message");
-    check_cli(|v| { v.as_object_mut().unwrap().remove("user_id"); }, ".");
-    check_cli(|v| { v.as_object_mut().unwrap().remove("outcome"); }, ".");
+    check_cli(
+        |v| v["outcome"]["message"] = json!("password=hunter2"),
+        "outcome.message",
+    );
+    check_cli(
+        |v| {
+            v.as_object_mut().unwrap().remove("user_id");
+        },
+        ".",
+    );
+    check_cli(
+        |v| {
+            v.as_object_mut().unwrap().remove("outcome");
+        },
+        ".",
+    );
 }
 
 #[test]
@@ -74,7 +114,10 @@ fn missing_and_unknown_fields_are_named_in_the_reason() {
     let err = CliEvent::parse(&serde_json::to_vec(&value).unwrap(), now()).unwrap_err();
     assert_eq!(err.field(), "stats.secret_table_name");
     assert!(err.to_string().contains("secret_table_name"), "{err}");
-    assert!(!err.to_string().contains("payroll"), "the reason repeats a value: {err}");
+    assert!(
+        !err.to_string().contains("payroll"),
+        "the reason repeats a value: {err}"
+    );
 }
 
 #[test]
@@ -111,7 +154,15 @@ fn size_limit_is_checked_before_parsing() {
 
 #[test]
 fn garbage_is_refused_not_panicked_on() {
-    for raw in [&b""[..], b"null", b"[]", b"{", b"\xff\xfe", b"{\"events\":[]}", b"{} {}"] {
+    for raw in [
+        &b""[..],
+        b"null",
+        b"[]",
+        b"{",
+        b"\xff\xfe",
+        b"{\"events\":[]}",
+        b"{} {}",
+    ] {
         assert!(CliEvent::parse(raw, now()).is_err());
     }
 }
@@ -125,16 +176,56 @@ fn cloud_rules() {
             .expect_err("should be refused");
         assert_eq!(err.field(), field, "{err}");
     };
-    check("comparison_sources.json", &|v| { v.as_object_mut().unwrap().remove("sources"); }, "sources");
-    check("comparison_sources.json", &|v| v["sources"] = json!([]), "sources");
-    check("comparison_sources.json", &|v| v["sources"] = json!(["Bad Source"]), "sources[0]");
-    check("page_view.json", &|v| v["sources"] = json!(["upload"]), "sources");
+    check(
+        "comparison_sources.json",
+        &|v| {
+            v.as_object_mut().unwrap().remove("sources");
+        },
+        "sources",
+    );
+    check(
+        "comparison_sources.json",
+        &|v| v["sources"] = json!([]),
+        "sources",
+    );
+    check(
+        "comparison_sources.json",
+        &|v| v["sources"] = json!(["Bad Source"]),
+        "sources[0]",
+    );
+    check(
+        "page_view.json",
+        &|v| v["sources"] = json!(["upload"]),
+        "sources",
+    );
     check("page_view.json", &|v| v["metric"] = json!("rows"), "metric");
-    check("trend_metric_selected.json", &|v| { v.as_object_mut().unwrap().remove("metric"); }, "metric");
-    check("page_view.json", &|v| v["route"] = json!("/reports/12345?tab=1"), "route");
-    check("page_view.json", &|v| v["route"] = json!("https://cloud.example/reports"), "route");
-    check("page_view.json", &|v| v["event_type"] = json!("scroll"), "event_type");
-    check("login.json", &|v| v["user_email"] = json!("a@b.c"), "user_email");
+    check(
+        "trend_metric_selected.json",
+        &|v| {
+            v.as_object_mut().unwrap().remove("metric");
+        },
+        "metric",
+    );
+    check(
+        "page_view.json",
+        &|v| v["route"] = json!("/reports/12345?tab=1"),
+        "route",
+    );
+    check(
+        "page_view.json",
+        &|v| v["route"] = json!("https://cloud.example/reports"),
+        "route",
+    );
+    check(
+        "page_view.json",
+        &|v| v["event_type"] = json!("scroll"),
+        "event_type",
+    );
+    check(
+        "login.json",
+        &|v| v["user_email"] = json!("a@b.c"),
+        "user_email",
+    );
 }
 
 #[test]
@@ -144,7 +235,18 @@ fn raw_batches_keep_events_apart() {
     assert_eq!(batch.events.len(), 3);
     assert_eq!(batch.events[1].get(), "5");
 
-    for bad in [&b"{}"[..], b"[]", b"{\"events\": 3}", b"{\"events\": [], \"x\": 1}", b"", b"{\"events\": [}"] {
-        assert!(RawBatch::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    for bad in [
+        &b"{}"[..],
+        b"[]",
+        b"{\"events\": 3}",
+        b"{\"events\": [], \"x\": 1}",
+        b"",
+        b"{\"events\": [}",
+    ] {
+        assert!(
+            RawBatch::parse(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }

@@ -1,0 +1,222 @@
+//! The user profile: `user_id` and `anonymous_tracking`, plus what the
+//! collector keeps beside them (`initial_version`, a fallback `device_id`).
+//! Unknown keys (PipeRider kept a Cloud token here) are never touched.
+
+use std::path::{Path, PathBuf};
+
+use piperider_event::{DeviceId, UserId};
+use serde_yaml::Value;
+
+use crate::document::{Edit, Scalar, YamlText};
+use crate::{AppHome, ProfileError, file};
+
+/// What the profile says, read as the collector needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub user_id: UserId,
+    /// False turns off every kind of telemetry.
+    pub anonymous_tracking: bool,
+    /// The app version that created the profile, when recorded.
+    pub initial_version: Option<String>,
+    /// A random device id, kept where the machine has no id to hash.
+    pub device_id: Option<DeviceId>,
+}
+
+/// What a new profile starts with; it always gets a fresh `user_id` and
+/// `anonymous_tracking: true`.
+#[derive(Debug, Clone, Default)]
+pub struct NewProfile {
+    /// Comment lines written at the top of the file (without `# `).
+    pub header: Vec<String>,
+    pub initial_version: Option<String>,
+    pub device_id: Option<DeviceId>,
+}
+
+/// The profile file at one path.
+#[derive(Debug, Clone)]
+pub struct ProfileStore {
+    path: PathBuf,
+}
+
+impl ProfileStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ProfileStore { path: path.into() }
+    }
+
+    /// The profile of an app: `profile.yml` in its folder.
+    pub fn for_home(home: &AppHome) -> Self {
+        Self::new(home.profile_path())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The profile, `None` when there is none yet. A profile that cannot be
+    /// read, lacks `user_id` or has an `anonymous_tracking` that is neither a
+    /// boolean nor yes/no/on/off is an error: the caller keeps telemetry off.
+    pub fn load(&self) -> Result<Option<Profile>, ProfileError> {
+        match file::read(&self.path)? {
+            None => Ok(None),
+            Some(text) => parse(&YamlText::parse(&self.path, text)?).map(Some),
+        }
+    }
+
+    /// Creates the profile unless one exists, never replacing a file that is
+    /// there (even one that cannot be read). Returns the profile and whether
+    /// this call created it.
+    pub fn create(&self, new: &NewProfile) -> Result<(Profile, bool), ProfileError> {
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir)?;
+        }
+        let text = new_profile_text(&self.path, new, &UserId::random())?;
+        let created = file::write_atomic(&self.path, &text, Some(0o600), true)?;
+        let profile = self.load()?.ok_or_else(|| ProfileError::Missing {
+            path: self.path.clone(),
+        })?;
+        Ok((profile, created))
+    }
+
+    /// Sets `anonymous_tracking`, leaving every other byte of the file as it was.
+    pub fn set_tracking(&self, enabled: bool) -> Result<(), ProfileError> {
+        file::edit(
+            &self.path,
+            &[Edit::Set(&["anonymous_tracking"], Scalar::Bool(enabled))],
+        )
+    }
+
+    /// Replaces `user_id` (a reset), leaving everything else as it was.
+    pub fn set_user_id(&self, user_id: &UserId) -> Result<(), ProfileError> {
+        self.set_value("user_id", user_id.as_str())
+    }
+
+    /// Sets one top-level string key, leaving everything else as it was.
+    pub fn set_value(&self, key: &str, value: &str) -> Result<(), ProfileError> {
+        file::edit(
+            &self.path,
+            &[Edit::Set(&[key], Scalar::Str(value.to_string()))],
+        )
+    }
+
+    /// Removes one top-level key (and only its lines).
+    pub fn remove_value(&self, key: &str) -> Result<(), ProfileError> {
+        file::edit(&self.path, &[Edit::Remove(&[key])])
+    }
+}
+
+fn new_profile_text(
+    path: &Path,
+    new: &NewProfile,
+    user_id: &UserId,
+) -> Result<String, ProfileError> {
+    let header: String = new
+        .header
+        .iter()
+        .map(|line| format!("# {line}\n").replace("# \n", "#\n"))
+        .collect();
+    let mut edits = vec![
+        Edit::Set(&["user_id"], Scalar::Str(user_id.to_string())),
+        Edit::Set(&["anonymous_tracking"], Scalar::Bool(true)),
+    ];
+    if let Some(v) = &new.initial_version {
+        edits.push(Edit::Set(&["initial_version"], Scalar::Str(v.clone())));
+    }
+    if let Some(d) = &new.device_id {
+        edits.push(Edit::Set(&["device_id"], Scalar::Str(d.to_string())));
+    }
+    YamlText::parse(path, header)?.edited(&edits)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ProfileError::io(dir, e))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
+    std::fs::create_dir_all(dir).map_err(|e| ProfileError::io(dir, e))
+}
+
+fn parse(doc: &YamlText) -> Result<Profile, ProfileError> {
+    let user_id = match doc.get(&["user_id"]) {
+        None | Some(Value::Null) => return Err(doc.field_error(&["user_id"], "is missing")),
+        Some(value) => parse_hex_id(value)
+            .ok_or_else(|| doc.field_error(&["user_id"], "must be 32 hex digits (a UUID)"))?,
+    };
+    let anonymous_tracking = match doc.get(&["anonymous_tracking"]) {
+        None | Some(Value::Null) => {
+            return Err(doc.field_error(&["anonymous_tracking"], "is missing"));
+        }
+        Some(value) => bool_like(value).ok_or_else(|| {
+            doc.field_error(
+                &["anonymous_tracking"],
+                "must be true or false (yes/no and on/off are read too)",
+            )
+        })?,
+    };
+    let initial_version = doc.get(&["initial_version"]).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let device_id = match doc.get(&["device_id"]) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_str()
+                .and_then(|s| s.parse::<DeviceId>().ok())
+                .ok_or_else(|| {
+                    doc.field_error(&["device_id"], "must be 32 to 64 lowercase hex digits")
+                })?,
+        ),
+    };
+    Ok(Profile {
+        user_id: UserId::from(user_id),
+        anonymous_tracking,
+        initial_version,
+        device_id,
+    })
+}
+
+/// A 32-hex-digit id, as PipeRider writes it; a hyphenated or upper-case
+/// UUID is read too and normalized.
+pub(crate) fn parse_hex_id(value: &Value) -> Option<HexId> {
+    let s = value.as_str()?;
+    let uuid = uuid::Uuid::try_parse(s.trim()).ok()?;
+    Some(HexId(uuid.simple().to_string()))
+}
+
+/// A normalized 32-hex-digit id, convertible to the wire id types.
+#[derive(Debug)]
+pub(crate) struct HexId(String);
+
+impl From<HexId> for UserId {
+    fn from(id: HexId) -> UserId {
+        id.0.parse()
+            .expect("a UUID in simple form is 32 lowercase hex digits")
+    }
+}
+
+impl From<HexId> for piperider_event::ProjectId {
+    fn from(id: HexId) -> piperider_event::ProjectId {
+        id.0.parse()
+            .expect("a UUID in simple form is 32 lowercase hex digits")
+    }
+}
+
+fn bool_like(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "y" => Some(true),
+            "false" | "no" | "off" | "n" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
