@@ -73,6 +73,11 @@ const LAYERS: &[Layer] = &[
         forbidden: &["axum", "piperider-ingest"],
     },
     Layer {
+        krate: "piperider-testkit",
+        internal: &["piperider-event"],
+        forbidden: &["axum", "sqlx", "ureq", "tokio"],
+    },
+    Layer {
         krate: "xtask",
         internal: &["piperider-event"],
         forbidden: &[],

@@ -15,6 +15,7 @@ mod envelope;
 mod error;
 mod ids;
 pub mod limits;
+mod response;
 pub mod schema;
 mod text;
 
@@ -23,6 +24,7 @@ pub use cloud::{CloudEvent, CloudEventType, RouteTemplate};
 pub use envelope::{Batch, RawBatch, WireEvent};
 pub use error::{EventError, Violation};
 pub use ids::{DeviceId, EventId, ProjectId, UserId, VisitorId};
+pub use response::{BatchResponse, DeletionRequest, EventResult, ResultStatus};
 
 /// The version of the wire format this crate speaks. Every event carries it in
 /// `schema_version`; an event without the field is read as version 1.

@@ -4,7 +4,7 @@
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use crate::{Batch, CliEvent, CloudEvent};
+use crate::{Batch, BatchResponse, CliEvent, CloudEvent, DeletionRequest};
 
 /// Each schema document: its file name under `docs/schema/` and its text.
 pub fn documents() -> Vec<(&'static str, String)> {
@@ -13,6 +13,11 @@ pub fn documents() -> Vec<(&'static str, String)> {
         ("cli-batch.v1.schema.json", render::<Batch<CliEvent>>()),
         ("cloud-event.v1.schema.json", render::<CloudEvent>()),
         ("cloud-batch.v1.schema.json", render::<Batch<CloudEvent>>()),
+        ("batch-response.v1.schema.json", render::<BatchResponse>()),
+        (
+            "deletion-request.v1.schema.json",
+            render::<DeletionRequest>(),
+        ),
     ]
 }
 

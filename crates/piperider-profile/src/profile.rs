@@ -22,14 +22,26 @@ pub struct Profile {
     pub device_id: Option<DeviceId>,
 }
 
-/// What a new profile starts with; it always gets a fresh `user_id` and
-/// `anonymous_tracking: true`.
-#[derive(Debug, Clone, Default)]
+/// What a new profile starts with; it always gets a fresh `user_id`.
+#[derive(Debug, Clone)]
 pub struct NewProfile {
     /// Comment lines written at the top of the file (without `# `).
     pub header: Vec<String>,
+    /// True unless the profile is being made to record an opt-out.
+    pub anonymous_tracking: bool,
     pub initial_version: Option<String>,
     pub device_id: Option<DeviceId>,
+}
+
+impl Default for NewProfile {
+    fn default() -> Self {
+        NewProfile {
+            header: Vec::new(),
+            anonymous_tracking: true,
+            initial_version: None,
+            device_id: None,
+        }
+    }
 }
 
 /// The profile file at one path.
@@ -116,7 +128,10 @@ fn new_profile_text(
         .collect();
     let mut edits = vec![
         Edit::Set(&["user_id"], Scalar::Str(user_id.to_string())),
-        Edit::Set(&["anonymous_tracking"], Scalar::Bool(true)),
+        Edit::Set(
+            &["anonymous_tracking"],
+            Scalar::Bool(new.anonymous_tracking),
+        ),
     ];
     if let Some(v) = &new.initial_version {
         edits.push(Edit::Set(&["initial_version"], Scalar::Str(v.clone())));

@@ -125,7 +125,7 @@ fn a_new_profile_has_an_id_tracking_on_and_private_mode() {
             "Set anonymous_tracking: false to turn telemetry off.".into(),
         ],
         initial_version: Some("1.0".into()),
-        device_id: None,
+        ..Default::default()
     };
     let (profile, created) = store.create(&new).unwrap();
     assert!(created);

@@ -1,0 +1,169 @@
+//! The enablement rules. First match wins; `telemetry status` names the rule.
+
+use std::path::PathBuf;
+
+use piperider_event::ProjectId;
+use piperider_profile::{ConfigStore, Profile, ProfileStore};
+
+use crate::{AppInfo, Collector};
+
+/// Why telemetry is on or off, in rule order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `DO_NOT_TRACK` is set (to anything but empty, `0` or `false`).
+    DoNotTrack,
+    /// `PIPERIDER_TELEMETRY_DISABLED` is set.
+    DisabledByEnv,
+    /// There is no home folder to keep a profile in.
+    NoHome,
+    /// The profile cannot be read; telemetry stays off until it is fixed.
+    ProfileUnreadable,
+    /// The profile says `anonymous_tracking: false`.
+    ProfileOptOut,
+    /// The project's config cannot be read.
+    ProjectConfigUnreadable,
+    /// The project's config has no `telemetry.id`.
+    ProjectOptOut,
+    /// No profile yet: the next command creates it, shows the notice and records nothing.
+    FirstRun,
+    /// No backend to send to (no endpoint variable and no built-in default).
+    NoEndpoint,
+    /// On, in CI: pseudonymous ids per CI vendor and project.
+    Ci,
+    /// On.
+    Enabled,
+}
+
+impl Reason {
+    /// The rule's name as `status --json` reports it.
+    pub fn as_str(self, app: &AppInfo) -> String {
+        match self {
+            Reason::DoNotTrack => "DO_NOT_TRACK".into(),
+            Reason::DisabledByEnv => app.disabled_var(),
+            Reason::NoHome => "no_home".into(),
+            Reason::ProfileUnreadable => "profile_unreadable".into(),
+            Reason::ProfileOptOut => "profile_opt_out".into(),
+            Reason::ProjectConfigUnreadable => "project_config_unreadable".into(),
+            Reason::ProjectOptOut => "project_opt_out".into(),
+            Reason::FirstRun => "first_run".into(),
+            Reason::NoEndpoint => "no_endpoint".into(),
+            Reason::Ci => "ci".into(),
+            Reason::Enabled => "enabled".into(),
+        }
+    }
+
+    /// One sentence for people.
+    pub fn explain(self, app: &AppInfo) -> String {
+        match self {
+            Reason::DoNotTrack => "disabled because DO_NOT_TRACK is set".into(),
+            Reason::DisabledByEnv => format!("disabled because {} is set", app.disabled_var()),
+            Reason::NoHome => "disabled: no home folder to keep the profile in".into(),
+            Reason::ProfileUnreadable => "disabled: the profile cannot be read (fix or delete it)".into(),
+            Reason::ProfileOptOut => "disabled by anonymous_tracking: false in the profile".into(),
+            Reason::ProjectConfigUnreadable => "disabled in this project: its config cannot be read".into(),
+            Reason::ProjectOptOut => "disabled in this project: its config has no telemetry.id".into(),
+            Reason::FirstRun => "off until the notice is shown: the next command creates the profile, prints the notice and records nothing".into(),
+            Reason::NoEndpoint => format!("disabled: no endpoint (set {})", app.endpoint_var()),
+            Reason::Ci => "enabled, in CI: runs count under one pseudonymous id per CI vendor and project".into(),
+            Reason::Enabled => "enabled".into(),
+        }
+    }
+}
+
+/// The outcome of the rules, with what they read.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub enabled: bool,
+    pub reason: Reason,
+    pub profile: Option<Profile>,
+    /// Why the profile could not be read, when it could not.
+    pub profile_error: Option<String>,
+    pub project_config: Option<PathBuf>,
+    pub project_id: Option<ProjectId>,
+    /// The first data source type the project configures.
+    pub datasource_type: Option<String>,
+    pub ci: Option<&'static str>,
+}
+
+pub(crate) fn decide(c: &Collector) -> Decision {
+    let app = c.app();
+    let mut d = Decision {
+        enabled: false,
+        reason: Reason::Enabled,
+        profile: None,
+        profile_error: None,
+        project_config: None,
+        project_id: None,
+        datasource_type: None,
+        ci: c.env.ci_vendor(),
+    };
+    let off = |mut d: Decision, reason| {
+        d.reason = reason;
+        d.enabled = false;
+        d
+    };
+    // Rules 1 and 2 need no file read.
+    if c.env.flag("DO_NOT_TRACK") {
+        return with_facts(c, off(d, Reason::DoNotTrack));
+    }
+    if c.env.flag(&app.disabled_var()) {
+        return with_facts(c, off(d, Reason::DisabledByEnv));
+    }
+    let Some(home) = c.home() else {
+        return off(d, Reason::NoHome);
+    };
+    // Rule 3: the profile.
+    match ProfileStore::for_home(home).load() {
+        Ok(profile) => d.profile = profile,
+        Err(e) => {
+            d.profile_error = Some(e.to_string());
+            return off(d, Reason::ProfileUnreadable);
+        }
+    }
+    if d.profile.as_ref().is_some_and(|p| !p.anonymous_tracking) {
+        return off(d, Reason::ProfileOptOut);
+    }
+    // Rule 4: the project.
+    if let Some(store) = ConfigStore::discover(home, &c.cwd) {
+        d.project_config = Some(store.path().to_path_buf());
+        match store.load() {
+            Ok(config) => {
+                d.datasource_type = config.data_sources.iter().find_map(|s| s.kind.clone());
+                match config.telemetry_id {
+                    Some(id) => d.project_id = Some(id),
+                    None => return off(d, Reason::ProjectOptOut),
+                }
+            }
+            Err(_) => return off(d, Reason::ProjectConfigUnreadable),
+        }
+    }
+    // Rules 5 and 6: first run (outside CI), CI.
+    if d.ci.is_none() && d.profile.is_none() {
+        return off(d, Reason::FirstRun);
+    }
+    if c.endpoint().is_none() {
+        return off(d, Reason::NoEndpoint);
+    }
+    d.enabled = true;
+    d.reason = if d.ci.is_some() {
+        Reason::Ci
+    } else {
+        Reason::Enabled
+    };
+    d
+}
+
+/// Reads the profile and project for `status`, without changing the decision.
+fn with_facts(c: &Collector, mut d: Decision) -> Decision {
+    if let Some(home) = c.home() {
+        match ProfileStore::for_home(home).load() {
+            Ok(profile) => d.profile = profile,
+            Err(e) => d.profile_error = Some(e.to_string()),
+        }
+        if let Some(store) = ConfigStore::discover(home, &c.cwd) {
+            d.project_config = Some(store.path().to_path_buf());
+            d.project_id = store.load().ok().and_then(|cfg| cfg.telemetry_id);
+        }
+    }
+    d
+}

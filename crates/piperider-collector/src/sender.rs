@@ -1,0 +1,441 @@
+//! The sender: a detached process that posts spooled events to the backend.
+//!
+//! The host command never waits for it. It is the host binary itself,
+//! started again with [`SENDER_ARG`] in its own process group with no
+//! inherited stdio; one runs at a time (an advisory lock). It removes an
+//! event only once the backend has answered for it (`accepted`, `duplicate`,
+//! or `rejected` for good), retries with exponential backoff and jitter,
+//! honours `Retry-After`, and records when the next attempt is due so that
+//! later commands do not start senders while the backend is away.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use piperider_event::{BatchResponse, DeletionRequest, ResultStatus, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::spool::{Spool, SpooledEvent};
+use crate::{Paths, log};
+
+/// The argument that makes the host binary run as the sender.
+pub const SENDER_ARG: &str = "__telemetry-sender";
+
+/// How the sender paces itself.
+#[derive(Debug, Clone)]
+pub struct SenderPolicy {
+    pub batch_events: usize,
+    pub batch_bytes: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Attempts within one sender run before it leaves the rest to a later command.
+    pub attempts_per_run: u32,
+    /// First backoff delay; doubles with each consecutive failure.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for SenderPolicy {
+    fn default() -> Self {
+        SenderPolicy {
+            batch_events: 100,
+            batch_bytes: 512 * 1024,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            attempts_per_run: 4,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Kept between sender runs: consecutive failures and when to try again.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Backoff {
+    failures: u32,
+    next_attempt_unix_ms: i64,
+}
+
+impl Backoff {
+    fn load(path: &Path) -> Self {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, path: &Path) {
+        if let Ok(text) = serde_json::to_vec(self) {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+
+    fn due(&self) -> bool {
+        now_ms() >= self.next_attempt_unix_ms
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Whether a command should start a sender now: events are waiting, no
+/// sender holds the lock, and no backoff is in force.
+pub(crate) fn should_start(paths: &Paths) -> bool {
+    Backoff::load(&paths.backoff).due() && !lock_is_held(&paths.sender_lock)
+}
+
+fn lock_is_held(path: &Path) -> bool {
+    match File::open(path) {
+        Ok(file) => match file.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Starts `exe SENDER_ARG` detached: its own process group (so Ctrl-C in
+/// the terminal does not reach it), no stdin, stdout or stderr.
+pub(crate) fn spawn_detached(exe: &Path) -> io::Result<()> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(SENDER_ARG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    cmd.spawn().map(drop)
+}
+
+/// What one sender run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    pub sent: usize,
+    pub rejected: usize,
+    pub set_aside: usize,
+    pub failed_attempts: u32,
+    /// Another sender held the lock; this one did nothing.
+    pub already_running: bool,
+    /// Events were left for a later run.
+    pub left_behind: usize,
+}
+
+enum Failure {
+    /// Try again later (network error, 5xx, 429, timeouts), after this long if the server said.
+    Retry(Option<Duration>),
+    /// The batch as a whole was refused (400, 413, 415): send smaller batches.
+    Split,
+}
+
+/// Runs one sender pass over the spool. Holds the sender lock throughout.
+pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendReport {
+    let mut report = SendReport::default();
+    let Some(_lock) = try_lock(&paths.sender_lock) else {
+        report.already_running = true;
+        return report;
+    };
+    let spool = Spool::new(&paths.spool, Default::default());
+    let agent = agent(policy);
+    let url = format!("{}/v1/batch", endpoint.trim_end_matches('/'));
+    let mut backoff = Backoff::load(&paths.backoff);
+    let mut batch_limit = policy.batch_events;
+    let mut attempts = 0;
+    loop {
+        let batch = match next_batch(&spool, batch_limit, policy.batch_bytes, &mut report, paths) {
+            Ok(b) => b,
+            Err(e) => {
+                log::append(&paths.log, &format!("sender: reading the spool: {e}"));
+                break;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        attempts += 1;
+        match post_batch(&agent, &url, &batch) {
+            Ok(response) => {
+                backoff = Backoff::default();
+                batch_limit = policy.batch_events;
+                settle(&spool, &batch, &response, &mut report, paths);
+            }
+            Err(Failure::Split) if batch.len() > 1 => {
+                batch_limit = (batch.len() / 2).max(1);
+                continue;
+            }
+            Err(Failure::Split) => {
+                // A single event the backend refuses as a whole request: it will never be taken.
+                let (event, _) = &batch[0];
+                log::append(
+                    &paths.rejected_log,
+                    &format!("{}: refused as a request", event.name),
+                );
+                let _ = spool.remove(event);
+                report.rejected += 1;
+            }
+            Err(Failure::Retry(after)) => {
+                report.failed_attempts += 1;
+                backoff.failures = backoff.failures.saturating_add(1);
+                let delay = after.unwrap_or_else(|| jittered(policy, backoff.failures));
+                if attempts >= policy.attempts_per_run {
+                    backoff.next_attempt_unix_ms = now_ms() + delay.as_millis() as i64;
+                    break;
+                }
+                std::thread::sleep(delay.min(policy.max_backoff));
+            }
+        }
+        if attempts >= policy.attempts_per_run.saturating_mul(50) {
+            break; // a bound on one run's work, whatever happens
+        }
+    }
+    backoff.save(&paths.backoff);
+    report.left_behind = spool.len();
+    report
+}
+
+/// Full jitter between half and all of `base * 2^(failures-1)`, capped.
+fn jittered(policy: &SenderPolicy, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let full = policy
+        .base_backoff
+        .saturating_mul(1 << exp)
+        .min(policy.max_backoff);
+    let ms = full.as_millis() as u64;
+    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
+}
+
+fn try_lock(path: &Path) -> Option<File> {
+    if let Some(dir) = path.parent() {
+        let _ = crate::spool::create_private_dir(dir);
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
+}
+
+fn agent(policy: &SenderPolicy) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(policy.connect_timeout))
+        .timeout_global(Some(policy.request_timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("piperider-collector/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// The oldest events that fit one batch, with their bytes. Unreadable files are set aside.
+fn next_batch(
+    spool: &Spool,
+    max_events: usize,
+    max_bytes: usize,
+    report: &mut SendReport,
+    paths: &Paths,
+) -> io::Result<Vec<(SpooledEvent, Vec<u8>)>> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for event in spool.list()? {
+        if batch.len() >= max_events
+            || (bytes + event.bytes as usize > max_bytes && !batch.is_empty())
+        {
+            break;
+        }
+        let raw = match spool.read(&event) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let is_object =
+            serde_json::from_slice::<serde_json::Value>(&raw).is_ok_and(|v| v.is_object());
+        if !is_object || raw.len() as u64 != event.bytes {
+            log::append(
+                &paths.log,
+                &format!("sender: set aside unreadable spool file {}", event.name),
+            );
+            let _ = spool.set_aside(&event);
+            report.set_aside += 1;
+            continue;
+        }
+        bytes += raw.len();
+        batch.push((event, raw));
+    }
+    Ok(batch)
+}
+
+fn post_batch(
+    agent: &ureq::Agent,
+    url: &str,
+    batch: &[(SpooledEvent, Vec<u8>)],
+) -> Result<BatchResponse, Failure> {
+    let mut body = Vec::with_capacity(batch.iter().map(|(_, r)| r.len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, (_, raw)) in batch.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(raw);
+    }
+    body.extend_from_slice(b"]}");
+    let mut response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .map_err(|_| Failure::Retry(None))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    match status {
+        200 => {
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(4 * 1024 * 1024)
+                .read_to_string()
+                .map_err(|_| Failure::Retry(None))?;
+            let parsed: BatchResponse =
+                serde_json::from_str(&text).map_err(|_| Failure::Retry(None))?;
+            if parsed.results.len() == batch.len() {
+                Ok(parsed)
+            } else {
+                Err(Failure::Retry(None))
+            }
+        }
+        400 | 413 | 415 => Err(Failure::Split),
+        _ => Err(Failure::Retry(retry_after)),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at a day.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let secs = match value.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64
+        }
+    };
+    Some(Duration::from_secs(secs.min(86_400)))
+}
+
+/// Forgets every event the backend answered for; keeps the rest.
+fn settle(
+    spool: &Spool,
+    batch: &[(SpooledEvent, Vec<u8>)],
+    response: &BatchResponse,
+    report: &mut SendReport,
+    paths: &Paths,
+) {
+    for ((event, _), result) in batch.iter().zip(&response.results) {
+        let expected = event_id_from_name(&event.name);
+        if let (Some(got), Some(expected)) = (result.event_id, expected)
+            && got.simple().to_string() != expected
+        {
+            log::append(
+                &paths.log,
+                &format!("sender: result for {got} answered {expected}; kept"),
+            );
+            continue;
+        }
+        if result.status == ResultStatus::Rejected {
+            log::append(
+                &paths.rejected_log,
+                &format!(
+                    "{}: rejected: {}: {}",
+                    expected.unwrap_or("?"),
+                    result.field.as_deref().unwrap_or("."),
+                    result.reason.as_deref().unwrap_or("")
+                ),
+            );
+            report.rejected += 1;
+        } else {
+            report.sent += 1;
+        }
+        let _ = spool.remove(event);
+    }
+}
+
+fn event_id_from_name(name: &str) -> Option<&str> {
+    name.split('-').nth(1)
+}
+
+/// Asks the backend to delete everything stored for `user_id`.
+pub(crate) fn request_deletion(
+    endpoint: &str,
+    user_id: &UserId,
+    policy: &SenderPolicy,
+) -> Result<(), String> {
+    let url = format!("{}/v1/deletion-requests", endpoint.trim_end_matches('/'));
+    let body = serde_json::to_vec(&DeletionRequest {
+        user_id: user_id.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let response = agent(policy)
+        .post(&url)
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .map_err(|e| format!("{url}: {e}"))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        status => Err(format!("{url} answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("999999"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = SenderPolicy {
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for failures in 1..30 {
+            let d = jittered(&policy, failures);
+            let full = Duration::from_millis(100 * (1u64 << (failures - 1).min(20)))
+                .min(Duration::from_secs(1));
+            assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn event_ids_come_from_file_names() {
+        assert_eq!(
+            event_id_from_name("01764477613512000001-6f1c2d3e4b5a4c7d8e9f0a1b2c3d4e5f-812.json"),
+            Some("6f1c2d3e4b5a4c7d8e9f0a1b2c3d4e5f")
+        );
+    }
+}

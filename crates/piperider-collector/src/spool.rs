@@ -1,0 +1,249 @@
+//! The spool: events waiting to be sent, one file each, under the app folder.
+//!
+//! One file per event keeps writers independent: an event is written to a
+//! temporary name and renamed into place, so a crash mid-write leaves at
+//! most a stray temporary file and never touches an earlier event; the
+//! sender removes a file only after the backend has answered for it. File
+//! names sort by time and carry their size, so enforcing the cap needs one
+//! directory listing and no reads. A file that cannot be read as an event is
+//! moved aside, never fatal.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use piperider_event::EventId;
+
+/// How much the spool may hold before the oldest events are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    pub max_events: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        SpoolLimits {
+            max_events: 1_000,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One waiting event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledEvent {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// The spool folder.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+    limits: SpoolLimits,
+}
+
+/// Keeps two events of one process in one microsecond apart and in order.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+const SUFFIX: &str = ".json";
+const TMP_PREFIX: &str = ".tmp-";
+const KEEP_CORRUPT: usize = 20;
+
+impl Spool {
+    pub fn new(dir: impl Into<PathBuf>, limits: SpoolLimits) -> Self {
+        Spool {
+            dir: dir.into(),
+            limits,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds one serialized event, then drops the oldest events while the
+    /// spool is over its limits. Returns how many were dropped.
+    pub fn append(&self, json: &[u8], event_id: &EventId) -> io::Result<usize> {
+        create_private_dir(&self.dir)?;
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1000;
+        let name = format!(
+            "{micros:020}{seq:03}-{}-{}{SUFFIX}",
+            event_id.simple(),
+            json.len()
+        );
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{name}"));
+        let result = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(json)?;
+            fs::rename(&tmp, self.dir.join(&name))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        self.enforce_limits()
+    }
+
+    fn enforce_limits(&self) -> io::Result<usize> {
+        let events = self.list()?;
+        let mut count = events.len();
+        let mut bytes: u64 = events.iter().map(|e| e.bytes).sum();
+        let mut dropped = 0;
+        for oldest in &events {
+            if count <= self.limits.max_events && bytes <= self.limits.max_bytes {
+                break;
+            }
+            match fs::remove_file(self.dir.join(&oldest.name)) {
+                Ok(()) => dropped += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // sent meanwhile
+                Err(e) => return Err(e),
+            }
+            count -= 1;
+            bytes -= oldest.bytes;
+        }
+        if dropped > 0 {
+            self.add_dropped(dropped as u64)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Waiting events, oldest first. Stray temporary files older than ten
+    /// minutes (left by a crash) are cleaned up on the way.
+    pub fn list(&self) -> io::Result<Vec<SpooledEvent>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut events = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(600));
+                if stale {
+                    let _ = fs::remove_file(entry.path());
+                }
+                continue;
+            }
+            if let Some(bytes) = size_from_name(&name) {
+                events.push(SpooledEvent { name, bytes });
+            }
+        }
+        events.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(events)
+    }
+
+    pub fn len(&self) -> usize {
+        self.list().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn read(&self, event: &SpooledEvent) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(event.bytes as usize);
+        File::open(self.dir.join(&event.name))?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Forgets an event the backend has answered for.
+    pub fn remove(&self, event: &SpooledEvent) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(&event.name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves an unreadable event out of the way (the newest few are kept for inspection).
+    pub fn set_aside(&self, event: &SpooledEvent) -> io::Result<()> {
+        let corrupt = self.corrupt_dir();
+        create_private_dir(&corrupt)?;
+        fs::rename(self.dir.join(&event.name), corrupt.join(&event.name))?;
+        let mut kept: Vec<_> = fs::read_dir(&corrupt)?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        kept.sort();
+        let excess = kept.len().saturating_sub(KEEP_CORRUPT);
+        for name in kept.into_iter().take(excess) {
+            let _ = fs::remove_file(corrupt.join(name));
+        }
+        Ok(())
+    }
+
+    fn corrupt_dir(&self) -> PathBuf {
+        self.dir.with_file_name("corrupt")
+    }
+
+    /// Deletes every waiting event; returns how many there were.
+    pub fn clear(&self) -> io::Result<usize> {
+        let events = self.list()?;
+        for event in &events {
+            self.remove(event)?;
+        }
+        Ok(events.len())
+    }
+
+    fn dropped_path(&self) -> PathBuf {
+        self.dir.with_file_name("dropped-events")
+    }
+
+    /// How many events the cap has dropped, ever.
+    pub fn dropped(&self) -> u64 {
+        fs::read_to_string(self.dropped_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn add_dropped(&self, n: u64) -> io::Result<()> {
+        let path = self.dropped_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        file.lock()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let total = text.trim().parse::<u64>().unwrap_or(0) + n;
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(total.to_string().as_bytes())
+    }
+}
+
+fn size_from_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SUFFIX)?;
+    let (_, size) = stem.rsplit_once('-')?;
+    size.parse().ok()
+}
+
+#[cfg(unix)]
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}

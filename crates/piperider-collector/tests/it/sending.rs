@@ -1,0 +1,181 @@
+//! The sender: offline queues, retries, exactly-once arrival, bad files.
+
+use std::time::{Duration, Instant};
+
+use piperider_collector::{Spool, SpoolLimits};
+use piperider_event::Status;
+use piperider_testkit::{Mode, Sink};
+
+use crate::{World, quick_policy, run_record};
+
+#[test]
+fn offline_events_queue_and_arrive_exactly_once_when_the_backend_returns() {
+    let endpoint = Sink::refused_endpoint();
+    let world = World::with_profile(&endpoint);
+    let collector = world.collector();
+    for _ in 0..3 {
+        collector.record(&run_record(Status::Ok));
+    }
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 0);
+    assert_eq!(report.failed_attempts, 2);
+    assert_eq!(world.spool_files(), 3, "a failed send lost events");
+
+    // The backend comes back at the same address.
+    let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+    let sink = Sink::start_at(addr, Mode::Accept);
+    std::thread::sleep(Duration::from_millis(100)); // past the short backoff
+    collector.record(&run_record(Status::Ok));
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 4);
+    assert_eq!(world.spool_files(), 0);
+    assert_eq!(sink.events().len(), 4);
+    assert_eq!(sink.posted_events().len(), 4, "an event was sent twice");
+
+    // Nothing left to send, nothing sent again.
+    collector.run_sender(&quick_policy());
+    assert_eq!(sink.posted_events().len(), 4);
+}
+
+#[test]
+fn retry_after_is_honoured_across_runs() {
+    let sink = Sink::start(Mode::Unavailable);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    let policy = piperider_collector::SenderPolicy {
+        attempts_per_run: 1,
+        ..quick_policy()
+    };
+    let report = collector.run_sender(&policy);
+    assert_eq!((report.sent, report.failed_attempts), (0, 1));
+    let backoff: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(world.home().join("telemetry/sender-backoff.json")).unwrap(),
+    )
+    .unwrap();
+    let next = backoff["next_attempt_unix_ms"].as_i64().unwrap();
+    let wait = next - chrono::Utc::now().timestamp_millis();
+    assert!(
+        wait > 500 && wait <= 1_000,
+        "Retry-After: 1 gave a wait of {wait} ms"
+    );
+
+    sink.set_mode(Mode::Accept);
+    std::thread::sleep(Duration::from_millis(wait as u64 + 50));
+    assert_eq!(collector.run_sender(&policy).sent, 1);
+}
+
+#[test]
+fn a_throttled_sender_waits_and_then_delivers() {
+    let sink = Sink::start(Mode::Throttle);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    let started = Instant::now();
+    let handle = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        sink.set_mode(Mode::Accept);
+        sink
+    });
+    let report = collector.run_sender(&quick_policy());
+    let sink = handle.join().unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After: 1 was not waited for"
+    );
+    assert_eq!(sink.events().len(), 1);
+}
+
+#[test]
+fn a_never_answering_backend_keeps_the_events() {
+    let sink = Sink::start(Mode::Blackhole);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    let policy = piperider_collector::SenderPolicy {
+        request_timeout: Duration::from_millis(300),
+        attempts_per_run: 1,
+        ..quick_policy()
+    };
+    let report = collector.run_sender(&policy);
+    assert_eq!((report.sent, report.failed_attempts), (0, 1));
+    assert_eq!(world.spool_files(), 1);
+    assert!(sink.connections() >= 1);
+}
+
+#[test]
+fn unreadable_spool_files_are_set_aside_and_the_rest_sent() {
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    let spool = Spool::new(world.home().join("telemetry/spool"), SpoolLimits::default());
+    spool.append(b"{not json", &uuid::Uuid::new_v4()).unwrap();
+    spool.append(b"", &uuid::Uuid::new_v4()).unwrap();
+    collector.record(&run_record(Status::Ok));
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!((report.sent, report.set_aside), (2, 2), "{report:?}");
+    assert_eq!(world.spool_files(), 0);
+    assert_eq!(
+        std::fs::read_dir(world.home().join("telemetry/corrupt"))
+            .unwrap()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn show_lists_pending_events_exactly_as_they_will_be_sent() {
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    collector.record(&run_record(Status::Aborted));
+    let pending = collector.pending();
+    assert_eq!(pending.len(), 2);
+    collector.run_sender(&quick_policy());
+    let sent: Vec<Vec<u8>> = sink
+        .events()
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let shown: Vec<Vec<u8>> = pending
+        .iter()
+        .map(|p| {
+            serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(p).unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(shown, sent);
+}
+
+#[test]
+fn reset_and_forget() {
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    let new_id = collector.forget().unwrap();
+    assert_ne!(new_id.as_str(), "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b");
+    assert_eq!(world.spool_files(), 0, "pending events were not dropped");
+    let requests = sink.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/deletion-requests");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"user_id": "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b"})
+    );
+    assert_eq!(collector.status().user_id.as_deref(), Some(new_id.as_str()));
+}
+
+#[test]
+fn forget_fails_loudly_and_keeps_the_id_when_the_backend_is_away() {
+    let world = World::with_profile(&Sink::refused_endpoint());
+    let collector = world.collector();
+    assert!(collector.forget().is_err());
+    assert_eq!(
+        collector.status().user_id.as_deref(),
+        Some("3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b")
+    );
+}
