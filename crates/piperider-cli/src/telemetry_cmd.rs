@@ -1,0 +1,108 @@
+//! `piperider telemetry ...`: see, switch and delete. None of these records an event.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use piperider_collector::{AppInfo, Collector};
+
+use crate::out;
+
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum TelemetryCmd {
+    /// Whether telemetry is on, the rule that decided, and what is waiting to be sent.
+    Status {
+        /// One JSON object: enabled, reason, user_id, project_id, pending_events, endpoint, ...
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn telemetry on (anonymous_tracking: true in the profile).
+    Enable,
+    /// Turn all telemetry off and delete pending events. Sends nothing, not even the opt-out.
+    Disable,
+    /// Print the pending events, one JSON object per line, exactly as they will be sent.
+    Show,
+    /// Start over with a new user id; pending events are deleted.
+    Reset,
+    /// Ask the backend to delete everything stored for your user id, then reset.
+    Forget,
+}
+
+pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
+    let collector = Collector::new(app.clone());
+    let result: Result<(), String> = match cmd {
+        TelemetryCmd::Status { json } => {
+            status(&collector, json);
+            Ok(())
+        }
+        TelemetryCmd::Enable => collector.enable().map_err(|e| e.to_string()).map(|()| {
+            let status = collector.status();
+            out::println(&format!(
+                "Telemetry is on in your profile. Now: {}.",
+                status.explanation
+            ));
+        }),
+        TelemetryCmd::Disable => collector
+            .disable()
+            .map_err(|e| e.to_string())
+            .map(|dropped| {
+                out::println("Telemetry is off: nothing will be collected or sent.");
+                if dropped > 0 {
+                    out::println(&format!("Deleted {dropped} pending event(s)."));
+                }
+            }),
+        TelemetryCmd::Show => {
+            let pending = collector.pending();
+            if pending.is_empty() {
+                out::eprint("No pending events.\n");
+            }
+            for event in pending {
+                out::println(&String::from_utf8_lossy(&event));
+            }
+            Ok(())
+        }
+        TelemetryCmd::Reset => collector.reset().map_err(|e| e.to_string()).map(|id| {
+            out::println(&format!("New user id: {id}. Pending events were deleted."));
+        }),
+        TelemetryCmd::Forget => collector.forget().map(|id| {
+            out::println("The backend was asked to delete everything stored for your old user id.");
+            out::println(&format!("New user id: {id}."));
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            out::eprint(&format!("error: {message}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(collector: &Collector, json: bool) {
+    let s = collector.status();
+    if json {
+        out::println(&serde_json::to_string_pretty(&s).unwrap_or_default());
+        return;
+    }
+    let project = match (&s.project_id, &s.project_config) {
+        (Some(id), Some(path)) => format!("{id} ({})", path.display()),
+        (None, Some(path)) => format!("no telemetry.id in {}", path.display()),
+        _ => "none (not inside a project)".into(),
+    };
+    out::println(&format!(
+        "Telemetry is {}: {}\n  rule:           {}\n  user id:        {}\n  profile:        {}\n  project:        {}\n  pending events: {} (dropped by the spool cap so far: {})\n  endpoint:       {}{}",
+        if s.enabled { "on" } else { "off" },
+        s.explanation,
+        s.reason,
+        s.user_id.as_deref().unwrap_or("none"),
+        s.profile_path.display(),
+        project,
+        s.pending_events,
+        s.dropped_events,
+        s.endpoint.as_deref().unwrap_or("none"),
+        if s.debug {
+            "\n  debug:          on (events are printed, not sent)"
+        } else {
+            ""
+        },
+    ));
+}
