@@ -4,9 +4,12 @@
 //! - `codegen`  write generated files (`--check`: fail when they are stale)
 //! - `lint`     `cargo fmt --check` and clippy with warnings denied
 //! - `tidy`     the layering and manifest rules (also run by `test`)
+//! - `bench`    the speed targets, as ratios measured in one run
 //! - `dev`      the whole stack on SQLite (not built yet)
 
+mod bench;
 mod codegen;
+mod sample;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ tasks:
   codegen [--check]  write docs/schema/ from the Rust types; --check fails when stale
   lint               cargo fmt --check and cargo clippy --all-targets -D warnings
   tidy               check crate layering and manifest rules
+  bench [--quick]    measure the speed targets; writes target/bench/report.json
   dev                start the whole stack on SQLite (arrives with the dev-stack work)
 ";
 
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => lint(),
         ["tidy"] => tidy::run(),
+        ["bench"] => bench::run(false),
+        ["bench", "--quick"] => bench::run(true),
         ["dev"] => Err("`cargo xtask dev` is not built yet: the ingestion backend and dashboard come first (see README.md)".into()),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");

@@ -79,7 +79,7 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         krate: "xtask",
-        internal: &["piperider-event"],
+        internal: &["piperider-event", "piperider-testkit"],
         forbidden: &[],
     },
 ];

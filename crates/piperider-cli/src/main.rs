@@ -138,6 +138,8 @@ fn host(
     work: impl FnOnce() -> Result<Finished, CommandError>,
 ) -> ExitCode {
     let started = Instant::now();
+    let collector = Collector::new(app.clone());
+    collector.start();
     let finished = match work() {
         Ok(finished) => finished,
         Err(failure) => {
@@ -150,7 +152,6 @@ fn host(
             }
         }
     };
-    let collector = Collector::new(app.clone());
     collector.record(&CommandRecord {
         command,
         status: finished.status,

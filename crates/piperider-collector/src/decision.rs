@@ -85,10 +85,34 @@ pub struct Decision {
     pub ci: Option<&'static str>,
 }
 
+/// Every rule, in order.
 pub(crate) fn decide(c: &Collector) -> Decision {
+    let user = user_rules(c);
+    project_rules(c, user)
+}
+
+/// The same decision with what `status` shows read even where an
+/// environment variable decided early.
+pub(crate) fn decide_with_facts(c: &Collector) -> Decision {
+    let d = decide(c);
+    match d.reason {
+        Reason::DoNotTrack | Reason::DisabledByEnv => with_facts(c, d),
+        _ => d,
+    }
+}
+
+fn off(mut d: Decision, reason: Reason) -> Decision {
+    d.reason = reason;
+    d.enabled = false;
+    d
+}
+
+/// Rules 1 to 3: the environment and the profile. These hold for the whole
+/// command, so the collector applies them once, early.
+pub(crate) fn user_rules(c: &Collector) -> Decision {
     let app = c.app();
-    let mut d = Decision {
-        enabled: false,
+    let d = Decision {
+        enabled: true,
         reason: Reason::Enabled,
         profile: None,
         profile_error: None,
@@ -97,21 +121,17 @@ pub(crate) fn decide(c: &Collector) -> Decision {
         datasource_type: None,
         ci: c.env.ci_vendor(),
     };
-    let off = |mut d: Decision, reason| {
-        d.reason = reason;
-        d.enabled = false;
-        d
-    };
     // Rules 1 and 2 need no file read.
     if c.env.flag("DO_NOT_TRACK") {
-        return with_facts(c, off(d, Reason::DoNotTrack));
+        return off(d, Reason::DoNotTrack);
     }
     if c.env.flag(&app.disabled_var()) {
-        return with_facts(c, off(d, Reason::DisabledByEnv));
+        return off(d, Reason::DisabledByEnv);
     }
     let Some(home) = c.home() else {
         return off(d, Reason::NoHome);
     };
+    let mut d = d;
     // Rule 3: the profile.
     match ProfileStore::for_home(home).load() {
         Ok(profile) => d.profile = profile,
@@ -123,6 +143,19 @@ pub(crate) fn decide(c: &Collector) -> Decision {
     if d.profile.as_ref().is_some_and(|p| !p.anonymous_tracking) {
         return off(d, Reason::ProfileOptOut);
     }
+    d
+}
+
+/// Rules 4 to 6 on top of [`user_rules`]: the project, the first run, CI,
+/// and somewhere to send. Applied when the command ends, because a command
+/// (`init`) can create the project it ran in.
+pub(crate) fn project_rules(c: &Collector, mut d: Decision) -> Decision {
+    if !d.enabled {
+        return d;
+    }
+    let Some(home) = c.home() else {
+        return off(d, Reason::NoHome);
+    };
     // Rule 4: the project.
     if let Some(store) = ConfigStore::discover(home, &c.cwd) {
         d.project_config = Some(store.path().to_path_buf());
@@ -144,7 +177,6 @@ pub(crate) fn decide(c: &Collector) -> Decision {
     if c.endpoint().is_none() {
         return off(d, Reason::NoEndpoint);
     }
-    d.enabled = true;
     d.reason = if d.ci.is_some() {
         Reason::Ci
     } else {

@@ -157,7 +157,29 @@ pub struct Collector {
     env: Env,
     sender_exe: Option<PathBuf>,
     notice_out: NoticeOut,
+    /// Work started by [`Collector::start`], finished by [`Collector::record`].
+    prepared: std::sync::Mutex<Option<std::thread::JoinHandle<Prepared>>>,
 }
+
+/// What can be worked out before the command ends, off its critical path.
+#[derive(Debug)]
+struct Prepared {
+    /// Rules 1 to 3, which cannot change while the command runs.
+    user: Decision,
+    /// Every rule, as things stood when prepared.
+    decision: Decision,
+    /// The project config as it was then; if it changed (`init` creates
+    /// one), rules 4 to 6 are applied again.
+    project: Option<ProjectSnapshot>,
+    platform: piperider_event::Platform,
+    device: Option<piperider_event::DeviceId>,
+    /// The spool was brought under its limits with room for one more event.
+    room_made: bool,
+    /// No backoff forbids starting a sender.
+    backoff_due: bool,
+}
+
+type ProjectSnapshot = (PathBuf, Option<std::time::SystemTime>, u64);
 
 #[derive(Debug, Clone)]
 enum NoticeOut {
@@ -179,6 +201,7 @@ impl Collector {
             home,
             env,
             notice_out: NoticeOut::Stderr,
+            prepared: std::sync::Mutex::new(None),
         }
     }
 
@@ -191,6 +214,108 @@ impl Collector {
             env,
             sender_exe: None,
             notice_out: NoticeOut::Discard,
+            prepared: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn clone_inputs(&self) -> Collector {
+        Collector {
+            app: self.app.clone(),
+            home: self.home.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            sender_exe: self.sender_exe.clone(),
+            notice_out: self.notice_out.clone(),
+            prepared: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Call when the command starts (optional): works out on a background
+    /// thread, while the command runs, everything about its event except
+    /// the event itself (the rules, the device and platform, room in the
+    /// spool), so that [`Collector::record`] has little left to do when the
+    /// command ends. With telemetry switched off by the environment it does
+    /// nothing.
+    pub fn start(&self) {
+        if self.env.flag("DO_NOT_TRACK") || self.env.flag(&self.app.disabled_var()) {
+            return;
+        }
+        let inputs = self.clone_inputs();
+        let handle = std::thread::Builder::new()
+            .name("telemetry-prepare".into())
+            .spawn(move || inputs.prepare(true));
+        if let (Ok(handle), Ok(mut slot)) = (handle, self.prepared.lock()) {
+            *slot = Some(handle);
+        }
+    }
+
+    fn project_snapshot(&self) -> Option<ProjectSnapshot> {
+        let path = self.home.as_ref()?.find_project_config(&self.cwd)?;
+        let meta = std::fs::metadata(&path).ok()?;
+        Some((path, meta.modified().ok(), meta.len()))
+    }
+
+    /// `ahead`: the command is still running, so make room in the spool now.
+    fn prepare(&self, ahead: bool) -> Prepared {
+        let user = decision::user_rules(self);
+        let project = self.project_snapshot();
+        let decision = decision::project_rules(self, user.clone());
+        let device = match (&decision.ci, &decision.profile) {
+            (None, Some(profile)) if decision.enabled => self.device_id(profile).ok(),
+            _ => None,
+        };
+        let paths = self.paths();
+        let room_made = ahead
+            && decision.enabled
+            && !self.debug()
+            && paths.as_ref().is_some_and(|p| {
+                Spool::new(&p.spool, SpoolLimits::default())
+                    .make_room(1)
+                    .map(|dropped| self.note_dropped(dropped))
+                    .is_ok()
+            });
+        Prepared {
+            backoff_due: paths.as_ref().is_some_and(sender::backoff_due),
+            user,
+            decision,
+            project,
+            platform: device::platform(),
+            device,
+            room_made,
+        }
+    }
+
+    fn take_prepared(&self) -> Prepared {
+        let handle = self.prepared.lock().ok().and_then(|mut slot| slot.take());
+        match handle.map(std::thread::JoinHandle::join) {
+            Some(Ok(prepared)) => prepared,
+            _ => self.prepare(false),
+        }
+    }
+
+    fn note_dropped(&self, dropped: usize) {
+        if dropped > 0 {
+            self.log(&format!(
+                "spool full: dropped the {dropped} oldest event(s)"
+            ));
+        }
+    }
+
+    /// Starts a detached sender unless one runs (it will see the event
+    /// just spooled) or a backoff is in force.
+    fn start_sender(&self, backoff_due: bool) -> bool {
+        let (Some(exe), Some(paths)) = (&self.sender_exe, self.paths()) else {
+            return false;
+        };
+        if !backoff_due || sender::lock_is_held(&paths.sender_lock) {
+            return false;
+        }
+        match sender::spawn_detached(exe) {
+            Ok(()) => true,
+            Err(e) => {
+                self.log(&format!("starting the sender {}: {e}", exe.display()));
+                false
+            }
         }
     }
 
@@ -251,7 +376,12 @@ impl Collector {
     }
 
     fn record_inner(&self, record: &CommandRecord) -> Result<Recorded, String> {
-        let decision = self.decide();
+        let prepared = self.take_prepared();
+        let decision = if prepared.project == self.project_snapshot() {
+            prepared.decision
+        } else {
+            decision::project_rules(self, prepared.user)
+        };
         match decision.reason {
             Reason::FirstRun => {
                 self.create_profile(true).map_err(|e| e.to_string())?;
@@ -261,7 +391,14 @@ impl Collector {
             reason if !decision.enabled => return Ok(Recorded::Skipped(reason)),
             _ => {}
         }
-        let event = self.assemble(&decision, record)?;
+        let device = match prepared.device {
+            Some(device) => Some(device),
+            None => match (&decision.ci, &decision.profile) {
+                (None, Some(profile)) => Some(self.device_id(profile)?),
+                _ => None,
+            },
+        };
+        let event = self.assemble(&decision, prepared.platform, device, record)?;
         let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
         if self.debug() {
             let mut stderr = std::io::stderr().lock();
@@ -271,39 +408,35 @@ impl Collector {
         }
         let paths = self.paths().ok_or("no app folder")?;
         let spool = Spool::new(&paths.spool, SpoolLimits::default());
-        let dropped = spool
-            .append(&json, &event.event_id)
-            .map_err(|e| format!("spool {}: {e}", paths.spool.display()))?;
-        if dropped > 0 {
-            self.log(&format!(
-                "spool full: dropped the {dropped} oldest event(s)"
-            ));
-        }
-        let sender_started = match &self.sender_exe {
-            Some(exe) if sender::should_start(&paths) => match sender::spawn_detached(exe) {
-                Ok(()) => true,
-                Err(e) => {
-                    self.log(&format!("starting the sender {}: {e}", exe.display()));
-                    false
-                }
-            },
-            _ => false,
+        let appended = if prepared.room_made {
+            spool.append_unchecked(&json, &event.event_id).map(|()| 0)
+        } else {
+            spool.append(&json, &event.event_id)
         };
+        let dropped = appended.map_err(|e| format!("spool {}: {e}", paths.spool.display()))?;
+        self.note_dropped(dropped);
+        let sender_started = self.start_sender(prepared.backoff_due);
         Ok(Recorded::Queued {
             sender_started,
             dropped,
         })
     }
 
-    fn assemble(&self, decision: &Decision, record: &CommandRecord) -> Result<CliEvent, String> {
+    fn assemble(
+        &self,
+        decision: &Decision,
+        platform: piperider_event::Platform,
+        device: Option<piperider_event::DeviceId>,
+        record: &CommandRecord,
+    ) -> Result<CliEvent, String> {
         let profile = decision.profile.as_ref();
-        let (user_id, device_id) = match (decision.ci, profile) {
-            (Some(vendor), _) => (
+        let (user_id, device_id) = match (decision.ci, profile, device) {
+            (Some(vendor), _, _) => (
                 device::ci_user_id(&self.app.name, vendor, decision.project_id.as_ref()),
                 device::ci_device_id(&self.app.name, vendor),
             ),
-            (None, Some(profile)) => (profile.user_id.clone(), self.device_id(profile)?),
-            (None, None) => return Err("enabled without a profile".into()),
+            (None, Some(profile), Some(device)) => (profile.user_id.clone(), device),
+            _ => return Err("enabled without a profile".into()),
         };
         let project = decision.project_id.clone().map(|project_id| Project {
             project_id,
@@ -321,7 +454,7 @@ impl Collector {
             timestamp: chrono::Utc::now(),
             user_id,
             device_id,
-            platform: device::platform(),
+            platform,
             runtime: self.app.runtime.clone(),
             app_version: self.app.version.clone(),
             initial_version: profile
@@ -401,7 +534,7 @@ impl Collector {
 
     /// What `telemetry status` shows. Changes nothing.
     pub fn status(&self) -> TelemetryStatus {
-        let decision = self.decide();
+        let decision = decision::decide_with_facts(self);
         let spool = self.spool();
         TelemetryStatus {
             enabled: decision.enabled,
@@ -569,7 +702,8 @@ pub fn run_sender_if_requested(app: &AppInfo) -> Option<std::process::ExitCode> 
         return None;
     }
     let collector = Collector::new(app.clone());
-    let policy = collector.sender_policy();
+    let mut policy = collector.sender_policy();
+    policy.linger = sender::LINGER;
     let report = collector.run_sender(&policy);
     if let Some(paths) = collector.paths()
         && (report.failed_attempts > 0 || report.rejected > 0 || report.set_aside > 0)

@@ -22,6 +22,12 @@ use crate::{Paths, log};
 
 /// The argument that makes the host binary run as the sender.
 pub const SENDER_ARG: &str = "__telemetry-sender";
+/// How long a detached sender stays after the spool empties, so that a
+/// burst of commands (a script) shares one sender and one connection
+/// instead of starting a process each.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+/// How often a lingering sender looks at the spool.
+const LINGER_POLL: Duration = Duration::from_millis(25);
 
 /// How the sender paces itself.
 #[derive(Debug, Clone)]
@@ -35,6 +41,8 @@ pub struct SenderPolicy {
     /// First backoff delay; doubles with each consecutive failure.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long to wait for more events once the spool is empty.
+    pub linger: Duration,
 }
 
 impl Default for SenderPolicy {
@@ -47,6 +55,7 @@ impl Default for SenderPolicy {
             attempts_per_run: 4,
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3600),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -84,13 +93,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Whether a command should start a sender now: events are waiting, no
-/// sender holds the lock, and no backoff is in force.
-pub(crate) fn should_start(paths: &Paths) -> bool {
-    Backoff::load(&paths.backoff).due() && !lock_is_held(&paths.sender_lock)
+/// Whether no backoff forbids starting a sender now.
+pub(crate) fn backoff_due(paths: &Paths) -> bool {
+    Backoff::load(&paths.backoff).due()
 }
 
-fn lock_is_held(path: &Path) -> bool {
+/// Whether a sender holds the lock. A sender re-reads the spool after it
+/// lets go of the lock, so an event spooled before this check is sent.
+pub(crate) fn lock_is_held(path: &Path) -> bool {
     match File::open(path) {
         Ok(file) => match file.try_lock() {
             Ok(()) => false,
@@ -137,21 +147,34 @@ enum Failure {
     Split,
 }
 
-/// Runs one sender pass over the spool. Holds the sender lock throughout.
+/// Runs one sender pass over the spool, holding the sender lock, and
+/// counts what is left once the lock is released.
 pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendReport {
-    let mut report = SendReport::default();
-    let Some(_lock) = try_lock(&paths.sender_lock) else {
-        report.already_running = true;
-        return report;
+    let Some(lock) = try_lock(&paths.sender_lock) else {
+        return SendReport {
+            already_running: true,
+            ..SendReport::default()
+        };
     };
     let spool = Spool::new(&paths.spool, Default::default());
+    let mut report = pass(paths, endpoint, policy, &spool);
+    drop(lock);
+    // An event spooled while the lock was held, by a command that saw the
+    // lock and so started no sender, is ours to send.
+    report.left_behind = spool.len();
+    report
+}
+
+fn pass(paths: &Paths, endpoint: &str, policy: &SenderPolicy, spool: &Spool) -> SendReport {
+    let mut report = SendReport::default();
     let agent = agent(policy);
     let url = format!("{}/v1/batch", endpoint.trim_end_matches('/'));
     let mut backoff = Backoff::load(&paths.backoff);
     let mut batch_limit = policy.batch_events;
     let mut attempts = 0;
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
-        let batch = match next_batch(&spool, batch_limit, policy.batch_bytes, &mut report, paths) {
+        let batch = match next_batch(spool, batch_limit, policy.batch_bytes, &mut report, paths) {
             Ok(b) => b,
             Err(e) => {
                 log::append(&paths.log, &format!("sender: reading the spool: {e}"));
@@ -159,14 +182,20 @@ pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendR
             }
         };
         if batch.is_empty() {
-            break;
+            let idle = idle_since.get_or_insert_with(std::time::Instant::now);
+            if idle.elapsed() >= policy.linger {
+                break;
+            }
+            std::thread::sleep(LINGER_POLL);
+            continue;
         }
+        idle_since = None;
         attempts += 1;
         match post_batch(&agent, &url, &batch) {
             Ok(response) => {
                 backoff = Backoff::default();
                 batch_limit = policy.batch_events;
-                settle(&spool, &batch, &response, &mut report, paths);
+                settle(spool, &batch, &response, &mut report, paths);
             }
             Err(Failure::Split) if batch.len() > 1 => {
                 batch_limit = (batch.len() / 2).max(1);
@@ -198,7 +227,6 @@ pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendR
         }
     }
     backoff.save(&paths.backoff);
-    report.left_behind = spool.len();
     report
 }
 

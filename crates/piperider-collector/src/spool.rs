@@ -68,7 +68,19 @@ impl Spool {
     /// Adds one serialized event, then drops the oldest events while the
     /// spool is over its limits. Returns how many were dropped.
     pub fn append(&self, json: &[u8], event_id: &EventId) -> io::Result<usize> {
-        create_private_dir(&self.dir)?;
+        self.append_unchecked(json, event_id)?;
+        self.enforce_limits(0, 0)
+    }
+
+    /// Drops the oldest events until `events` more (of at most the largest
+    /// event size) fit; done ahead of [`Spool::append_unchecked`] so that
+    /// appending needs no directory listing.
+    pub fn make_room(&self, events: usize) -> io::Result<usize> {
+        self.enforce_limits(events, events * piperider_event::limits::MAX_EVENT_BYTES)
+    }
+
+    /// Adds one serialized event without looking at the limits (see [`Spool::make_room`]).
+    pub fn append_unchecked(&self, json: &[u8], event_id: &EventId) -> io::Result<()> {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -80,22 +92,28 @@ impl Spool {
             json.len()
         );
         let tmp = self.dir.join(format!("{TMP_PREFIX}{name}"));
-        let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(json)?;
-            fs::rename(&tmp, self.dir.join(&name))
-        })();
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let mut file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_private_dir(&self.dir)?;
+                create()?
+            }
+            other => other?,
+        };
+        let result = file
+            .write_all(json)
+            .and_then(|()| fs::rename(&tmp, self.dir.join(&name)));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result?;
-        self.enforce_limits()
+        result
     }
 
-    fn enforce_limits(&self) -> io::Result<usize> {
+    /// Drops the oldest events until `extra_events` and `extra_bytes` more fit.
+    fn enforce_limits(&self, extra_events: usize, extra_bytes: usize) -> io::Result<usize> {
         let events = self.list()?;
-        let mut count = events.len();
-        let mut bytes: u64 = events.iter().map(|e| e.bytes).sum();
+        let mut count = events.len() + extra_events;
+        let mut bytes: u64 = events.iter().map(|e| e.bytes).sum::<u64>() + extra_bytes as u64;
         let mut dropped = 0;
         for oldest in &events {
             if count <= self.limits.max_events && bytes <= self.limits.max_bytes {

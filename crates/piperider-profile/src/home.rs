@@ -73,11 +73,8 @@ impl AppHome {
         let folder = self.project_folder_name();
         start.ancestors().find_map(|dir| {
             let project = dir.join(&folder);
-            if same_dir(&project, &self.dir) {
-                return None;
-            }
             let config = project.join("config.yml");
-            config.is_file().then_some(config)
+            (config.is_file() && !same_dir(&project, &self.dir)).then_some(config)
         })
     }
 }
