@@ -329,23 +329,21 @@ fn post_batch(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
+    let mut results = || -> Option<BatchResponse> {
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(4 * 1024 * 1024)
+            .read_to_string()
+            .ok()?;
+        let parsed: BatchResponse = serde_json::from_str(&text).ok()?;
+        (parsed.results.len() == batch.len()).then_some(parsed)
+    };
     match status {
-        200 => {
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(4 * 1024 * 1024)
-                .read_to_string()
-                .map_err(|_| Failure::Retry(None))?;
-            let parsed: BatchResponse =
-                serde_json::from_str(&text).map_err(|_| Failure::Retry(None))?;
-            if parsed.results.len() == batch.len() {
-                Ok(parsed)
-            } else {
-                Err(Failure::Retry(None))
-            }
-        }
-        400 | 413 | 415 => Err(Failure::Split),
+        200 => results().ok_or(Failure::Retry(None)),
+        // Every event refused: the body says why, event by event.
+        400 => results().ok_or(Failure::Split),
+        413 | 415 => Err(Failure::Split),
         _ => Err(Failure::Retry(retry_after)),
     }
 }

@@ -1,0 +1,81 @@
+//! The HTTP edge's errors: one enum, grouped by status, each answered as
+//! `{"error": "...", "reason": "..."}`. Internal details are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("storage unavailable")]
+    Unavailable { retry_after_secs: u64 },
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<u64>) {
+        match self {
+            ApiError::BadRequest(r) => (StatusCode::BAD_REQUEST, "bad_request", r.clone(), None),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <admin token>".into(),
+                None,
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "nothing is stored under that id".into(),
+                None,
+            ),
+            ApiError::TooLarge(r) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.clone(), None),
+            ApiError::UnsupportedMediaType(r) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                r.clone(),
+                None,
+            ),
+            ApiError::TooManyRequests { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "slow down and retry after the Retry-After delay".into(),
+                Some(*retry_after_secs),
+            ),
+            ApiError::Unavailable { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is unavailable; nothing was stored; retry after the Retry-After delay"
+                    .into(),
+                Some(*retry_after_secs),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, reason, retry_after) = self.parts();
+        let mut response = (
+            status,
+            axum::Json(json!({ "error": error, "reason": reason })),
+        )
+            .into_response();
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

@@ -1,0 +1,904 @@
+//! Storage on SQLite (embedded default) or PostgreSQL (production), behind
+//! one API. The SQL is the same for both wherever it can be: `$n`
+//! placeholders, `ON CONFLICT`, `CASE` instead of `min`/`max`/`LEAST`.
+//!
+//! Reads of the dashboard and admin API go to rollup tables kept at ingest
+//! (`users`, `projects`, `daily_*`), so they cost the number of users and
+//! days, not the number of events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, QueryBuilder};
+
+/// Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 1_000;
+/// Newest quarantined events kept.
+pub(crate) const QUARANTINE_KEEP: i64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// One stored event: the wire event flattened, plus when it arrived and
+/// where from (country and region only).
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub(crate) event_id: String,
+    pub(crate) received_at: i64,
+    pub(crate) ts: i64,
+    pub(crate) day: String,
+    pub(crate) event_type: String,
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) os: String,
+    pub(crate) arch: String,
+    pub(crate) os_version: String,
+    pub(crate) runtime_name: String,
+    pub(crate) runtime_version: String,
+    pub(crate) app_version: String,
+    pub(crate) initial_version: String,
+    pub(crate) ci: Option<String>,
+    pub(crate) project_id: Option<String>,
+    pub(crate) datasource_type: Option<String>,
+    pub(crate) stats: Option<[i64; 7]>,
+    pub(crate) status: String,
+    pub(crate) duration_ms: i64,
+    pub(crate) country: Option<String>,
+    pub(crate) region: Option<String>,
+}
+
+/// An invalid event kept for inspection: why, and its first bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct QuarantineRow {
+    pub(crate) received_at: i64,
+    pub(crate) field: String,
+    pub(crate) reason: String,
+    pub(crate) size: i64,
+    pub(crate) excerpt: String,
+}
+
+/// What became of one event handed to [`Store::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Accepted,
+    Duplicate,
+    /// Its user asked for deletion: dropped.
+    DeletedUser,
+}
+
+const STAT_METRICS: [&str; 7] = [
+    "tables",
+    "columns",
+    "rows",
+    "builtin_assertions",
+    "custom_assertions",
+    "passed_assertions",
+    "failed_assertions",
+];
+
+/// Power-of-ten bucket: 0 for 0, b for 10^(b-1) ..= 10^b - 1.
+pub(crate) fn bucket(v: i64) -> i64 {
+    let mut b = 0;
+    let mut n = v.max(0);
+    while n > 0 {
+        b += 1;
+        n /= 10;
+    }
+    b
+}
+
+/// Updates the rollups for newly stored events, inside the write transaction.
+macro_rules! rollups {
+    ($tx:ident, $new:expr) => {{
+        let new: &[&EventRow] = $new;
+        if !new.is_empty() {
+            // Users: earliest and latest sighting; attributes of the latest event.
+            let mut users: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
+            for e in new {
+                let entry = users.entry(e.user_id.as_str()).or_insert((e, e));
+                if e.ts < entry.0.ts { entry.0 = e; }
+                if e.ts >= entry.1.ts { entry.1 = e; }
+            }
+            let users: Vec<_> = users.into_values().collect();
+            for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO users (user_id, first_seen, first_day, last_seen, country, region, os, arch, os_version, device_id, \
+                     runtime_name, runtime_version, app_version, initial_version, ci) ",
+                );
+                q.push_values(chunk, |mut b, (first, last)| {
+                    b.push_bind(last.user_id.clone())
+                        .push_bind(first.ts)
+                        .push_bind(first.day.clone())
+                        .push_bind(last.ts)
+                        .push_bind(last.country.clone())
+                        .push_bind(last.region.clone())
+                        .push_bind(last.os.clone())
+                        .push_bind(last.arch.clone())
+                        .push_bind(last.os_version.clone())
+                        .push_bind(last.device_id.clone())
+                        .push_bind(last.runtime_name.clone())
+                        .push_bind(last.runtime_version.clone())
+                        .push_bind(last.app_version.clone())
+                        .push_bind(first.initial_version.clone())
+                        .push_bind(last.ci.clone());
+                });
+                q.push(
+                    " ON CONFLICT (user_id) DO UPDATE SET \
+                     first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
+                     first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
+                     country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
+                     region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
+                     os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
+                     arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
+                     os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
+                     device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
+                     runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
+                     runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
+                     app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
+                     initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
+                     ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
+                     last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
+                );
+                q.build().execute(&mut *$tx).await?;
+            }
+
+            // Projects: first and last sighting, initial and current version, data source types.
+            let mut projects: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
+            let mut types: BTreeSet<(&str, &str)> = BTreeSet::new();
+            for e in new {
+                if let Some(p) = &e.project_id {
+                    let entry = projects.entry(p.as_str()).or_insert((e, e));
+                    if e.ts < entry.0.ts { entry.0 = e; }
+                    if e.ts >= entry.1.ts { entry.1 = e; }
+                    if let Some(t) = &e.datasource_type {
+                        types.insert((p.as_str(), t.as_str()));
+                    }
+                }
+            }
+            let projects: Vec<_> = projects.into_iter().collect();
+            for chunk in projects.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO projects (project_id, user_id, first_seen, last_seen, initial_version, current_version) ",
+                );
+                q.push_values(chunk, |mut b, (id, (first, last))| {
+                    b.push_bind(id.to_string())
+                        .push_bind(last.user_id.clone())
+                        .push_bind(first.ts)
+                        .push_bind(last.ts)
+                        .push_bind(first.app_version.clone())
+                        .push_bind(last.app_version.clone());
+                });
+                q.push(
+                    " ON CONFLICT (project_id) DO UPDATE SET \
+                     user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
+                     initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
+                     current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
+                     first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
+                     last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
+                );
+                q.build().execute(&mut *$tx).await?;
+            }
+            let types: Vec<_> = types.into_iter().collect();
+            for chunk in types.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new("INSERT INTO project_datasources (project_id, datasource_type) ");
+                q.push_values(chunk, |mut b, (p, t)| {
+                    b.push_bind(p.to_string()).push_bind(t.to_string());
+                });
+                q.push(" ON CONFLICT (project_id, datasource_type) DO NOTHING");
+                q.build().execute(&mut *$tx).await?;
+            }
+
+            // Daily active users.
+            let active: BTreeSet<(&str, &str)> = new.iter().map(|e| (e.day.as_str(), e.user_id.as_str())).collect();
+            let active: Vec<_> = active.into_iter().collect();
+            for chunk in active.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new("INSERT INTO daily_users (day, user_id) ");
+                q.push_values(chunk, |mut b, (d, u)| {
+                    b.push_bind(d.to_string()).push_bind(u.to_string());
+                });
+                q.push(" ON CONFLICT (day, user_id) DO NOTHING");
+                q.build().execute(&mut *$tx).await?;
+            }
+
+            // Commands per day with their sums, and the distributions.
+            let mut daily: BTreeMap<(&str, &str), [i64; 9]> = BTreeMap::new();
+            let mut buckets: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+            for e in new {
+                let d = daily.entry((e.day.as_str(), e.event_type.as_str())).or_insert([0; 9]);
+                d[0] += 1;
+                d[1] += i64::from(e.status == "error");
+                if let Some(s) = e.stats {
+                    for (i, v) in s.iter().enumerate() {
+                        d[2 + i] += v;
+                        *buckets.entry((e.day.as_str(), STAT_METRICS[i], bucket(*v))).or_insert(0) += 1;
+                    }
+                }
+            }
+            let daily: Vec<_> = daily.into_iter().collect();
+            for chunk in daily.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO daily_events (day, event_type, events, errors, tables, columns, rows, builtin_assertions, \
+                     custom_assertions, passed_assertions, failed_assertions) ",
+                );
+                q.push_values(chunk, |mut b, ((day, t), v)| {
+                    b.push_bind(day.to_string()).push_bind(t.to_string());
+                    for x in v {
+                        b.push_bind(*x);
+                    }
+                });
+                q.push(
+                    " ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
+                     errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
+                     columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
+                     builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
+                     custom_assertions = daily_events.custom_assertions + excluded.custom_assertions, \
+                     passed_assertions = daily_events.passed_assertions + excluded.passed_assertions, \
+                     failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
+                );
+                q.build().execute(&mut *$tx).await?;
+            }
+            let buckets: Vec<_> = buckets.into_iter().collect();
+            for chunk in buckets.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new("INSERT INTO daily_buckets (day, metric, bucket, events) ");
+                q.push_values(chunk, |mut b, ((day, metric, bucket), n)| {
+                    b.push_bind(day.to_string()).push_bind(metric.to_string()).push_bind(*bucket).push_bind(*n);
+                });
+                q.push(" ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events");
+                q.build().execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+
+impl Store {
+    /// Connects, creating an SQLite file if needed, and runs the embedded migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Store::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Every commit reaches the disk before it is acknowledged.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Store::Sqlite(pool)
+        } else {
+            anyhow::bail!("unsupported database URL (use sqlite:path.db or postgres://...)");
+        };
+        Ok(store)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// A setting, created with `make()` the first time it is asked for.
+    pub(crate) async fn setting(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> sqlx::Result<String> {
+        let value = make();
+        on_pool!(self, pool => {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(&value)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    /// Stores a group of events in one transaction (group commit): the
+    /// events of deleted users are dropped, the rest inserted once each
+    /// (`event_id` is unique), the rollups updated for what was new, and the
+    /// invalid events quarantined. Nothing is acknowledged before `COMMIT`.
+    pub(crate) async fn write(
+        &self,
+        events: &[&EventRow],
+        hashes: &HashMap<String, String>,
+        quarantine: &[QuarantineRow],
+    ) -> sqlx::Result<Vec<Written>> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // Deleted users.
+            let mut deleted: HashSet<String> = HashSet::new();
+            let wanted: BTreeSet<&String> = events.iter().filter_map(|e| hashes.get(&e.user_id)).collect();
+            for chunk in wanted.into_iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new("SELECT user_hash FROM deleted_users WHERE user_hash IN (");
+                let mut sep = q.separated(", ");
+                for h in chunk {
+                    sep.push_bind((*h).clone());
+                }
+                q.push(")");
+                let found: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                deleted.extend(found);
+            }
+            let is_deleted = |e: &EventRow| hashes.get(&e.user_id).is_some_and(|h| deleted.contains(h));
+
+            // Events, once each.
+            let mut seen_in_group = HashSet::new();
+            let fresh: Vec<&EventRow> = events
+                .iter()
+                .copied()
+                .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
+                .collect();
+            let mut inserted: HashSet<String> = HashSet::new();
+            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO events (event_id, received_at, ts, day, event_type, user_id, device_id, os, arch, os_version, \
+                     runtime_name, runtime_version, app_version, initial_version, ci, project_id, datasource_type, tables, columns, \
+                     rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, duration_ms, country, region) ",
+                );
+                q.push_values(chunk, |mut b, e| {
+                    let s = e.stats.map(|s| s.map(Some)).unwrap_or([None; 7]);
+                    b.push_bind(e.event_id.clone())
+                        .push_bind(e.received_at)
+                        .push_bind(e.ts)
+                        .push_bind(e.day.clone())
+                        .push_bind(e.event_type.clone())
+                        .push_bind(e.user_id.clone())
+                        .push_bind(e.device_id.clone())
+                        .push_bind(e.os.clone())
+                        .push_bind(e.arch.clone())
+                        .push_bind(e.os_version.clone())
+                        .push_bind(e.runtime_name.clone())
+                        .push_bind(e.runtime_version.clone())
+                        .push_bind(e.app_version.clone())
+                        .push_bind(e.initial_version.clone())
+                        .push_bind(e.ci.clone())
+                        .push_bind(e.project_id.clone())
+                        .push_bind(e.datasource_type.clone());
+                    for v in s {
+                        b.push_bind(v);
+                    }
+                    b.push_bind(e.status.clone())
+                        .push_bind(e.duration_ms)
+                        .push_bind(e.country.clone())
+                        .push_bind(e.region.clone());
+                });
+                q.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+                let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                inserted.extend(ids);
+            }
+            let new: Vec<&EventRow> = fresh.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
+            rollups!(tx, &new);
+
+            if !quarantine.is_empty() {
+                let mut q = QueryBuilder::new("INSERT INTO quarantine (received_at, field, reason, size, excerpt) ");
+                q.push_values(quarantine, |mut b, r| {
+                    b.push_bind(r.received_at)
+                        .push_bind(r.field.clone())
+                        .push_bind(r.reason.clone())
+                        .push_bind(r.size)
+                        .push_bind(r.excerpt.clone());
+                });
+                q.build().execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - $1")
+                    .bind(QUARANTINE_KEEP)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+
+            let mut first = HashSet::new();
+            Ok(events
+                .iter()
+                .map(|e| {
+                    if is_deleted(e) {
+                        Written::DeletedUser
+                    } else if inserted.contains(&e.event_id) && first.insert(e.event_id.as_str()) {
+                        Written::Accepted
+                    } else {
+                        Written::Duplicate
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// Deletes everything stored about one user and remembers the salted
+    /// hash of the id, so later events for it are dropped. Returns whether
+    /// anything was stored.
+    pub(crate) async fn delete_user(
+        &self,
+        user_id: &str,
+        user_hash: &str,
+        now_ms: i64,
+    ) -> sqlx::Result<bool> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let users = sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+            let events = sqlx::query("DELETE FROM events WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM projects WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM daily_users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING")
+                .bind(user_hash)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(users + events > 0)
+        })
+    }
+
+    /// Deletes raw events older than `before_ms` (the rollups stay).
+    pub(crate) async fn prune_events(&self, before_ms: i64) -> sqlx::Result<u64> {
+        on_pool!(self, pool => Ok(sqlx::query("DELETE FROM events WHERE ts < $1").bind(before_ms).execute(pool).await?.rows_affected()))
+    }
+
+    pub async fn count_events(&self) -> sqlx::Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await)
+    }
+
+    /// Every row of a table as text, for audits such as "no address is
+    /// stored anywhere" (PostgreSQL; an SQLite database is a file to read).
+    pub async fn table_as_text(&self, table: &str) -> sqlx::Result<String> {
+        if !table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(sqlx::Error::Protocol(format!("not a table name: {table}")));
+        }
+        match self {
+            Store::Postgres(pool) => {
+                let sql =
+                    format!("SELECT COALESCE(string_agg(t::text, E'\\n'), '') FROM {table} t");
+                sqlx::query_scalar(&sql).fetch_one(pool).await
+            }
+            Store::Sqlite(_) => Err(sqlx::Error::Protocol("read the SQLite file instead".into())),
+        }
+    }
+
+    pub async fn count_quarantined(&self) -> sqlx::Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(pool).await)
+    }
+
+    /// Everything stored about one user, `None` when nothing is.
+    pub(crate) async fn user_report(&self, user_id: &str) -> sqlx::Result<Option<UserReport>> {
+        on_pool!(self, pool => {
+            let Some(user) = sqlx::query_as::<_, UserRow>(
+                "SELECT user_id, first_seen, last_seen, country, region, os, arch, os_version, device_id, runtime_name, \
+                 runtime_version, app_version, initial_version, ci FROM users WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let projects = sqlx::query_as::<_, ProjectRow>(
+                "SELECT project_id, first_seen, last_seen, initial_version, current_version FROM projects WHERE user_id = $1 ORDER BY first_seen",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+            let types: Vec<(String, String)> = sqlx::query_as(
+                "SELECT d.project_id, d.datasource_type FROM project_datasources d JOIN projects p ON p.project_id = d.project_id \
+                 WHERE p.user_id = $1 ORDER BY d.datasource_type",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+            let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
+            let days_active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM daily_users WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
+            Ok(Some(UserReport::new(user, projects, types, events, days_active)))
+        })
+    }
+
+    /// The dashboard's figures for the days `from..=to` ('YYYY-MM-DD').
+    pub(crate) async fn stats(
+        &self,
+        from: &str,
+        to: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> sqlx::Result<Stats> {
+        on_pool!(self, pool => {
+            let active: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT day, COUNT(*) FROM daily_users WHERE day >= $1 AND day <= $2 GROUP BY day ORDER BY day",
+            )
+            .bind(from).bind(to).fetch_all(pool).await?;
+            let new: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT first_day, COUNT(*) FROM users WHERE first_day >= $1 AND first_day <= $2 GROUP BY first_day ORDER BY first_day",
+            )
+            .bind(from).bind(to).fetch_all(pool).await?;
+            let active_users: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= $1 AND day <= $2",
+            )
+            .bind(from).bind(to).fetch_one(pool).await?;
+            let total_users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?;
+            let commands: Vec<DailyEvents> = sqlx::query_as(
+                "SELECT day, event_type, events, errors, tables, columns, rows, builtin_assertions, custom_assertions, \
+                 passed_assertions, failed_assertions FROM daily_events WHERE day >= $1 AND day <= $2 ORDER BY day, event_type",
+            )
+            .bind(from).bind(to).fetch_all(pool).await?;
+            let buckets: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT metric, bucket, CAST(SUM(events) AS BIGINT) FROM daily_buckets WHERE day >= $1 AND day <= $2 \
+                 GROUP BY metric, bucket ORDER BY metric, bucket",
+            )
+            .bind(from).bind(to).fetch_all(pool).await?;
+            let mut breakdowns = BTreeMap::new();
+            for (name, column) in [
+                ("platforms", "os"),
+                ("architectures", "arch"),
+                ("countries", "country"),
+                ("runtime_versions", "runtime_version"),
+                ("app_versions", "app_version"),
+                ("initial_versions", "initial_version"),
+                ("ci", "ci"),
+            ] {
+                let sql = format!(
+                    "SELECT COALESCE({column}, 'unknown'), COUNT(*) FROM users WHERE last_seen >= $1 AND last_seen < $2 \
+                     GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT 50"
+                );
+                let rows: Vec<(String, i64)> = sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(pool).await?;
+                breakdowns.insert(name.to_string(), rows.into_iter().map(|(k, v)| Count { key: k, count: v }).collect());
+            }
+            let regions: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT COALESCE(country, 'unknown'), COALESCE(region, 'unknown'), COUNT(*) FROM users \
+                 WHERE last_seen >= $1 AND last_seen < $2 GROUP BY country, region ORDER BY 3 DESC, 1, 2 LIMIT 100",
+            )
+            .bind(from_ms).bind(to_ms).fetch_all(pool).await?;
+            breakdowns.insert(
+                "regions".to_string(),
+                regions.into_iter().map(|(c, r, n)| Count { key: format!("{c}-{r}"), count: n }).collect(),
+            );
+            let datasources: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT d.datasource_type, COUNT(*) FROM project_datasources d JOIN projects p ON p.project_id = d.project_id \
+                 WHERE p.last_seen >= $1 AND p.last_seen < $2 GROUP BY d.datasource_type ORDER BY 2 DESC, 1",
+            )
+            .bind(from_ms).bind(to_ms).fetch_all(pool).await?;
+            breakdowns.insert(
+                "datasource_types".to_string(),
+                datasources.into_iter().map(|(k, v)| Count { key: k, count: v }).collect(),
+            );
+            let projects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE last_seen >= $1 AND last_seen < $2")
+                .bind(from_ms).bind(to_ms).fetch_one(pool).await?;
+            Ok(Stats::new(from, to, active, new, active_users, total_users, projects, commands, buckets, breakdowns))
+        })
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct UserRow {
+    user_id: String,
+    first_seen: i64,
+    last_seen: i64,
+    country: Option<String>,
+    region: Option<String>,
+    os: String,
+    arch: String,
+    os_version: String,
+    device_id: String,
+    runtime_name: String,
+    runtime_version: String,
+    app_version: String,
+    initial_version: String,
+    ci: Option<String>,
+}
+
+#[derive(Debug, FromRow)]
+struct ProjectRow {
+    project_id: String,
+    first_seen: i64,
+    last_seen: i64,
+    initial_version: String,
+    current_version: String,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Everything stored about one user (`GET /v1/admin/users/{user_id}`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserReport {
+    pub user_id: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub platform: PlatformReport,
+    pub device_id: String,
+    pub runtime: RuntimeReport,
+    pub app_version: String,
+    pub initial_version: String,
+    pub ci: Option<String>,
+    pub events_stored: i64,
+    pub days_active: i64,
+    pub projects: Vec<ProjectReport>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlatformReport {
+    pub os: String,
+    pub arch: String,
+    pub os_version: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RuntimeReport {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProjectReport {
+    pub project_id: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub initial_version: String,
+    pub current_version: String,
+    pub datasource_types: Vec<String>,
+}
+
+impl UserReport {
+    fn new(
+        u: UserRow,
+        projects: Vec<ProjectRow>,
+        types: Vec<(String, String)>,
+        events: i64,
+        days_active: i64,
+    ) -> Self {
+        UserReport {
+            first_seen: iso(u.first_seen),
+            last_seen: iso(u.last_seen),
+            country: u.country,
+            region: u.region,
+            platform: PlatformReport {
+                os: u.os,
+                arch: u.arch,
+                os_version: u.os_version,
+            },
+            device_id: u.device_id,
+            runtime: RuntimeReport {
+                name: u.runtime_name,
+                version: u.runtime_version,
+            },
+            app_version: u.app_version,
+            initial_version: u.initial_version,
+            ci: u.ci,
+            events_stored: events,
+            days_active,
+            projects: projects
+                .into_iter()
+                .map(|p| ProjectReport {
+                    datasource_types: types
+                        .iter()
+                        .filter(|(id, _)| *id == p.project_id)
+                        .map(|(_, t)| t.clone())
+                        .collect(),
+                    project_id: p.project_id,
+                    first_seen: iso(p.first_seen),
+                    last_seen: iso(p.last_seen),
+                    initial_version: p.initial_version,
+                    current_version: p.current_version,
+                })
+                .collect(),
+            user_id: u.user_id,
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct DailyEvents {
+    day: String,
+    event_type: String,
+    events: i64,
+    errors: i64,
+    tables: i64,
+    columns: i64,
+    rows: i64,
+    builtin_assertions: i64,
+    custom_assertions: i64,
+    passed_assertions: i64,
+    failed_assertions: i64,
+}
+
+/// A count by key (a country, a version, a day).
+#[derive(Debug, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct Count {
+    pub key: String,
+    pub count: i64,
+}
+
+/// One day's commands of one type, with what they counted.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CommandDay {
+    pub day: String,
+    pub event_type: String,
+    pub events: i64,
+    pub errors: i64,
+}
+
+/// Sums over the range, and per day.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct Totals {
+    pub events: i64,
+    pub errors: i64,
+    pub tables: i64,
+    pub columns: i64,
+    pub rows: i64,
+    pub builtin_assertions: i64,
+    pub custom_assertions: i64,
+    pub passed_assertions: i64,
+    pub failed_assertions: i64,
+}
+
+/// How many events had a figure in each power-of-ten bucket
+/// (`0`, `1-9`, `10-99`, ...).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Distribution {
+    pub metric: String,
+    pub buckets: Vec<Count>,
+}
+
+/// `GET /v1/admin/stats`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Stats {
+    pub from: String,
+    pub to: String,
+    pub active_users: i64,
+    pub total_users: i64,
+    pub active_projects: i64,
+    pub daily_active_users: Vec<Count>,
+    pub new_users: Vec<Count>,
+    pub commands: Vec<CommandDay>,
+    pub commands_by_type: Vec<Count>,
+    pub totals: Totals,
+    pub daily_totals: BTreeMap<String, Totals>,
+    pub distributions: Vec<Distribution>,
+    /// Users seen in the range, by their latest platform, country, region, versions; projects by data source type.
+    pub breakdowns: BTreeMap<String, Vec<Count>>,
+}
+
+fn bucket_label(b: i64) -> String {
+    match b {
+        0 => "0".into(),
+        1 => "1-9".into(),
+        b => format!("{}-{}", 10i64.pow((b - 1) as u32), 10i64.pow(b as u32) - 1),
+    }
+}
+
+impl Stats {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        from: &str,
+        to: &str,
+        active: Vec<(String, i64)>,
+        new: Vec<(String, i64)>,
+        active_users: i64,
+        total_users: i64,
+        projects: i64,
+        commands: Vec<DailyEvents>,
+        buckets: Vec<(String, i64, i64)>,
+        breakdowns: BTreeMap<String, Vec<Count>>,
+    ) -> Stats {
+        let mut totals = Totals::default();
+        let mut daily_totals: BTreeMap<String, Totals> = BTreeMap::new();
+        let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+        for c in &commands {
+            for t in [&mut totals, daily_totals.entry(c.day.clone()).or_default()] {
+                t.events += c.events;
+                t.errors += c.errors;
+                t.tables += c.tables;
+                t.columns += c.columns;
+                t.rows += c.rows;
+                t.builtin_assertions += c.builtin_assertions;
+                t.custom_assertions += c.custom_assertions;
+                t.passed_assertions += c.passed_assertions;
+                t.failed_assertions += c.failed_assertions;
+            }
+            *by_type.entry(c.event_type.clone()).or_default() += c.events;
+        }
+        let mut distributions: BTreeMap<String, Vec<Count>> = BTreeMap::new();
+        for (metric, b, n) in buckets {
+            distributions.entry(metric).or_default().push(Count {
+                key: bucket_label(b),
+                count: n,
+            });
+        }
+        let count = |v: Vec<(String, i64)>| {
+            v.into_iter()
+                .map(|(key, count)| Count { key, count })
+                .collect()
+        };
+        Stats {
+            from: from.to_string(),
+            to: to.to_string(),
+            active_users,
+            total_users,
+            active_projects: projects,
+            daily_active_users: count(active),
+            new_users: count(new),
+            commands_by_type: by_type
+                .into_iter()
+                .map(|(key, count)| Count { key, count })
+                .collect(),
+            commands: commands
+                .into_iter()
+                .map(|c| CommandDay {
+                    day: c.day,
+                    event_type: c.event_type,
+                    events: c.events,
+                    errors: c.errors,
+                })
+                .collect(),
+            totals,
+            daily_totals,
+            distributions: distributions
+                .into_iter()
+                .map(|(metric, buckets)| Distribution { metric, buckets })
+                .collect(),
+            breakdowns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert_eq!(
+            [
+                bucket(0),
+                bucket(1),
+                bucket(9),
+                bucket(10),
+                bucket(99),
+                bucket(100)
+            ],
+            [0, 1, 1, 2, 2, 3]
+        );
+        assert_eq!(bucket_label(3), "100-999");
+    }
+}

@@ -1,0 +1,145 @@
+//! The admin API: bearer token, stats, users.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+
+use crate::{Db, Harness, USER, event, on_both};
+
+async fn get_with(h: &Harness, path: &str, auth: Option<&str>) -> StatusCode {
+    let mut request = Request::get(path);
+    if let Some(a) = auth {
+        request = request.header("authorization", a);
+    }
+    h.send("127.0.0.1", request.body(Body::empty()).unwrap())
+        .await
+        .0
+}
+
+on_both!(admin_needs_the_token, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token"),
+        Some("test-admin-token-0123456789"),
+        Some("Basic abc"),
+    ] {
+        assert_eq!(
+            get_with(&h, "/v1/admin/stats", auth).await,
+            StatusCode::UNAUTHORIZED,
+            "{auth:?}"
+        );
+        assert_eq!(
+            get_with(&h, &format!("/v1/admin/users/{USER}"), auth).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    h.finish().await;
+    let Some(h) = Harness::start(db, |c| c.admin_token = None).await else {
+        return;
+    };
+    let anything = "Bearer test-admin-token-0123456789";
+    assert_eq!(
+        get_with(&h, "/v1/admin/stats", Some(anything)).await,
+        StatusCode::UNAUTHORIZED,
+        "no token configured"
+    );
+    h.finish().await;
+});
+
+on_both!(
+    stats_count_users_commands_and_figures,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let second = "cccccccccccccccccccccccccccccccc";
+        let mut init = event(second);
+        init["event_type"] = json!("init");
+        init["stats"] = json!(null);
+        init["outcome"]["status"] = json!("error");
+        init["project"]["datasource_type"] = json!("postgres");
+        init["project"]["project_id"] = json!("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+        let (status, _) = h.post_batch(&[event(USER), event(USER), init]).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, stats) = h.admin_get("/v1/admin/stats").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        assert_eq!(stats["active_users"], 2);
+        assert_eq!(stats["total_users"], 2);
+        assert_eq!(stats["active_projects"], 2);
+        assert_eq!(stats["daily_active_users"][0]["count"], 2);
+        assert_eq!(stats["new_users"][0]["count"], 2);
+        assert_eq!(stats["totals"]["events"], 3);
+        assert_eq!(stats["totals"]["errors"], 1);
+        assert_eq!(stats["totals"]["rows"], 60);
+        assert_eq!(stats["totals"]["passed_assertions"], 8);
+        assert_eq!(stats["totals"]["failed_assertions"], 2);
+        assert_eq!(
+            stats["commands_by_type"],
+            json!([{"key": "init", "count": 1}, {"key": "run", "count": 2}])
+        );
+        assert_eq!(
+            stats["breakdowns"]["platforms"],
+            json!([{"key": "linux", "count": 2}])
+        );
+        assert_eq!(
+            stats["breakdowns"]["datasource_types"],
+            json!([{"key": "postgres", "count": 1}, {"key": "sqlite", "count": 1}])
+        );
+        assert_eq!(stats["breakdowns"]["runtime_versions"][0]["key"], "3.11.7");
+        let rows = stats["distributions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["metric"] == "rows")
+            .unwrap();
+        assert_eq!(rows["buckets"], json!([{"key": "10-99", "count": 2}]));
+
+        // A range that excludes today is empty; a malformed range is a 400.
+        let (_, old) = h
+            .admin_get("/v1/admin/stats?from=2020-01-01&to=2020-01-31")
+            .await;
+        assert_eq!(old["totals"]["events"], 0);
+        assert_eq!(
+            h.admin_get("/v1/admin/stats?from=yesterday").await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            h.admin_get("/v1/admin/stats?from=2026-02-01&to=2026-01-01")
+                .await
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        h.finish().await;
+    }
+);
+
+on_both!(admin_user_lookup_and_delete, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    assert_eq!(
+        h.admin_get("/v1/admin/users/not-an-id").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.admin_get(&format!("/v1/admin/users/{USER}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    h.post_batch(&[event(USER)]).await;
+    let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["user_id"], USER);
+    let request = Request::delete(format!("/v1/admin/users/{USER}"))
+        .header("authorization", format!("Bearer {}", crate::ADMIN_TOKEN))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send("127.0.0.1", request).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.admin_get(&format!("/v1/admin/users/{USER}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    h.finish().await;
+});

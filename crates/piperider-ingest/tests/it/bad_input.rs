@@ -1,0 +1,238 @@
+//! Bad input gets the right 4xx, stores nothing invalid, and the service goes on.
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{CLIENT_IP, Db, Harness, USER, event, on_both};
+
+async fn raw(
+    h: &Harness,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut request = Request::post("/v1/batch").header("content-type", content_type);
+    if let Some(e) = encoding {
+        request = request.header("content-encoding", e);
+    }
+    let (status, headers, body) = h
+        .send(CLIENT_IP, request.body(Body::from(body)).unwrap())
+        .await;
+    let _ = headers;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A request body: content type, content encoding, bytes.
+type Body3 = (String, Option<&'static str>, Vec<u8>);
+/// An edit that makes a valid event invalid.
+type Breaker = Box<dyn Fn(&mut Value)>;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+on_both!(bad_envelopes_get_the_right_4xx, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    let json = "application/json";
+    let cases: Vec<(&str, StatusCode, Body3)> = vec![
+        (
+            "empty body",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, vec![]),
+        ),
+        (
+            "invalid JSON",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"{\"events\": [".to_vec()),
+        ),
+        (
+            "not an object",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"[1, 2]".to_vec()),
+        ),
+        (
+            "no events",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"{}".to_vec()),
+        ),
+        (
+            "events not a list",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"{\"events\": 5}".to_vec()),
+        ),
+        (
+            "unknown envelope field",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"{\"events\": [], \"x\": 1}".to_vec()),
+        ),
+        (
+            "invalid UTF-8",
+            StatusCode::BAD_REQUEST,
+            (json.into(), None, b"{\"events\": [\"\xff\xfe\"]}".to_vec()),
+        ),
+        (
+            "wrong content type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ("text/plain".into(), None, b"{\"events\": []}".to_vec()),
+        ),
+        (
+            "unknown encoding",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            (json.into(), Some("br"), b"{\"events\": []}".to_vec()),
+        ),
+        (
+            "broken gzip",
+            StatusCode::BAD_REQUEST,
+            (json.into(), Some("gzip"), b"not gzip at all".to_vec()),
+        ),
+        (
+            "over 1 MiB",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            (
+                json.into(),
+                None,
+                format!("{{\"events\": [\"{}\"]}}", "x".repeat(1 << 20)).into_bytes(),
+            ),
+        ),
+        (
+            "gzip bomb",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            (json.into(), Some("gzip"), gzip(&vec![b' '; 64 << 20])),
+        ),
+    ];
+    for (name, expected, (ct, enc, body)) in cases {
+        let (status, answer) = raw(&h, &ct, enc, body).await;
+        assert_eq!(status, expected, "{name}: {answer}");
+        if status != StatusCode::OK {
+            assert!(
+                answer["reason"].is_string(),
+                "{name}: no reason given: {answer}"
+            );
+        }
+    }
+    let events: Vec<Value> = (0..10_000).map(|_| event(USER)).collect();
+    let (status, _) = h.post_batch(&events).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "10,000 events in one batch"
+    );
+
+    // A gzip body within the limits is taken.
+    let body = gzip(json!({"events": [event(USER)]}).to_string().as_bytes());
+    let (status, answer) = raw(&h, json, Some("gzip"), body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        h.store().count_events().await.unwrap(),
+        1,
+        "only the valid gzip batch was stored"
+    );
+    let (status, _, _) = h
+        .send(
+            CLIENT_IP,
+            Request::get("/healthz").body(Body::empty()).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the service stopped serving");
+    h.finish().await;
+});
+
+on_both!(
+    bad_events_are_rejected_by_field_and_nothing_invalid_is_stored,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let years_ago = (chrono::Utc::now() - chrono::TimeDelta::days(3 * 365)).to_rfc3339();
+        let years_ahead = (chrono::Utc::now() + chrono::TimeDelta::days(3 * 365)).to_rfc3339();
+        let cases: Vec<(&str, Breaker, &str)> = vec![
+            (
+                "wrong type",
+                Box::new(|e| e["stats"]["rows"] = json!("thirty")),
+                "stats.rows",
+            ),
+            (
+                "missing field",
+                Box::new(|e| {
+                    e.as_object_mut().unwrap().remove("outcome");
+                }),
+                ".",
+            ),
+            (
+                "unknown field",
+                Box::new(|e| e["table_names"] = json!(["payroll"])),
+                "table_names",
+            ),
+            (
+                "a long string",
+                Box::new(|e| e["platform"]["os_version"] = json!("x".repeat(40_000))),
+                ".",
+            ),
+            (
+                "timestamp years ago",
+                Box::new(move |e| e["timestamp"] = json!(years_ago)),
+                "timestamp",
+            ),
+            (
+                "timestamp years ahead",
+                Box::new(move |e| e["timestamp"] = json!(years_ahead)),
+                "timestamp",
+            ),
+            (
+                "SQL in a name",
+                Box::new(|e| e["project"]["datasource_type"] = json!("x'); DROP TABLE events; --")),
+                "project.datasource_type",
+            ),
+            ("not an object", Box::new(|e| *e = json!("event")), "."),
+            (
+                "an error message",
+                Box::new(|e| e["outcome"]["message"] = json!("password authentication failed")),
+                "outcome.message",
+            ),
+        ];
+        for (name, edit, field) in cases {
+            let mut bad = event(USER);
+            edit(&mut bad);
+            let (status, body) = h.post_batch(&[bad]).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+            assert_eq!(body["results"][0]["status"], "rejected", "{name}");
+            assert_eq!(body["results"][0]["field"], field, "{name}: {body}");
+        }
+        assert_eq!(h.store().count_events().await.unwrap(), 0);
+
+        // SQL-looking text where free text is allowed is stored as text, harmlessly.
+        let mut sqlish = event(USER);
+        sqlish["platform"]["os_version"] = json!("1'; DROP TABLE events; --");
+        let (status, body) = h.post_batch(&[sqlish]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+        assert_eq!(
+            report["platform"]["os_version"],
+            "1'; DROP TABLE events; --"
+        );
+        assert_eq!(h.store().count_events().await.unwrap(), 1);
+        h.finish().await;
+    }
+);
+
+on_both!(deletion_requests_check_their_input, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    for body in [
+        json!({}),
+        json!({"user_id": "nope"}),
+        json!({"user_id": USER, "extra": 1}),
+    ] {
+        let (status, _) = h.post_json("/v1/deletion-requests", body.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    h.finish().await;
+});

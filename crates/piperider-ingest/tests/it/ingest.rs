@@ -1,0 +1,210 @@
+//! Durable, idempotent ingest; geo through trusted proxies only; no address kept.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{CLIENT_IP, Db, Harness, PROJECT, USER, event, logs, on_both};
+
+on_both!(
+    the_same_batch_twice_stores_each_event_once,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let events: Vec<Value> = (0..3).map(|_| event(USER)).collect();
+        let (status, body) = h.post_batch(&events).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let statuses: Vec<&str> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["accepted"; 3]);
+        for (r, e) in body["results"].as_array().unwrap().iter().zip(&events) {
+            assert_eq!(r["event_id"], e["event_id"], "results come in input order");
+        }
+        let (status, body) = h.post_batch(&events).await;
+        assert_eq!(status, StatusCode::OK);
+        let statuses: Vec<&str> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["duplicate"; 3]);
+        // The same event twice in one batch.
+        let e = event(USER);
+        let (_, body) = h.post_batch(&[e.clone(), e]).await;
+        assert_eq!(body["results"][0]["status"], "accepted");
+        assert_eq!(body["results"][1]["status"], "duplicate");
+        assert_eq!(h.store().count_events().await.unwrap(), 4);
+        let (_, stats) = h.admin_get("/v1/admin/stats").await;
+        assert_eq!(
+            stats["totals"]["events"], 4,
+            "rollups counted a duplicate: {stats}"
+        );
+        h.finish().await;
+    }
+);
+
+on_both!(
+    one_invalid_event_does_not_spoil_its_neighbours,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let mut bad = event(USER);
+        bad["stats"]["rows"] = json!(-1);
+        let good = [event(USER), event(USER)];
+        let (status, body) = h
+            .post_batch(&[good[0].clone(), bad.clone(), good[1].clone()])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let r = body["results"].as_array().unwrap();
+        assert_eq!(r[0]["status"], "accepted");
+        assert_eq!(r[1]["status"], "rejected");
+        assert_eq!(r[1]["field"], "stats.rows");
+        assert_eq!(r[1]["event_id"], bad["event_id"]);
+        assert_eq!(r[2]["status"], "accepted");
+        assert_eq!(h.store().count_events().await.unwrap(), 2);
+        assert_eq!(h.store().count_quarantined().await.unwrap(), 1);
+        h.finish().await;
+    }
+);
+
+async fn user_country(h: &Harness, user: &str) -> (Value, Value) {
+    let (status, report) = h.admin_get(&format!("/v1/admin/users/{user}")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    (report["country"].clone(), report["region"].clone())
+}
+
+async fn post_from(h: &Harness, peer: &str, forwarded_for: &str, user: &str) {
+    let request = Request::post("/v1/batch")
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", forwarded_for)
+        .body(Body::from(json!({"events": [event(user)]}).to_string()))
+        .unwrap();
+    let (status, _, body) = h.send(peer, request).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+on_both!(
+    country_and_region_come_from_a_trusted_proxys_forwarded_address,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let via_proxy = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+        post_from(&h, "10.0.0.5", CLIENT_IP, via_proxy).await;
+        assert_eq!(
+            user_country(&h, via_proxy).await,
+            (json!("GB"), json!("ENG"))
+        );
+
+        // The same header from a peer that is not a trusted proxy is ignored.
+        let spoofer = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2";
+        post_from(&h, "192.0.2.10", CLIENT_IP, spoofer).await;
+        assert_eq!(user_country(&h, spoofer).await, (Value::Null, Value::Null));
+
+        // A direct client's own address counts; a failed lookup never rejects.
+        let direct = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3";
+        post_from(&h, CLIENT_IP, "1.2.3.4", direct).await;
+        assert_eq!(user_country(&h, direct).await, (json!("GB"), json!("ENG")));
+
+        // Nothing stored holds the address.
+        match db {
+            Db::Sqlite => {
+                h.store().close().await;
+                for entry in std::fs::read_dir(h.dir.path()).unwrap() {
+                    let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                    assert!(
+                        !contains(&bytes, CLIENT_IP.as_bytes()),
+                        "the address is in a database file"
+                    );
+                }
+            }
+            Db::Postgres => {
+                for table in [
+                    "events",
+                    "users",
+                    "projects",
+                    "daily_users",
+                    "daily_events",
+                    "quarantine",
+                    "settings",
+                ] {
+                    let dump = h.store().table_as_text(table).await.unwrap();
+                    assert!(!dump.contains(CLIENT_IP), "the address is in table {table}");
+                }
+            }
+        }
+        let logged = logs().lock().unwrap().clone();
+        assert!(!logged.is_empty(), "the test captured no logs");
+        assert!(
+            !contains(&logged, CLIENT_IP.as_bytes()),
+            "the address was logged"
+        );
+        h.finish().await;
+    }
+);
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+on_both!(a_deleted_user_is_gone_and_stays_gone, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    let (status, _) = h.post_batch(&[event(USER), event(USER)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+    assert_eq!(status, StatusCode::OK);
+    for key in [
+        "first_seen",
+        "last_seen",
+        "country",
+        "region",
+        "platform",
+        "device_id",
+        "runtime",
+        "projects",
+    ] {
+        assert!(
+            report.get(key).is_some(),
+            "the report lacks {key}: {report}"
+        );
+    }
+    assert_eq!(report["projects"][0]["project_id"], PROJECT);
+    assert_eq!(report["projects"][0]["datasource_types"], json!(["sqlite"]));
+    assert_eq!(report["runtime"]["version"], "3.11.7");
+    assert_eq!(report["events_stored"], 2);
+
+    let (status, _) = h
+        .post_json(
+            "/v1/deletion-requests",
+            json!({"user_id": USER}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h.store().count_events().await.unwrap(), 0);
+
+    // An event still queued on a laptop arrives late: dropped, and the sender told so.
+    let (status, body) = h.post_batch(&[event(USER)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["results"][0]["status"], "rejected");
+    assert_eq!(body["results"][0]["field"], "user_id");
+    assert_eq!(h.store().count_events().await.unwrap(), 0);
+    let (status, _) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Other users are untouched.
+    let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let (_, body) = h.post_batch(&[event(other)]).await;
+    assert_eq!(body["results"][0]["status"], "accepted");
+    h.finish().await;
+});

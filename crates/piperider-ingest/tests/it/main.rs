@@ -1,0 +1,242 @@
+//! The ingestion service through its router and its public API, on SQLite
+//! and on the machine's PostgreSQL (a database per test).
+
+mod admin;
+mod bad_input;
+mod ingest;
+mod operations;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use piperider_ingest::{AppState, Config, Geo, Store, app};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub(crate) const USER: &str = "5f8c0a9e2b7d4e1fa3c6b9d2e4f7a1c3";
+pub(crate) const PROJECT: &str = "dc243c0c67204d4bb15740617505cb26";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const CLIENT_IP: &str = "81.2.69.142";
+
+/// Everything the service logged during the tests (to look for addresses in).
+pub(crate) fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A MaxMind-format City database with 81.2.69.142/31 in England, as the
+/// MaxMind test database has it.
+pub(crate) fn geo_fixture() -> Geo {
+    #[derive(serde::Serialize)]
+    struct Iso {
+        iso_code: &'static str,
+    }
+    #[derive(serde::Serialize)]
+    struct City {
+        country: Iso,
+        subdivisions: Vec<Iso>,
+    }
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-City");
+    writer
+        .insert(
+            "81.2.69.142/31".parse::<ipnet::IpNet>().unwrap(),
+            &City {
+                country: Iso { iso_code: "GB" },
+                subdivisions: vec![Iso { iso_code: "ENG" }],
+            },
+        )
+        .unwrap();
+    Geo::from_bytes(writer.to_bytes().unwrap()).unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// One service instance on its own database.
+pub(crate) struct Harness {
+    pub(crate) state: AppState,
+    pub(crate) dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+async fn pg_admin(sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(PG_ADMIN).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+pub(crate) fn postgres_available() -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5432".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok();
+    if !up {
+        assert!(
+            std::env::var_os("PIPERIDER_REQUIRE_POSTGRES").is_none(),
+            "PostgreSQL is required here but 127.0.0.1:5432 does not answer"
+        );
+        eprintln!("SKIPPED: PostgreSQL is not reachable on 127.0.0.1:5432");
+    }
+    up
+}
+
+impl Harness {
+    pub(crate) async fn start(db: Db, tune: impl FnOnce(&mut Config)) -> Option<Harness> {
+        logs();
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg_database) = match db {
+            Db::Sqlite => (
+                format!("sqlite:{}", dir.path().join("ingest.db").display()),
+                None,
+            ),
+            Db::Postgres => {
+                if !postgres_available() {
+                    return None;
+                }
+                let name = format!("piperider_ingest_test_{}", uuid::Uuid::new_v4().simple());
+                pg_admin(&format!("CREATE DATABASE {name}")).await;
+                (
+                    format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    Some(name),
+                )
+            }
+        };
+        let mut config = Config::for_database(&url);
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        tune(&mut config);
+        let store = Store::connect(&url).await.unwrap();
+        let (state, _writers) = AppState::new(config, store, geo_fixture()).await.unwrap();
+        Some(Harness {
+            state,
+            dir,
+            pg_database,
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.state.store()
+    }
+
+    fn router(&self, peer: &str) -> Router {
+        let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
+        app(self.state.clone()).layer(MockConnectInfo(peer))
+    }
+
+    /// Sends a request from `peer`; returns the status, headers and body.
+    pub(crate) async fn send(
+        &self,
+        peer: &str,
+        request: Request<Body>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let response = self.router(peer).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, body)
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let (status, _, body) = self.send(CLIENT_IP, request).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn post_batch(&self, events: &[Value]) -> (StatusCode, Value) {
+        self.post_json("/v1/batch", json!({ "events": events }).to_string())
+            .await
+    }
+
+    pub(crate) async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = self.send("127.0.0.1", request).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn finish(self) {
+        self.store().close().await;
+        if let Some(name) = &self.pg_database {
+            pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// A valid CLI event: the `run` of the wire format's contract, now.
+pub(crate) fn event(user: &str) -> Value {
+    json!({
+        "schema_version": 1,
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": "run",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "user_id": user,
+        "device_id": "9b2e4c7a1d3f5e8b0a6c2d4f7e9b1a3c5d7f9e2b4a6c8d0e1f3a5b7c9d2e4f6a",
+        "platform": {"os": "linux", "arch": "x86_64", "os_version": "6.1.0-18-amd64"},
+        "runtime": {"name": "python", "version": "3.11.7"},
+        "app_version": "0.2.0",
+        "initial_version": "0.1.0",
+        "ci": null,
+        "project": {"project_id": PROJECT, "datasource_type": "sqlite"},
+        "stats": {"tables": 2, "columns": 8, "rows": 30, "builtin_assertions": 4, "custom_assertions": 1, "passed_assertions": 4, "failed_assertions": 1},
+        "outcome": {"status": "ok", "duration_ms": 812}
+    })
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::Db::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::Db::Postgres).await;
+            }
+        }
+    };
+}
