@@ -21,15 +21,28 @@ struct Settings {
     isolated_iterations: usize,
 }
 
+/// Builds everything in release (the load generator too, so it is never
+/// the bottleneck) and runs the measurements from the release xtask.
 pub(crate) fn run(quick: bool) -> Result {
+    run_step(
+        "release build",
+        cargo().args([
+            "build", "--release", "--quiet", "-p", "piperider-cli", "-p", "piperider-ingest", "-p", "xtask",
+        ]),
+    )?;
+    let mut cmd = std::process::Command::new(root().join("target/release/xtask"));
+    cmd.arg("bench-run");
+    if quick {
+        cmd.arg("--quick");
+    }
+    run_step("measurements", &mut cmd)
+}
+
+pub(crate) fn run_measurements(quick: bool) -> Result {
     let settings = Settings {
         cli_iterations: if quick { 41 } else { 121 },
         isolated_iterations: if quick { 11 } else { 31 },
     };
-    run_step(
-        "release build",
-        cargo().args(["build", "--release", "--quiet", "-p", "piperider-cli"]),
-    )?;
     let exe = root().join("target/release/piperider");
     let work = std::env::temp_dir().join(format!("piperider-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -42,6 +55,8 @@ pub(crate) fn run(quick: bool) -> Result {
     report.insert("cli_overhead_ms".into(), cli.0);
     report.insert("cli_overhead_ratio".into(), cli.1);
     report.insert("cli_overhead_isolated".into(), cli.2);
+    let backend = crate::bench_backend::run(quick)?;
+    report.extend(backend);
     report.insert(
         "machine".into(),
         json!({
@@ -57,6 +72,7 @@ pub(crate) fn run(quick: bool) -> Result {
         serde_json::to_string_pretty(&Value::Object(report.clone())).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     print_table(&report);
+    crate::bench_backend::print(&report);
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
 }
@@ -140,7 +156,7 @@ fn timed(
     Ok(took)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -8,7 +8,9 @@
 //! - `dev`      the whole stack on SQLite (not built yet)
 
 mod bench;
+mod bench_backend;
 mod codegen;
+mod load;
 mod sample;
 mod tidy;
 
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::run(),
         ["bench"] => bench::run(false),
         ["bench", "--quick"] => bench::run(true),
+        ["bench-run"] => bench::run_measurements(false),
+        ["bench-run", "--quick"] => bench::run_measurements(true),
+        ["noop-server"] => bench_backend::noop_server(),
         ["dev"] => Err("`cargo xtask dev` is not built yet: the ingestion backend and dashboard come first (see README.md)".into()),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");

@@ -1,0 +1,301 @@
+//! The backend's speed figures, measured in one run on this machine:
+//! the HTTP ceiling (a no-op axum endpoint), single-event requests with
+//! durable acknowledgement, 100-event batches, latency at half the maximum
+//! rate, peak memory, and the stats query over a million stored events.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::load::{self, BodyFn};
+use crate::{Result, root};
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+const CONNECTIONS: usize = 64;
+const BATCH_CONNECTIONS: usize = 16;
+const USERS: u64 = 1_000;
+
+/// `xtask noop-server`: an axum endpoint that reads the body and answers
+/// 200 with a fixed JSON body. Prints its address on stdout.
+pub(crate) fn noop_server() -> Result {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        println!("{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let app = axum::Router::new().route(
+            "/v1/batch",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                let _ = body.len();
+                axum::Json(json!({"results": []}))
+            }),
+        );
+        axum::serve(listener, app).await.map_err(|e| e.to_string())
+    })
+}
+
+fn event(n: u64) -> String {
+    format!(
+        "{{\"schema_version\":1,\"event_id\":\"{}\",\"event_type\":\"run\",\"timestamp\":\"{}\",\"user_id\":\"{:032x}\",\
+         \"device_id\":\"{:064x}\",\"platform\":{{\"os\":\"linux\",\"arch\":\"x86_64\",\"os_version\":\"6.1.0\"}},\
+         \"runtime\":{{\"name\":\"python\",\"version\":\"3.11.7\"}},\"app_version\":\"0.2.0\",\"initial_version\":\"0.1.0\",\
+         \"ci\":null,\"project\":{{\"project_id\":\"{:032x}\",\"datasource_type\":\"postgres\"}},\
+         \"stats\":{{\"tables\":12,\"columns\":140,\"rows\":250000,\"builtin_assertions\":40,\"custom_assertions\":3,\
+         \"passed_assertions\":41,\"failed_assertions\":2}},\"outcome\":{{\"status\":\"ok\",\"duration_ms\":2300}}}}",
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        0xabc0_0000_u64 + n % USERS,
+        0xdef0_0000_u64 + n % USERS,
+        0x1230_0000_u64 + n % (USERS * 2),
+    )
+}
+
+fn single() -> BodyFn {
+    Arc::new(|n| format!("{{\"events\":[{}]}}", event(n)))
+}
+
+fn batch100() -> BodyFn {
+    Arc::new(|n| {
+        let events: Vec<String> = (0..100).map(|i| event(n * 100 + i)).collect();
+        format!("{{\"events\":[{}]}}", events.join(","))
+    })
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// A release `piperider-ingest` process on its own database.
+struct Backend {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Backend {
+    fn start(database_url: &str) -> Result<Backend> {
+        let addr = free_port()?;
+        let child = Command::new(root().join("target/release/piperider-ingest"))
+            .args(["--listen", &addr.to_string(), "--database-url", database_url, "--rate-limit-ip", "0", "--rate-limit-user", "0"])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .env("PIPERIDER_INGEST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting piperider-ingest: {e}"))?;
+        let backend = Backend { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("piperider-ingest did not start listening within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(backend)
+    }
+
+    /// Peak resident memory so far, in MB (Linux).
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+fn postgres_reachable() -> bool {
+    std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 5432)), Duration::from_secs(2)).is_ok()
+}
+
+async fn pg_admin(sql: &str) -> Result {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    sqlx::query(sql).execute(&mut conn).await.map_err(|e| format!("{sql}: {e}"))?;
+    conn.close().await.map_err(|e| e.to_string())
+}
+
+pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
+    let phase = Duration::from_secs(if quick { 3 } else { 10 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let work = std::env::temp_dir().join(format!("piperider-bench-backend-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let result = runtime.block_on(measure(phase, &work));
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
+    let mut report = Map::new();
+
+    // The ceiling: a no-op axum endpoint, its own process like the backend.
+    let mut noop = Command::new(root().join("target/release/xtask"))
+        .arg("noop-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the no-op server: {e}"))?;
+    let addr: SocketAddr = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let out = noop.stdout.take().ok_or("no stdout")?;
+        std::io::BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim().parse().map_err(|e| format!("no-op server address {line:?}: {e}"))?
+    };
+    let o = load::run(addr, "/v1/batch", CONNECTIONS, phase, None, single()).await;
+    let _ = noop.kill();
+    let _ = noop.wait();
+    let noop_rps = o.rps();
+    eprintln!("xtask: bench noop: {noop_rps:.0} requests/s ({} failures)", o.failures);
+    report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
+
+    // SQLite.
+    let db: PathBuf = work.join("bench.db");
+    let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
+    let single_rps = phase_rps(&backend, "single sqlite", CONNECTIONS, phase, single()).await?;
+    report.insert("single_event_rps_sqlite".into(), json!(round(single_rps, 0)));
+    report.insert("single_event_ratio_sqlite".into(), json!(round(single_rps / noop_rps, 3)));
+    let half = load::run(backend.addr, "/v1/batch", CONNECTIONS, phase, Some(single_rps / 2.0), single()).await;
+    eprintln!(
+        "xtask: bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
+        half.rps(),
+        half.percentile_ms(0.5),
+        half.percentile_ms(0.99)
+    );
+    report.insert("p50_ms".into(), json!(round(half.percentile_ms(0.5), 3)));
+    report.insert("p99_ms".into(), json!(round(half.percentile_ms(0.99), 3)));
+    let batch_rps = phase_rps(&backend, "batch100 sqlite", BATCH_CONNECTIONS, phase, batch100()).await?;
+    report.insert("batch100_events_per_s_sqlite".into(), json!(round(batch_rps * 100.0, 0)));
+
+    // A million stored events, then the dashboard's query.
+    let stored = stored_events(backend.addr).await?;
+    if stored < 1_000_000 {
+        let needed = (1_000_000 - stored).div_ceil(100);
+        fill(backend.addr, needed).await?;
+    }
+    let stored = stored_events(backend.addr).await?;
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN)).await.ok_or("stats query failed")?;
+        if status != 200 {
+            return Err(format!("GET /v1/admin/stats answered {status}"));
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let stats_ms = crate::bench::median(times);
+    eprintln!("xtask: bench stats query over {stored} events: {stats_ms:.1} ms");
+    report.insert("stats_query_ms".into(), json!(round(stats_ms, 2)));
+    report.insert("stats_query_events".into(), json!(stored));
+    let rss = backend.peak_rss_mb().ok_or("cannot read the backend's memory use")?;
+    report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
+    drop(backend);
+
+    // PostgreSQL, when a server answers.
+    if postgres_reachable() {
+        let name = format!("piperider_bench_{}", std::process::id());
+        pg_admin(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+        pg_admin(&format!("CREATE DATABASE {name}")).await?;
+        let result = async {
+            let backend = Backend::start(&format!("postgres://postgres@127.0.0.1:5432/{name}"))?;
+            let single_rps = phase_rps(&backend, "single postgres", CONNECTIONS, phase, single()).await?;
+            let batch_rps = phase_rps(&backend, "batch100 postgres", BATCH_CONNECTIONS, phase, batch100()).await?;
+            Ok::<_, String>((single_rps, batch_rps))
+        }
+        .await;
+        pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        let (single_rps, batch_rps) = result?;
+        report.insert("single_event_rps_postgres".into(), json!(round(single_rps, 0)));
+        report.insert("single_event_ratio_postgres".into(), json!(round(single_rps / noop_rps, 3)));
+        report.insert("batch100_events_per_s_postgres".into(), json!(round(batch_rps * 100.0, 0)));
+    } else {
+        eprintln!("xtask: bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
+        report.insert("postgres".into(), json!("skipped: not reachable"));
+    }
+    Ok(report)
+}
+
+async fn phase_rps(backend: &Backend, name: &str, connections: usize, phase: Duration, body: BodyFn) -> Result<f64> {
+    let o = load::run(backend.addr, "/v1/batch", connections, phase, None, body).await;
+    eprintln!(
+        "xtask: bench {name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} failures)",
+        o.rps(),
+        o.percentile_ms(0.5),
+        o.percentile_ms(0.99),
+        o.failures
+    );
+    if o.requests == 0 {
+        return Err(format!("bench {name}: no request succeeded"));
+    }
+    Ok(o.rps())
+}
+
+async fn stored_events(addr: SocketAddr) -> Result<u64> {
+    let (status, body) = load::get(addr, "/v1/admin/stats", Some(ADMIN_TOKEN)).await.ok_or("stats query failed")?;
+    if status != 200 {
+        return Err(format!("GET /v1/admin/stats answered {status}"));
+    }
+    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    v["totals"]["events"].as_u64().ok_or_else(|| "stats without totals.events".to_string())
+}
+
+/// Sends `batches` 100-event batches as fast as the backend takes them.
+async fn fill(addr: SocketAddr, batches: u64) -> Result {
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < batches {
+        let o = load::run(addr, "/v1/batch", BATCH_CONNECTIONS, Duration::from_secs(2), None, batch100()).await;
+        sent += o.requests;
+        if o.requests == 0 {
+            return Err("filling the database: no batch succeeded".into());
+        }
+    }
+    eprintln!("xtask: bench filled {} events in {:.1} s", sent * 100, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub(crate) fn print(report: &Map<String, Value>) {
+    for key in [
+        "noop_rps",
+        "single_event_rps_sqlite",
+        "single_event_ratio_sqlite",
+        "single_event_rps_postgres",
+        "single_event_ratio_postgres",
+        "batch100_events_per_s_sqlite",
+        "batch100_events_per_s_postgres",
+        "p50_ms",
+        "p99_ms",
+        "peak_rss_mb",
+        "stats_query_ms",
+    ] {
+        if let Some(v) = report.get(key) {
+            println!("{key:<34} {v:>12}");
+        }
+    }
+}
