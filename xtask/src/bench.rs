@@ -27,7 +27,15 @@ pub(crate) fn run(quick: bool) -> Result {
     run_step(
         "release build",
         cargo().args([
-            "build", "--release", "--quiet", "-p", "piperider-cli", "-p", "piperider-ingest", "-p", "xtask",
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "piperider-cli",
+            "-p",
+            "piperider-ingest",
+            "-p",
+            "xtask",
         ]),
     )?;
     let mut cmd = std::process::Command::new(root().join("target/release/xtask"));

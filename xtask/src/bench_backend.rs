@@ -24,7 +24,9 @@ const USERS: u64 = 1_000;
 pub(crate) fn noop_server() -> Result {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         println!("{}", listener.local_addr().map_err(|e| e.to_string())?);
         let app = axum::Router::new().route(
             "/v1/batch",
@@ -37,6 +39,7 @@ pub(crate) fn noop_server() -> Result {
     })
 }
 
+/// One `run` event of user `n % USERS` (fresh id, current time).
 fn event(n: u64) -> String {
     format!(
         "{{\"schema_version\":1,\"event_id\":\"{}\",\"event_type\":\"run\",\"timestamp\":\"{}\",\"user_id\":\"{:032x}\",\
@@ -57,9 +60,10 @@ fn single() -> BodyFn {
     Arc::new(|n| format!("{{\"events\":[{}]}}", event(n)))
 }
 
+/// A CLI flushing its spool: 100 events of one user (`n`).
 fn batch100() -> BodyFn {
     Arc::new(|n| {
-        let events: Vec<String> = (0..100).map(|i| event(n * 100 + i)).collect();
+        let events: Vec<String> = (0..100).map(|_| event(n)).collect();
         format!("{{\"events\":[{}]}}", events.join(","))
     })
 }
@@ -79,7 +83,16 @@ impl Backend {
     fn start(database_url: &str) -> Result<Backend> {
         let addr = free_port()?;
         let child = Command::new(root().join("target/release/piperider-ingest"))
-            .args(["--listen", &addr.to_string(), "--database-url", database_url, "--rate-limit-ip", "0", "--rate-limit-user", "0"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--database-url",
+                database_url,
+                "--rate-limit-ip",
+                "0",
+                "--rate-limit-user",
+                "0",
+            ])
             .args(["--admin-token", ADMIN_TOKEN])
             .env("PIPERIDER_INGEST_LOG", "warn")
             .stdout(Stdio::null())
@@ -124,7 +137,11 @@ fn round(x: f64, places: i32) -> f64 {
 }
 
 fn postgres_reachable() -> bool {
-    std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 5432)), Duration::from_secs(2)).is_ok()
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], 5432)),
+        Duration::from_secs(2),
+    )
+    .is_ok()
 }
 
 async fn pg_admin(sql: &str) -> Result {
@@ -133,7 +150,10 @@ async fn pg_admin(sql: &str) -> Result {
     let mut conn = sqlx::AnyConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
         .map_err(|e| format!("PostgreSQL: {e}"))?;
-    sqlx::query(sql).execute(&mut conn).await.map_err(|e| format!("{sql}: {e}"))?;
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("{sql}: {e}"))?;
     conn.close().await.map_err(|e| e.to_string())
 }
 
@@ -165,23 +185,44 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         use std::io::BufRead;
         let mut line = String::new();
         let out = noop.stdout.take().ok_or("no stdout")?;
-        std::io::BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
-        line.trim().parse().map_err(|e| format!("no-op server address {line:?}: {e}"))?
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        line.trim()
+            .parse()
+            .map_err(|e| format!("no-op server address {line:?}: {e}"))?
     };
     let o = load::run(addr, "/v1/batch", CONNECTIONS, phase, None, single()).await;
     let _ = noop.kill();
     let _ = noop.wait();
     let noop_rps = o.rps();
-    eprintln!("xtask: bench noop: {noop_rps:.0} requests/s ({} failures)", o.failures);
+    eprintln!(
+        "xtask: bench noop: {noop_rps:.0} requests/s ({} failures)",
+        o.failures
+    );
     report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
 
     // SQLite.
     let db: PathBuf = work.join("bench.db");
     let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
     let single_rps = phase_rps(&backend, "single sqlite", CONNECTIONS, phase, single()).await?;
-    report.insert("single_event_rps_sqlite".into(), json!(round(single_rps, 0)));
-    report.insert("single_event_ratio_sqlite".into(), json!(round(single_rps / noop_rps, 3)));
-    let half = load::run(backend.addr, "/v1/batch", CONNECTIONS, phase, Some(single_rps / 2.0), single()).await;
+    report.insert(
+        "single_event_rps_sqlite".into(),
+        json!(round(single_rps, 0)),
+    );
+    report.insert(
+        "single_event_ratio_sqlite".into(),
+        json!(round(single_rps / noop_rps, 3)),
+    );
+    let half = load::run(
+        backend.addr,
+        "/v1/batch",
+        CONNECTIONS,
+        phase,
+        Some(single_rps / 2.0),
+        single(),
+    )
+    .await;
     eprintln!(
         "xtask: bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
         half.rps(),
@@ -190,8 +231,18 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     );
     report.insert("p50_ms".into(), json!(round(half.percentile_ms(0.5), 3)));
     report.insert("p99_ms".into(), json!(round(half.percentile_ms(0.99), 3)));
-    let batch_rps = phase_rps(&backend, "batch100 sqlite", BATCH_CONNECTIONS, phase, batch100()).await?;
-    report.insert("batch100_events_per_s_sqlite".into(), json!(round(batch_rps * 100.0, 0)));
+    let batch_rps = phase_rps(
+        &backend,
+        "batch100 sqlite",
+        BATCH_CONNECTIONS,
+        phase,
+        batch100(),
+    )
+    .await?;
+    report.insert(
+        "batch100_events_per_s_sqlite".into(),
+        json!(round(batch_rps * 100.0, 0)),
+    );
 
     // A million stored events, then the dashboard's query.
     let stored = stored_events(backend.addr).await?;
@@ -203,7 +254,9 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN)).await.ok_or("stats query failed")?;
+        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
+            .await
+            .ok_or("stats query failed")?;
         if status != 200 {
             return Err(format!("GET /v1/admin/stats answered {status}"));
         }
@@ -213,7 +266,9 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     eprintln!("xtask: bench stats query over {stored} events: {stats_ms:.1} ms");
     report.insert("stats_query_ms".into(), json!(round(stats_ms, 2)));
     report.insert("stats_query_events".into(), json!(stored));
-    let rss = backend.peak_rss_mb().ok_or("cannot read the backend's memory use")?;
+    let rss = backend
+        .peak_rss_mb()
+        .ok_or("cannot read the backend's memory use")?;
     report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
     drop(backend);
 
@@ -224,16 +279,33 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         pg_admin(&format!("CREATE DATABASE {name}")).await?;
         let result = async {
             let backend = Backend::start(&format!("postgres://postgres@127.0.0.1:5432/{name}"))?;
-            let single_rps = phase_rps(&backend, "single postgres", CONNECTIONS, phase, single()).await?;
-            let batch_rps = phase_rps(&backend, "batch100 postgres", BATCH_CONNECTIONS, phase, batch100()).await?;
+            let single_rps =
+                phase_rps(&backend, "single postgres", CONNECTIONS, phase, single()).await?;
+            let batch_rps = phase_rps(
+                &backend,
+                "batch100 postgres",
+                BATCH_CONNECTIONS,
+                phase,
+                batch100(),
+            )
+            .await?;
             Ok::<_, String>((single_rps, batch_rps))
         }
         .await;
         pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
         let (single_rps, batch_rps) = result?;
-        report.insert("single_event_rps_postgres".into(), json!(round(single_rps, 0)));
-        report.insert("single_event_ratio_postgres".into(), json!(round(single_rps / noop_rps, 3)));
-        report.insert("batch100_events_per_s_postgres".into(), json!(round(batch_rps * 100.0, 0)));
+        report.insert(
+            "single_event_rps_postgres".into(),
+            json!(round(single_rps, 0)),
+        );
+        report.insert(
+            "single_event_ratio_postgres".into(),
+            json!(round(single_rps / noop_rps, 3)),
+        );
+        report.insert(
+            "batch100_events_per_s_postgres".into(),
+            json!(round(batch_rps * 100.0, 0)),
+        );
     } else {
         eprintln!("xtask: bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
         report.insert("postgres".into(), json!("skipped: not reachable"));
@@ -241,7 +313,13 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     Ok(report)
 }
 
-async fn phase_rps(backend: &Backend, name: &str, connections: usize, phase: Duration, body: BodyFn) -> Result<f64> {
+async fn phase_rps(
+    backend: &Backend,
+    name: &str,
+    connections: usize,
+    phase: Duration,
+    body: BodyFn,
+) -> Result<f64> {
     let o = load::run(backend.addr, "/v1/batch", connections, phase, None, body).await;
     eprintln!(
         "xtask: bench {name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} failures)",
@@ -257,12 +335,16 @@ async fn phase_rps(backend: &Backend, name: &str, connections: usize, phase: Dur
 }
 
 async fn stored_events(addr: SocketAddr) -> Result<u64> {
-    let (status, body) = load::get(addr, "/v1/admin/stats", Some(ADMIN_TOKEN)).await.ok_or("stats query failed")?;
+    let (status, body) = load::get(addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
+        .await
+        .ok_or("stats query failed")?;
     if status != 200 {
         return Err(format!("GET /v1/admin/stats answered {status}"));
     }
     let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    v["totals"]["events"].as_u64().ok_or_else(|| "stats without totals.events".to_string())
+    v["totals"]["events"]
+        .as_u64()
+        .ok_or_else(|| "stats without totals.events".to_string())
 }
 
 /// Sends `batches` 100-event batches as fast as the backend takes them.
@@ -270,13 +352,25 @@ async fn fill(addr: SocketAddr, batches: u64) -> Result {
     let started = Instant::now();
     let mut sent = 0;
     while sent < batches {
-        let o = load::run(addr, "/v1/batch", BATCH_CONNECTIONS, Duration::from_secs(2), None, batch100()).await;
+        let o = load::run(
+            addr,
+            "/v1/batch",
+            BATCH_CONNECTIONS,
+            Duration::from_secs(2),
+            None,
+            batch100(),
+        )
+        .await;
         sent += o.requests;
         if o.requests == 0 {
             return Err("filling the database: no batch succeeded".into());
         }
     }
-    eprintln!("xtask: bench filled {} events in {:.1} s", sent * 100, started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask: bench filled {} events in {:.1} s",
+        sent * 100,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -151,18 +151,30 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> Opti
 }
 
 /// One GET, returning the status and body.
-pub(crate) async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+pub(crate) async fn get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let (read, mut write) = stream.into_split();
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n{auth}connection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: bench\r\n{auth}connection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .ok()?;
     let mut read = BufReader::new(read);
     let mut all = String::new();
     read.read_to_string(&mut all).await.ok()?;
     let status = all.split_whitespace().nth(1)?.parse().ok()?;
-    let body = all.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = all
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }

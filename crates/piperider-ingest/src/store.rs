@@ -18,8 +18,24 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, QueryBuilder};
 
-/// Rows per multi-row statement: under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// Rows per multi-row statement. Only these sizes are used, so the few
+/// distinct statements stay prepared in the connection's statement cache
+/// instead of being parsed anew for every group; the largest stays under
+/// SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
+
+/// Splits `rows` into slices of the sizes in [`STATEMENT_ROWS`], largest first.
+fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for size in STATEMENT_ROWS {
+        while rows.len() >= size {
+            let (head, tail) = rows.split_at(size);
+            out.push(head);
+            rows = tail;
+        }
+    }
+    out
+}
 /// Newest quarantined events kept.
 pub(crate) const QUARANTINE_KEEP: i64 = 10_000;
 
@@ -119,7 +135,7 @@ macro_rules! rollups {
                 if e.ts >= entry.1.ts { entry.1 = e; }
             }
             let users: Vec<_> = users.into_values().collect();
-            for chunk in users.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&users) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO users (user_id, first_seen, first_day, last_seen, country, region, os, arch, os_version, device_id, \
                      runtime_name, runtime_version, app_version, initial_version, ci) ",
@@ -175,7 +191,7 @@ macro_rules! rollups {
                 }
             }
             let projects: Vec<_> = projects.into_iter().collect();
-            for chunk in projects.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&projects) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO projects (project_id, user_id, first_seen, last_seen, initial_version, current_version) ",
                 );
@@ -198,7 +214,7 @@ macro_rules! rollups {
                 q.build().execute(&mut *$tx).await?;
             }
             let types: Vec<_> = types.into_iter().collect();
-            for chunk in types.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&types) {
                 let mut q = QueryBuilder::new("INSERT INTO project_datasources (project_id, datasource_type) ");
                 q.push_values(chunk, |mut b, (p, t)| {
                     b.push_bind(p.to_string()).push_bind(t.to_string());
@@ -210,7 +226,7 @@ macro_rules! rollups {
             // Daily active users.
             let active: BTreeSet<(&str, &str)> = new.iter().map(|e| (e.day.as_str(), e.user_id.as_str())).collect();
             let active: Vec<_> = active.into_iter().collect();
-            for chunk in active.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&active) {
                 let mut q = QueryBuilder::new("INSERT INTO daily_users (day, user_id) ");
                 q.push_values(chunk, |mut b, (d, u)| {
                     b.push_bind(d.to_string()).push_bind(u.to_string());
@@ -234,7 +250,7 @@ macro_rules! rollups {
                 }
             }
             let daily: Vec<_> = daily.into_iter().collect();
-            for chunk in daily.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&daily) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO daily_events (day, event_type, events, errors, tables, columns, rows, builtin_assertions, \
                      custom_assertions, passed_assertions, failed_assertions) ",
@@ -257,7 +273,7 @@ macro_rules! rollups {
                 q.build().execute(&mut *$tx).await?;
             }
             let buckets: Vec<_> = buckets.into_iter().collect();
-            for chunk in buckets.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&buckets) {
                 let mut q = QueryBuilder::new("INSERT INTO daily_buckets (day, metric, bucket, events) ");
                 q.push_values(chunk, |mut b, ((day, metric, bucket), n)| {
                     b.push_bind(day.to_string()).push_bind(metric.to_string()).push_bind(*bucket).push_bind(*n);
@@ -286,7 +302,12 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 // Every commit reaches the disk before it is acknowledged.
                 .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(5));
+                .busy_timeout(Duration::from_secs(5))
+                // Index pages stay in memory instead of being read back per insert.
+                .pragma("cache_size", "-32768")
+                .pragma("temp_store", "memory")
+                // Fewer, larger checkpoints.
+                .pragma("wal_autocheckpoint", "8192");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(5))
@@ -347,7 +368,7 @@ impl Store {
             // Deleted users.
             let mut deleted: HashSet<String> = HashSet::new();
             let wanted: BTreeSet<&String> = events.iter().filter_map(|e| hashes.get(&e.user_id)).collect();
-            for chunk in wanted.into_iter().collect::<Vec<_>>().chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&wanted.into_iter().collect::<Vec<_>>()) {
                 let mut q = QueryBuilder::new("SELECT user_hash FROM deleted_users WHERE user_hash IN (");
                 let mut sep = q.separated(", ");
                 for h in chunk {
@@ -367,7 +388,7 @@ impl Store {
                 .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
                 .collect();
             let mut inserted: HashSet<String> = HashSet::new();
-            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(&fresh) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO events (event_id, received_at, ts, day, event_type, user_id, device_id, os, arch, os_version, \
                      runtime_name, runtime_version, app_version, initial_version, ci, project_id, datasource_type, tables, columns, \
