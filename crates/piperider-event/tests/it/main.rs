@@ -1,5 +1,6 @@
 //! Integration tests of the wire format through its public API.
 
+mod docs;
 mod golden;
 mod invalid;
 mod props;
