@@ -95,6 +95,17 @@ fn postgres_reachable() -> bool {
     std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
 }
 
+fn browser_installed() -> bool {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .any(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
 fn test() -> Result {
     tidy::run()?;
     codegen::run(true)?;
@@ -108,6 +119,17 @@ fn test() -> Result {
         return Err("PostgreSQL is not reachable on 127.0.0.1:5432, and CI must run its suites (.ci/run starts it)".into());
     } else {
         skipped.push("PostgreSQL suites (nothing answers on 127.0.0.1:5432)");
+    }
+    if browser_installed() {
+        // The browser tests fail instead of skipping when no browser is found.
+        cmd.env("PIPERIDER_REQUIRE_BROWSER", "1");
+    } else if in_ci() {
+        return Err(
+            "no chromium is installed, and CI must run the browser tests (.ci/run installs it)"
+                .into(),
+        );
+    } else {
+        skipped.push("browser checks (no chromium installed: apt-get install -y chromium)");
     }
     let mut totals = Totals::default();
     let cargo_tests = run_tests(

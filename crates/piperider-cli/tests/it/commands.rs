@@ -266,6 +266,12 @@ fn the_report_is_one_self_contained_file() {
             "the report refers to something outside itself: {needle}"
         );
     }
+    if let Some(requests) = crate::browser::page_requests(std::path::Path::new(&path)) {
+        assert!(
+            requests.is_empty(),
+            "opening the report made requests: {requests:?}"
+        );
+    }
     let event = event_of(&sink, "generate-report");
     assert_eq!(event["stats"]["passed_assertions"], 6);
 }
