@@ -57,6 +57,11 @@ pub(crate) fn run_measurements(quick: bool) -> Result {
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
 
     let mut report = serde_json::Map::new();
+    if std::env::var_os("PIPERIDER_BENCH_ONLY").is_some() {
+        let backend = crate::bench_backend::run(quick)?;
+        crate::bench_backend::print(&backend);
+        return Ok(());
+    }
     let cli = cli_overhead(&exe, &work, &settings);
     let _ = std::fs::remove_dir_all(&work);
     let cli = cli?;

@@ -172,6 +172,15 @@ pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
     result
 }
 
+/// `PIPERIDER_BENCH_ONLY=single,batch` runs only the named phases (for
+/// investigating one figure; the report then lacks the others).
+fn wanted(name: &str) -> bool {
+    match std::env::var("PIPERIDER_BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|p| p.trim() == name),
+        Err(_) => true,
+    }
+}
+
 async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut report = Map::new();
 
@@ -214,6 +223,10 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         "single_event_ratio_sqlite".into(),
         json!(round(single_rps / noop_rps, 3)),
     );
+    if !wanted("latency") && !wanted("batch") && !wanted("stats") {
+        report.insert("peak_rss_mb".into(), json!(backend.peak_rss_mb()));
+        return Ok(report);
+    }
     let half = load::run(
         backend.addr,
         "/v1/batch",
@@ -273,6 +286,9 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     drop(backend);
 
     // PostgreSQL, when a server answers.
+    if !wanted("postgres") {
+        return Ok(report);
+    }
     if postgres_reachable() {
         let name = format!("piperider_bench_{}", std::process::id());
         pg_admin(&format!("DROP DATABASE IF EXISTS {name}")).await?;

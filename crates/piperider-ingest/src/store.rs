@@ -18,24 +18,41 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, QueryBuilder};
 
-/// Rows per multi-row statement. Only these sizes are used, so the few
-/// distinct statements stay prepared in the connection's statement cache
-/// instead of being parsed anew for every group; the largest stays under
-/// SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
-const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
-
-/// Splits `rows` into slices of the sizes in [`STATEMENT_ROWS`], largest first.
-fn statement_chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    for size in STATEMENT_ROWS {
-        while rows.len() >= size {
-            let (head, tail) = rows.split_at(size);
-            out.push(head);
-            rows = tail;
-        }
+/// `SELECT` of typed columns from a JSON array of rows bound as `$1`: every
+/// multi-row statement takes its rows as one parameter, so its text never
+/// changes (it stays prepared in the statement cache) and no row costs a
+/// bind of its own. `types` are `text` or `int`, one per column.
+fn from_json(sqlite: bool, types: &[&str]) -> String {
+    let columns: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if sqlite {
+                format!("json_extract(value, '$[{i}]')")
+            } else {
+                let pg = if *t == "int" { "BIGINT" } else { "TEXT" };
+                format!("CAST(e->>{i} AS {pg})")
+            }
+        })
+        .collect();
+    // `WHERE true` keeps SQLite from reading a following `ON CONFLICT` as a join's `ON`.
+    if sqlite {
+        format!(
+            "SELECT {} FROM json_each($1) WHERE true",
+            columns.join(", ")
+        )
+    } else {
+        format!(
+            "SELECT {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e WHERE true",
+            columns.join(", ")
+        )
     }
-    out
 }
+
+fn rows_json(rows: &[serde_json::Value]) -> String {
+    serde_json::Value::Array(rows.to_vec()).to_string()
+}
+
 /// Newest quarantined events kept.
 pub(crate) const QUARANTINE_KEEP: i64 = 10_000;
 
@@ -122,10 +139,24 @@ pub(crate) fn bucket(v: i64) -> i64 {
     b
 }
 
+/// Runs `sql` (an `INSERT ... SELECT` from [`from_json`]) with `rows` as its one parameter.
+macro_rules! insert_json {
+    ($tx:ident, $sql:expr, $rows:expr) => {{
+        let rows: &[serde_json::Value] = &$rows;
+        if !rows.is_empty() {
+            sqlx::query(&$sql)
+                .bind(rows_json(rows))
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
 /// Updates the rollups for newly stored events, inside the write transaction.
 macro_rules! rollups {
-    ($tx:ident, $new:expr) => {{
+    ($tx:ident, $sqlite:expr, $new:expr) => {{
         let new: &[&EventRow] = $new;
+        let sqlite: bool = $sqlite;
         if !new.is_empty() {
             // Users: earliest and latest sighting; attributes of the latest event.
             let mut users: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
@@ -134,48 +165,37 @@ macro_rules! rollups {
                 if e.ts < entry.0.ts { entry.0 = e; }
                 if e.ts >= entry.1.ts { entry.1 = e; }
             }
-            let users: Vec<_> = users.into_values().collect();
-            for chunk in statement_chunks(&users) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO users (user_id, first_seen, first_day, last_seen, country, region, os, arch, os_version, device_id, \
-                     runtime_name, runtime_version, app_version, initial_version, ci) ",
-                );
-                q.push_values(chunk, |mut b, (first, last)| {
-                    b.push_bind(last.user_id.clone())
-                        .push_bind(first.ts)
-                        .push_bind(first.day.clone())
-                        .push_bind(last.ts)
-                        .push_bind(last.country.clone())
-                        .push_bind(last.region.clone())
-                        .push_bind(last.os.clone())
-                        .push_bind(last.arch.clone())
-                        .push_bind(last.os_version.clone())
-                        .push_bind(last.device_id.clone())
-                        .push_bind(last.runtime_name.clone())
-                        .push_bind(last.runtime_version.clone())
-                        .push_bind(last.app_version.clone())
-                        .push_bind(first.initial_version.clone())
-                        .push_bind(last.ci.clone());
-                });
-                q.push(
-                    " ON CONFLICT (user_id) DO UPDATE SET \
-                     first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
-                     first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
-                     country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
-                     region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
-                     os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
-                     arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
-                     os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
-                     device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
-                     runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
-                     runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
-                     app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
-                     initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
-                     ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
-                     last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
-                );
-                q.build().execute(&mut *$tx).await?;
-            }
+            let rows: Vec<serde_json::Value> = users
+                .values()
+                .map(|(first, last)| {
+                    serde_json::json!([
+                        last.user_id, first.ts, first.day, last.ts, last.country, last.region, last.os, last.arch,
+                        last.os_version, last.device_id, last.runtime_name, last.runtime_version, last.app_version,
+                        first.initial_version, last.ci
+                    ])
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO users (user_id, first_seen, first_day, last_seen, country, region, os, arch, os_version, device_id, \
+                 runtime_name, runtime_version, app_version, initial_version, ci) {} \
+                 ON CONFLICT (user_id) DO UPDATE SET \
+                 first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
+                 first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
+                 country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
+                 region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
+                 os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
+                 arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
+                 os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
+                 device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
+                 runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
+                 runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
+                 app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
+                 initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
+                 ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
+                 last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
+                from_json(sqlite, &["text", "int", "text", "int", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text"])
+            );
+            insert_json!($tx, sql, rows);
 
             // Projects: first and last sighting, initial and current version, data source types.
             let mut projects: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
@@ -190,50 +210,38 @@ macro_rules! rollups {
                     }
                 }
             }
-            let projects: Vec<_> = projects.into_iter().collect();
-            for chunk in statement_chunks(&projects) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO projects (project_id, user_id, first_seen, last_seen, initial_version, current_version) ",
-                );
-                q.push_values(chunk, |mut b, (id, (first, last))| {
-                    b.push_bind(id.to_string())
-                        .push_bind(last.user_id.clone())
-                        .push_bind(first.ts)
-                        .push_bind(last.ts)
-                        .push_bind(first.app_version.clone())
-                        .push_bind(last.app_version.clone());
-                });
-                q.push(
-                    " ON CONFLICT (project_id) DO UPDATE SET \
-                     user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
-                     initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
-                     current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
-                     first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
-                     last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
-                );
-                q.build().execute(&mut *$tx).await?;
-            }
-            let types: Vec<_> = types.into_iter().collect();
-            for chunk in statement_chunks(&types) {
-                let mut q = QueryBuilder::new("INSERT INTO project_datasources (project_id, datasource_type) ");
-                q.push_values(chunk, |mut b, (p, t)| {
-                    b.push_bind(p.to_string()).push_bind(t.to_string());
-                });
-                q.push(" ON CONFLICT (project_id, datasource_type) DO NOTHING");
-                q.build().execute(&mut *$tx).await?;
-            }
+            let rows: Vec<serde_json::Value> = projects
+                .iter()
+                .map(|(id, (first, last))| {
+                    serde_json::json!([id, last.user_id, first.ts, last.ts, first.app_version, last.app_version])
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO projects (project_id, user_id, first_seen, last_seen, initial_version, current_version) {} \
+                 ON CONFLICT (project_id) DO UPDATE SET \
+                 user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
+                 initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
+                 current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
+                 first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
+                 last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
+                from_json(sqlite, &["text", "text", "int", "int", "text", "text"])
+            );
+            insert_json!($tx, sql, rows);
+            let rows: Vec<serde_json::Value> = types.iter().map(|(p, t)| serde_json::json!([p, t])).collect();
+            let sql = format!(
+                "INSERT INTO project_datasources (project_id, datasource_type) {} ON CONFLICT (project_id, datasource_type) DO NOTHING",
+                from_json(sqlite, &["text", "text"])
+            );
+            insert_json!($tx, sql, rows);
 
             // Daily active users.
             let active: BTreeSet<(&str, &str)> = new.iter().map(|e| (e.day.as_str(), e.user_id.as_str())).collect();
-            let active: Vec<_> = active.into_iter().collect();
-            for chunk in statement_chunks(&active) {
-                let mut q = QueryBuilder::new("INSERT INTO daily_users (day, user_id) ");
-                q.push_values(chunk, |mut b, (d, u)| {
-                    b.push_bind(d.to_string()).push_bind(u.to_string());
-                });
-                q.push(" ON CONFLICT (day, user_id) DO NOTHING");
-                q.build().execute(&mut *$tx).await?;
-            }
+            let rows: Vec<serde_json::Value> = active.iter().map(|(d, u)| serde_json::json!([d, u])).collect();
+            let sql = format!(
+                "INSERT INTO daily_users (day, user_id) {} ON CONFLICT (day, user_id) DO NOTHING",
+                from_json(sqlite, &["text", "text"])
+            );
+            insert_json!($tx, sql, rows);
 
             // Commands per day with their sums, and the distributions.
             let mut daily: BTreeMap<(&str, &str), [i64; 9]> = BTreeMap::new();
@@ -249,38 +257,33 @@ macro_rules! rollups {
                     }
                 }
             }
-            let daily: Vec<_> = daily.into_iter().collect();
-            for chunk in statement_chunks(&daily) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO daily_events (day, event_type, events, errors, tables, columns, rows, builtin_assertions, \
-                     custom_assertions, passed_assertions, failed_assertions) ",
-                );
-                q.push_values(chunk, |mut b, ((day, t), v)| {
-                    b.push_bind(day.to_string()).push_bind(t.to_string());
-                    for x in v {
-                        b.push_bind(*x);
-                    }
-                });
-                q.push(
-                    " ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
-                     errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
-                     columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
-                     builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
-                     custom_assertions = daily_events.custom_assertions + excluded.custom_assertions, \
-                     passed_assertions = daily_events.passed_assertions + excluded.passed_assertions, \
-                     failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
-                );
-                q.build().execute(&mut *$tx).await?;
-            }
-            let buckets: Vec<_> = buckets.into_iter().collect();
-            for chunk in statement_chunks(&buckets) {
-                let mut q = QueryBuilder::new("INSERT INTO daily_buckets (day, metric, bucket, events) ");
-                q.push_values(chunk, |mut b, ((day, metric, bucket), n)| {
-                    b.push_bind(day.to_string()).push_bind(metric.to_string()).push_bind(*bucket).push_bind(*n);
-                });
-                q.push(" ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events");
-                q.build().execute(&mut *$tx).await?;
-            }
+            let rows: Vec<serde_json::Value> = daily
+                .iter()
+                .map(|((day, t), v)| serde_json::json!([day, t, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]]))
+                .collect();
+            let sql = format!(
+                "INSERT INTO daily_events (day, event_type, events, errors, tables, columns, rows, builtin_assertions, \
+                 custom_assertions, passed_assertions, failed_assertions) {} \
+                 ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
+                 errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
+                 columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
+                 builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
+                 custom_assertions = daily_events.custom_assertions + excluded.custom_assertions, \
+                 passed_assertions = daily_events.passed_assertions + excluded.passed_assertions, \
+                 failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
+                from_json(sqlite, &["text", "text", "int", "int", "int", "int", "int", "int", "int", "int", "int"])
+            );
+            insert_json!($tx, sql, rows);
+            let rows: Vec<serde_json::Value> = buckets
+                .iter()
+                .map(|((day, metric, bucket), n)| serde_json::json!([day, metric, bucket, n]))
+                .collect();
+            let sql = format!(
+                "INSERT INTO daily_buckets (day, metric, bucket, events) {} \
+                 ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events",
+                from_json(sqlite, &["text", "text", "int", "int"])
+            );
+            insert_json!($tx, sql, rows);
         }
     }};
 }
@@ -303,6 +306,8 @@ impl Store {
                 // Every commit reaches the disk before it is acknowledged.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
+                // Random keys dirty one page per insert; small pages make that cheaper to log.
+                .page_size(1024)
                 // Index pages stay in memory instead of being read back per insert.
                 .pragma("cache_size", "-32768")
                 .pragma("temp_store", "memory")
@@ -363,21 +368,19 @@ impl Store {
         hashes: &HashMap<String, String>,
         quarantine: &[QuarantineRow],
     ) -> sqlx::Result<Vec<Written>> {
+        let sqlite = self.is_sqlite();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             // Deleted users.
-            let mut deleted: HashSet<String> = HashSet::new();
             let wanted: BTreeSet<&String> = events.iter().filter_map(|e| hashes.get(&e.user_id)).collect();
-            for chunk in statement_chunks(&wanted.into_iter().collect::<Vec<_>>()) {
-                let mut q = QueryBuilder::new("SELECT user_hash FROM deleted_users WHERE user_hash IN (");
-                let mut sep = q.separated(", ");
-                for h in chunk {
-                    sep.push_bind((*h).clone());
-                }
-                q.push(")");
-                let found: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                deleted.extend(found);
-            }
+            let deleted: HashSet<String> = if wanted.is_empty() {
+                HashSet::new()
+            } else {
+                let sql = format!("SELECT user_hash FROM deleted_users WHERE user_hash IN ({})", from_json(sqlite, &["text"]));
+                let list: Vec<serde_json::Value> = wanted.iter().map(|h| serde_json::json!([h])).collect();
+                let found: Vec<String> = sqlx::query_scalar(&sql).bind(rows_json(&list)).fetch_all(&mut *tx).await?;
+                found.into_iter().collect()
+            };
             let is_deleted = |e: &EventRow| hashes.get(&e.user_id).is_some_and(|h| deleted.contains(h));
 
             // Events, once each.
@@ -387,46 +390,40 @@ impl Store {
                 .copied()
                 .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
                 .collect();
-            let mut inserted: HashSet<String> = HashSet::new();
-            for chunk in statement_chunks(&fresh) {
-                let mut q = QueryBuilder::new(
+            let inserted: HashSet<String> = if fresh.is_empty() {
+                HashSet::new()
+            } else {
+                let rows: Vec<serde_json::Value> = fresh
+                    .iter()
+                    .map(|e| {
+                        let s = e.stats.map(|s| s.map(Some)).unwrap_or([None; 7]);
+                        serde_json::json!([
+                            e.event_id, e.received_at, e.ts, e.day, e.event_type, e.user_id, e.device_id, e.os, e.arch,
+                            e.os_version, e.runtime_name, e.runtime_version, e.app_version, e.initial_version, e.ci,
+                            e.project_id, e.datasource_type, s[0], s[1], s[2], s[3], s[4], s[5], s[6], e.status,
+                            e.duration_ms, e.country, e.region
+                        ])
+                    })
+                    .collect();
+                let sql = format!(
                     "INSERT INTO events (event_id, received_at, ts, day, event_type, user_id, device_id, os, arch, os_version, \
                      runtime_name, runtime_version, app_version, initial_version, ci, project_id, datasource_type, tables, columns, \
-                     rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, duration_ms, country, region) ",
+                     rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, duration_ms, country, region) \
+                     {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    from_json(
+                        sqlite,
+                        &[
+                            "text", "int", "int", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+                            "text", "text", "text", "text", "int", "int", "int", "int", "int", "int", "int", "text", "int",
+                            "text", "text",
+                        ],
+                    )
                 );
-                q.push_values(chunk, |mut b, e| {
-                    let s = e.stats.map(|s| s.map(Some)).unwrap_or([None; 7]);
-                    b.push_bind(e.event_id.clone())
-                        .push_bind(e.received_at)
-                        .push_bind(e.ts)
-                        .push_bind(e.day.clone())
-                        .push_bind(e.event_type.clone())
-                        .push_bind(e.user_id.clone())
-                        .push_bind(e.device_id.clone())
-                        .push_bind(e.os.clone())
-                        .push_bind(e.arch.clone())
-                        .push_bind(e.os_version.clone())
-                        .push_bind(e.runtime_name.clone())
-                        .push_bind(e.runtime_version.clone())
-                        .push_bind(e.app_version.clone())
-                        .push_bind(e.initial_version.clone())
-                        .push_bind(e.ci.clone())
-                        .push_bind(e.project_id.clone())
-                        .push_bind(e.datasource_type.clone());
-                    for v in s {
-                        b.push_bind(v);
-                    }
-                    b.push_bind(e.status.clone())
-                        .push_bind(e.duration_ms)
-                        .push_bind(e.country.clone())
-                        .push_bind(e.region.clone());
-                });
-                q.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-                let ids: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                inserted.extend(ids);
-            }
+                let ids: Vec<String> = sqlx::query_scalar(&sql).bind(rows_json(&rows)).fetch_all(&mut *tx).await?;
+                ids.into_iter().collect()
+            };
             let new: Vec<&EventRow> = fresh.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
-            rollups!(tx, &new);
+            rollups!(tx, sqlite, &new);
 
             if !quarantine.is_empty() {
                 let mut q = QueryBuilder::new("INSERT INTO quarantine (received_at, field, reason, size, excerpt) ");
