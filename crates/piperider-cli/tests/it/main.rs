@@ -3,6 +3,7 @@
 
 mod browser;
 mod commands;
+mod e2e;
 mod postgres;
 mod telemetry;
 
