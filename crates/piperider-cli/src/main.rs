@@ -18,6 +18,8 @@ mod run;
 mod telemetry_cmd;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -138,8 +140,25 @@ fn host(
     work: impl FnOnce() -> Result<Finished, CommandError>,
 ) -> ExitCode {
     let started = Instant::now();
-    let collector = Collector::new(app.clone());
+    let collector = Arc::new(Collector::new(app.clone()));
     collector.start();
+    // One event per command: whichever of the end and Ctrl-C comes first records it.
+    let recorded = Arc::new(AtomicBool::new(false));
+    {
+        let (collector, recorded, command) = (collector.clone(), recorded.clone(), command.clone());
+        let _ = ctrlc::set_handler(move || {
+            if !recorded.swap(true, Ordering::SeqCst) {
+                collector.record(&CommandRecord {
+                    command: command.clone(),
+                    status: Status::Aborted,
+                    duration: started.elapsed(),
+                    stats: None,
+                    datasource_type: None,
+                });
+            }
+            std::process::exit(130);
+        });
+    }
     let finished = match work() {
         Ok(finished) => finished,
         Err(failure) => {
@@ -152,12 +171,14 @@ fn host(
             }
         }
     };
-    collector.record(&CommandRecord {
-        command,
-        status: finished.status,
-        duration: started.elapsed(),
-        stats: finished.stats,
-        datasource_type: finished.datasource_type,
-    });
+    if !recorded.swap(true, Ordering::SeqCst) {
+        collector.record(&CommandRecord {
+            command,
+            status: finished.status,
+            duration: started.elapsed(),
+            stats: finished.stats,
+            datasource_type: finished.datasource_type,
+        });
+    }
     ExitCode::from(finished.exit)
 }

@@ -309,3 +309,29 @@ fn telemetry_never_changes_the_exit_code() {
     std::fs::remove_file(user.cwd.join(".piperider/assertions/a.yml")).unwrap();
     assert_eq!(code(&user.run(&["run"])), 0);
 }
+
+#[test]
+fn ctrl_c_records_one_aborted_event_and_exits_130() {
+    let sink = Sink::start(Mode::Accept);
+    let user = project(&sink);
+    // A custom assertion that keeps SQLite busy for seconds.
+    std::fs::write(
+        user.cwd.join(".piperider/assertions/slow.yml"),
+        "orders:\n  custom:\n  - name: slow\n    sql: WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000) SELECT 1 FROM c WHERE x < 0\n",
+    )
+    .unwrap();
+    let mut child = user.command(&["run"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let events = sink.wait_for_events(2, Duration::from_secs(15));
+    let runs: Vec<&Value> = events.iter().filter(|e| e["event_type"] == "run").collect();
+    assert_eq!(runs.len(), 1, "{events:?}");
+    assert_eq!(runs[0]["outcome"]["status"], "aborted");
+    assert!(runs[0]["stats"].is_null());
+}
