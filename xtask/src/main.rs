@@ -11,6 +11,7 @@ mod bench;
 mod bench_backend;
 mod codegen;
 mod dev;
+mod faults;
 mod load;
 mod sample;
 mod tidy;
@@ -29,6 +30,7 @@ tasks:
   lint               cargo fmt --check and cargo clippy --all-targets -D warnings
   tidy               check crate layering and manifest rules
   bench [--quick]    measure the speed targets; writes target/bench/report.json
+  faults             the fault-injection cases alone (also run by `test`)
   dev                start the whole stack on SQLite (data in target/piperider-dev/)
 ";
 
@@ -43,6 +45,14 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::run(),
         ["bench"] => bench::run(false),
         ["bench", "--quick"] => bench::run(true),
+        ["faults"] => match faults::run() {
+            Ok((passed, 0)) => {
+                println!("faults: {passed} passed, 0 failed");
+                Ok(())
+            }
+            Ok((passed, failed)) => Err(format!("faults: {passed} passed, {failed} failed")),
+            Err(e) => Err(e),
+        },
         ["bench-run"] => bench::run_measurements(false),
         ["bench-run", "--quick"] => bench::run_measurements(true),
         ["noop-server"] => bench_backend::noop_server(),
@@ -138,12 +148,23 @@ fn test() -> Result {
         &mut cmd,
         &mut totals,
     );
+    eprintln!("xtask: == fault injection (release binaries)");
+    let fault_cases = faults::run();
+    if let Ok((passed, failed)) = &fault_cases {
+        totals.passed += passed;
+        totals.failed += failed;
+    }
     eprintln!("xtask: == summary");
     for suite in &skipped {
         eprintln!("xtask: SKIPPED {suite}");
     }
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
     cargo_tests?;
+    match fault_cases {
+        Ok((_, 0)) => {}
+        Ok((_, failed)) => return Err(format!("{failed} fault-injection case(s) failed")),
+        Err(e) => return Err(format!("fault injection: {e}")),
+    }
     if totals.passed == 0 {
         return Err("no test ran".into());
     }

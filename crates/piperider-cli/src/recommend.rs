@@ -46,7 +46,7 @@ pub(crate) fn run() -> Result<Finished, CommandError> {
                     output.id,
                     checksum(&body)
                 );
-                let tmp = path.with_extension("yml.tmp");
+                let tmp = path.with_extension(format!("yml.{}.tmp", std::process::id()));
                 std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
                 std::fs::rename(&tmp, &path)
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -105,7 +105,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<Finished, CommandError> {
         .map_err(with_kind)?;
 
     let now = chrono::Utc::now();
-    let output = RunOutput {
+    let mut output = RunOutput {
         id: now.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
         created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         datasource: DataSourceInfo {
@@ -116,7 +116,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<Finished, CommandError> {
         tables,
         assertions: results,
     };
-    let written = write_output(&project, &output).map_err(with_kind)?;
+    let written = write_output(&project, &mut output).map_err(with_kind)?;
     print_summary(&output, &written, &project.root);
     let failed = output.summary.failed_assertions > 0;
     Ok(Finished {
@@ -125,15 +125,36 @@ pub(crate) fn run(args: &RunArgs) -> Result<Finished, CommandError> {
     })
 }
 
-fn write_output(project: &Project, output: &RunOutput) -> anyhow::Result<PathBuf> {
+/// Writes `outputs/<id>/run.json` (a fresh folder: two runs in the same
+/// millisecond get `-2`, `-3`, ...) and replaces `outputs/latest/run.json`
+/// atomically. Fixes `output.id` to the folder's name.
+fn write_output(project: &Project, output: &mut RunOutput) -> anyhow::Result<PathBuf> {
+    let outputs = project.outputs();
+    std::fs::create_dir_all(&outputs).with_context(|| format!("creating {}", outputs.display()))?;
+    let base = output.id.clone();
+    let mut n = 1;
+    let dir = loop {
+        let dir = outputs.join(&output.id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                n += 1;
+                output.id = format!("{base}-{n}");
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    };
     let json = serde_json::to_vec_pretty(output)?;
-    let dir = project.outputs().join(&output.id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("run.json");
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
-    let latest = project.outputs().join("latest");
+    let latest = outputs.join("latest");
     std::fs::create_dir_all(&latest).with_context(|| format!("creating {}", latest.display()))?;
-    let tmp = latest.join(".run.json.tmp");
+    // A name of its own, so concurrent runs never rename each other's file.
+    let tmp = latest.join(format!(
+        ".run.json.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, latest.join("run.json"))
         .with_context(|| format!("writing {}", latest.display()))?;

@@ -1,0 +1,348 @@
+//! Fault injection, run by `cargo xtask test` on release binaries: kill
+//! the backend while real CLIs deliver, start many CLIs at once, and check
+//! that every recorded event is stored exactly once. Each case is bounded
+//! in time and count.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{Result, cargo, root, run_step, sample};
+
+const TOKEN: &str = "faults-admin-token-0123456789";
+
+struct Backend {
+    child: Option<Child>,
+    addr: SocketAddr,
+    db: PathBuf,
+}
+
+impl Backend {
+    fn start(addr: SocketAddr, db: &Path) -> Result<Backend> {
+        let mut b = Backend {
+            child: None,
+            addr,
+            db: db.to_path_buf(),
+        };
+        b.restart()?;
+        Ok(b)
+    }
+
+    fn restart(&mut self) -> Result {
+        let child = Command::new(root().join("target/release/piperider-ingest"))
+            .args([
+                "--listen",
+                &self.addr.to_string(),
+                "--rate-limit-ip",
+                "0",
+                "--rate-limit-user",
+                "0",
+            ])
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", self.db.display()))
+            .args(["--admin-token", TOKEN])
+            .env("PIPERIDER_INGEST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting piperider-ingest: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("piperider-ingest did not come back within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no last commit.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stored events, read straight from the database file.
+    fn stored(&self) -> Result<(i64, i64)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let mut conn =
+                sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let row: (i64, i64) =
+                sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())?;
+            Ok(row)
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A CLI user with a profile, in a project with the sample database.
+fn user(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let home = dir.join(name).join("home");
+    let project = dir.join(name).join("shop");
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(project.join(".piperider")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        home.join("profile.yml"),
+        format!(
+            "user_id: {}\nanonymous_tracking: true\n",
+            uuid::Uuid::new_v4().simple()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    sample::shop_db(&project.join("shop.db"))?;
+    std::fs::write(
+        project.join(".piperider/config.yml"),
+        format!(
+            "dataSources:\n- name: shop\n  type: sqlite\n  dbpath: shop.db\ntelemetry:\n  id: {}\n",
+            uuid::Uuid::new_v4().simple()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((home, project))
+}
+
+fn piperider(home: &Path, project: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(root().join("target/release/piperider"));
+    cmd.args(args)
+        .current_dir(project)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("PIPERIDER_HOME", home)
+        .env("PIPERIDER_TELEMETRY_ENDPOINT", endpoint)
+        .env("PIPERIDER_TELEMETRY_RETRY_BASE_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn spool_len(home: &Path) -> usize {
+    std::fs::read_dir(home.join("telemetry/spool"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// Runs `cmd` to completion, which must exit 0.
+fn ok(mut cmd: Command) -> Result {
+    let status = cmd.status().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited {status}"))
+    }
+}
+
+/// Delivers every spooled event: a command per user starts a sender, then
+/// waits for the spools to empty.
+fn drain(users: &[(PathBuf, PathBuf)], endpoint: &str, runs: &mut u64) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if users.iter().all(|(h, _)| spool_len(h) == 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let left: usize = users.iter().map(|(h, _)| spool_len(h)).sum();
+            return Err(format!("{left} event(s) still waiting after 60 s"));
+        }
+        for (home, project) in users {
+            if spool_len(home) > 0 {
+                ok(piperider(home, project, endpoint, &["run"]))?;
+                *runs += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+}
+
+/// The backend is killed with SIGKILL again and again while four CLIs run
+/// commands; afterwards every recorded event is stored exactly once.
+fn killed_backend_loses_nothing(work: &Path) -> Result {
+    let addr = free_addr()?;
+    let endpoint = format!("http://{addr}");
+    let mut backend = Backend::start(addr, &work.join("kill.db"))?;
+    let users: Vec<_> = (0..4)
+        .map(|i| user(work, &format!("kill-{i}")))
+        .collect::<Result<_>>()?;
+    let per_user = 600;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|(home, project)| {
+            let (endpoint, stop) = (endpoint.clone(), stop.clone());
+            std::thread::spawn(move || -> Result<u64> {
+                let mut runs = 0;
+                for _ in 0..per_user {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    ok(piperider(&home, &project, &endpoint, &["run"]))?;
+                    runs += 1;
+                }
+                Ok(runs)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut kills = 0;
+    while workers.iter().any(|w| !w.is_finished()) {
+        if started.elapsed() > Duration::from_secs(240) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(350));
+        backend.kill();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(200));
+        backend.restart()?;
+    }
+    let mut runs: u64 = 0;
+    for w in workers {
+        runs += w
+            .join()
+            .map_err(|_| "a CLI worker panicked".to_string())??;
+    }
+    drain(&users, &endpoint, &mut runs)?;
+    let (stored, distinct) = backend.stored()?;
+    eprintln!(
+        "xtask: faults: {kills} SIGKILLs during {runs} commands; {stored} events stored ({distinct} distinct)"
+    );
+    for (home, _) in &users {
+        let dropped =
+            std::fs::read_to_string(home.join("telemetry/dropped-events")).unwrap_or_default();
+        if !dropped.trim().is_empty() && dropped.trim() != "0" {
+            return Err(format!(
+                "the spool cap dropped events ({dropped}): the case is too large"
+            ));
+        }
+    }
+    if kills < 5 {
+        return Err(format!(
+            "only {kills} kills happened: the case tested too little"
+        ));
+    }
+    if stored != runs as i64 || distinct != stored {
+        return Err(format!(
+            "{runs} events recorded, {stored} stored ({distinct} distinct): not exactly once"
+        ));
+    }
+    Ok(())
+}
+
+/// Twenty CLIs started at once: twenty events, each once, and profiles intact.
+fn twenty_at_once(work: &Path) -> Result {
+    let addr = free_addr()?;
+    let endpoint = format!("http://{addr}");
+    let backend = Backend::start(addr, &work.join("twenty.db"))?;
+    let (home, project) = user(work, "twenty")?;
+    let profile_before =
+        std::fs::read_to_string(home.join("profile.yml")).map_err(|e| e.to_string())?;
+    let children: Vec<Child> = (0..20)
+        .map(|_| {
+            piperider(&home, &project, &endpoint, &["run"])
+                .spawn()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_>>()?;
+    for mut c in children {
+        let status = c.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("a concurrent piperider run exited {status}"));
+        }
+    }
+    let mut runs = 20;
+    drain(&[(home.clone(), project)], &endpoint, &mut runs)?;
+    let (stored, distinct) = backend.stored()?;
+    if stored != runs as i64 || distinct != stored {
+        return Err(format!(
+            "{runs} events recorded, {stored} stored ({distinct} distinct)"
+        ));
+    }
+    let profile_after =
+        std::fs::read_to_string(home.join("profile.yml")).map_err(|e| e.to_string())?;
+    if profile_after != profile_before {
+        return Err(format!(
+            "the profile changed under concurrent commands:\n{profile_after}"
+        ));
+    }
+    Ok(())
+}
+
+/// One fault-injection case, run in a work folder.
+type Case = fn(&Path) -> Result;
+
+/// Runs every case; returns (passed, failed).
+pub(crate) fn run() -> Result<(u64, u64)> {
+    run_step(
+        "release build for the fault-injection suite",
+        cargo().args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "piperider-cli",
+            "-p",
+            "piperider-ingest",
+        ]),
+    )?;
+    let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let cases: [(&str, Case); 2] = [
+        (
+            "the backend killed with SIGKILL during delivery loses nothing and stores nothing twice",
+            killed_backend_loses_nothing,
+        ),
+        ("twenty piperider processes at once", twenty_at_once),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        let started = Instant::now();
+        match case(&work) {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "fault {name} ... ok ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("fault {name} ... FAILED: {e}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok((passed, failed))
+}
