@@ -1,0 +1,37 @@
+//! PipeRider Cloud consent, modelled once.
+//!
+//! A visitor's choice is **Accept All** (the necessary session cookie plus
+//! telemetry) or **Necessary Only** (the session cookie, no telemetry). The
+//! choice lives in a [`ConsentRecord`], kept in a cookie that the server sets
+//! and signs ([`CookieCodec`]). [`state`] reads a record against the current
+//! [`Policy`]: no record, an unsigned or edited one, one made under an older
+//! policy, or one past its time to live is [`ConsentState::Pending`], and
+//! pending is treated as a refusal. [`may_track`] is the one decision "may
+//! this be tracked?"; the server calls it and the browser script mirrors it.
+//!
+//! The Global Privacy Control signal (`Sec-GPC: 1`) never grants anything: it
+//! is recorded with the decision, and only an explicit Accept All grants.
+//!
+//! No IO: times come in as arguments.
+
+mod cookie;
+mod record;
+
+pub use cookie::{COOKIE_NAME, CookieCodec};
+pub use record::{
+    Choice, ConsentId, ConsentRecord, ConsentState, FORMAT_VERSION, Policy, Purpose, state,
+};
+
+use chrono::{DateTime, Utc};
+
+/// May telemetry record this request? Only with a valid, current,
+/// signed Accept All.
+pub fn may_track(
+    cookie: Option<&str>,
+    codec: &CookieCodec,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> bool {
+    let record = cookie.and_then(|c| codec.decode(c));
+    state(record.as_ref(), policy, now) == ConsentState::Granted
+}

@@ -1,0 +1,168 @@
+//! Purposes, choices, states and the consent record.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The version of the record's own format.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Why something is stored in the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// The session cookie: always on, needs no consent.
+    Necessary,
+    /// Cloud telemetry: only with Accept All.
+    Telemetry,
+}
+
+/// What the visitor chose on the banner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    AcceptAll,
+    NecessaryOnly,
+}
+
+impl Choice {
+    pub fn allows(self, purpose: Purpose) -> bool {
+        match purpose {
+            Purpose::Necessary => true,
+            Purpose::Telemetry => self == Choice::AcceptAll,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::AcceptAll => "accept_all",
+            Choice::NecessaryOnly => "necessary_only",
+        }
+    }
+}
+
+/// Where a visitor stands. Pending is treated as a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    /// No valid, current decision: show the banner, track nothing.
+    Pending,
+    Granted,
+    Denied,
+}
+
+/// A random id of one decision, for the audit trail. Never joined to a
+/// telemetry id, an account or a CLI user.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConsentId(String);
+
+impl ConsentId {
+    pub fn random() -> Self {
+        ConsentId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn is_well_formed(&self) -> bool {
+        self.0.len() == 32
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+impl fmt::Debug for ConsentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsentId({})", self.0)
+    }
+}
+
+/// One decision, as the cookie carries it and the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRecord {
+    /// [`FORMAT_VERSION`].
+    pub v: u8,
+    /// The policy version the visitor saw.
+    pub policy: u32,
+    pub choice: Choice,
+    pub id: ConsentId,
+    /// When the visitor chose, in seconds since the epoch (UTC).
+    pub at: i64,
+    /// Whether the browser sent the Global Privacy Control signal then.
+    pub gpc: bool,
+}
+
+impl ConsentRecord {
+    /// A new decision under `policy`, made `now`.
+    pub fn new(choice: Choice, policy: &Policy, now: DateTime<Utc>, gpc: bool) -> Self {
+        ConsentRecord {
+            v: FORMAT_VERSION,
+            policy: policy.version,
+            choice,
+            id: ConsentId::random(),
+            at: now.timestamp(),
+            gpc,
+        }
+    }
+
+    pub fn decided_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.at, 0)
+    }
+
+    /// When the record stops counting.
+    pub fn expires_at(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+        self.decided_at().map(|t| t + policy.ttl)
+    }
+}
+
+/// The consent policy in force: its version (bumping it makes every earlier
+/// decision pending again) and how long a decision counts, from the moment
+/// it was made (visits do not extend it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub version: u32,
+    pub ttl: TimeDelta,
+}
+
+impl Policy {
+    /// The default time to live: 182 days (about six months).
+    pub const DEFAULT_TTL: TimeDelta = TimeDelta::days(182);
+
+    pub fn new(version: u32) -> Self {
+        Policy {
+            version,
+            ttl: Self::DEFAULT_TTL,
+        }
+    }
+}
+
+/// How far a decision's time may lie ahead of ours before it is not believed.
+const CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// The state a record puts a visitor in now.
+pub fn state(record: Option<&ConsentRecord>, policy: &Policy, now: DateTime<Utc>) -> ConsentState {
+    let Some(record) = record else {
+        return ConsentState::Pending;
+    };
+    let Some(decided) = record.decided_at() else {
+        return ConsentState::Pending;
+    };
+    let current = record.v == FORMAT_VERSION
+        && record.policy == policy.version
+        && record.id.is_well_formed()
+        && decided <= now + CLOCK_SKEW
+        && now < decided + policy.ttl;
+    if !current {
+        return ConsentState::Pending;
+    }
+    match record.choice {
+        Choice::AcceptAll => ConsentState::Granted,
+        Choice::NecessaryOnly => ConsentState::Denied,
+    }
+}
