@@ -9,6 +9,7 @@
 //! listener until a shutdown signal, then finishes in-flight commits.
 
 mod admin;
+mod cloud;
 mod error;
 pub mod geo;
 mod ingest;
@@ -93,6 +94,16 @@ pub struct Config {
         default_value_t = 10
     )]
     pub request_timeout_secs: u64,
+    /// The Cloud consent policy's version; raising it asks every visitor again.
+    #[arg(
+        long,
+        env = "PIPERIDER_INGEST_CONSENT_POLICY_VERSION",
+        default_value_t = 1
+    )]
+    pub consent_policy_version: u32,
+    /// Mark the consent cookie `Secure` (serve over https).
+    #[arg(long, env = "PIPERIDER_INGEST_COOKIE_SECURE")]
+    pub cookie_secure: bool,
 }
 
 impl Config {
@@ -134,6 +145,8 @@ impl Config {
             rate_limit_ip: 0,
             rate_limit_user: 0,
             request_timeout_secs: 10,
+            consent_policy_version: 1,
+            cookie_secure: false,
         }
     }
 }
@@ -203,6 +216,9 @@ pub struct AppState {
     pub(crate) writer: Writer,
     /// Salt of the hashes that remember deleted users.
     pub(crate) salt: Arc<str>,
+    /// Signs and checks Cloud consent cookies (its secret lives in the database).
+    pub(crate) consent_codec: Arc<piperider_consent::CookieCodec>,
+    pub(crate) consent_policy: Arc<piperider_consent::Policy>,
 }
 
 /// The salted hash by which a deleted user is remembered.
@@ -229,11 +245,26 @@ impl AppState {
                 uuid::Uuid::new_v4().simple().to_string()
             })
             .await?;
+        let consent_secret = store
+            .setting("consent_cookie_secret", || {
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )
+            })
+            .await?;
         let metrics = Arc::new(Metrics::default());
         // SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
         let tasks = if store.is_sqlite() { 1 } else { 4 };
         let (writer, handles) = Writer::start(store.clone(), tasks, metrics.clone());
         let state = AppState {
+            consent_codec: Arc::new(piperider_consent::CookieCodec::new(
+                consent_secret.as_bytes(),
+            )),
+            consent_policy: Arc::new(piperider_consent::Policy::new(
+                config.consent_policy_version,
+            )),
             limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             store,
@@ -247,6 +278,11 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The configuration this state runs with.
+    pub fn config_for_tests(&self) -> Arc<Config> {
+        self.config.clone()
     }
 
     pub(crate) fn storage_error(&self, e: sqlx::Error) -> ApiError {
@@ -275,6 +311,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/batch", post(ingest::batch))
         .route("/v1/deletion-requests", post(ingest::deletion_request))
+        .route("/v1/consent", post(cloud::decide).get(cloud::current))
+        .route("/v1/cloud/events", post(cloud::event))
         .route("/v1/admin/stats", get(admin::stats))
         .route(
             "/v1/admin/users/{user_id}",

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use piperider_event::{Batch, BatchResponse, CliEvent, DeletionRequest};
+use piperider_event::{Batch, BatchResponse, CliEvent, CloudEvent, DeletionRequest};
 
 use crate::store::{Stats, UserReport};
 
@@ -23,6 +23,7 @@ pub(crate) fn document() -> Value {
     let deletion = reference::<DeletionRequest>(&mut generator);
     let stats = reference::<Stats>(&mut generator);
     let user = reference::<UserReport>(&mut generator);
+    let cloud_event = reference::<CloudEvent>(&mut generator);
     let schemas = generator.take_definitions(true);
     let error = json!({"description": "An error", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}}}}});
@@ -51,6 +52,21 @@ pub(crate) fn document() -> Value {
                 "summary": "Delete everything stored for a user id; later events for it are dropped",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": deletion}}},
                 "responses": {"202": {"description": "Deleted"}, "400": error, "429": error, "503": error}
+            }},
+            "/v1/consent": {
+                "post": {
+                    "summary": "Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["choice"], "additionalProperties": false,
+                        "properties": {"choice": {"enum": ["accept_all", "necessary_only"]}, "source": {"enum": ["banner", "settings"]}}}}}},
+                    "responses": {"200": {"description": "The state now (granted or denied), with Set-Cookie"}, "400": error}
+                },
+                "get": {"summary": "The state the request's consent cookie gives (pending, granted, denied)", "responses": {"200": {"description": "The state"}}}
+            },
+            "/v1/cloud/events": {"post": {
+                "summary": "Store one Cloud event, only for a request with a valid, current Accept All cookie",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": cloud_event}}},
+                "responses": {"204": {"description": "Stored with consent; without consent nothing is stored and the answer is the same"}, "400": error}
             }},
             "/v1/admin/stats": {"get": {
                 "summary": "Dashboard figures for a date range",

@@ -512,6 +512,66 @@ impl Store {
         }
     }
 
+    /// Appends one consent decision to the audit trail.
+    pub(crate) async fn append_consent(
+        &self,
+        record: &piperider_consent::ConsentRecord,
+        day: &str,
+        source: &str,
+    ) -> sqlx::Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO consent_audit (consent_id, decided_at, day, choice, policy_version, gpc, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(record.id.as_str())
+            .bind(record.at)
+            .bind(day)
+            .bind(record.choice.as_str())
+            .bind(i64::from(record.policy))
+            .bind(i64::from(record.gpc))
+            .bind(source)
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+    }
+
+    /// Stores one Cloud event (once per `event_id`).
+    pub(crate) async fn insert_cloud_event(
+        &self,
+        e: &piperider_event::CloudEvent,
+        received_at: i64,
+    ) -> sqlx::Result<()> {
+        let sources = e.sources.as_ref().map(|s| s.join(","));
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO cloud_events (event_id, received_at, ts, day, event_type, visitor_id, route, sources, metric) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(e.event_id.to_string())
+            .bind(received_at)
+            .bind(e.timestamp.timestamp_millis())
+            .bind(e.timestamp.format("%Y-%m-%d").to_string())
+            .bind(e.event_type.as_str())
+            .bind(e.visitor_id.as_str())
+            .bind(e.route.as_str())
+            .bind(sources.clone())
+            .bind(e.metric.clone())
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+    }
+
+    pub async fn count_cloud_events(&self) -> sqlx::Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM cloud_events").fetch_one(pool).await)
+    }
+
+    pub async fn count_consent_decisions(&self) -> sqlx::Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM consent_audit").fetch_one(pool).await)
+    }
+
     pub async fn count_quarantined(&self) -> sqlx::Result<i64> {
         on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM quarantine").fetch_one(pool).await)
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod cloud;
 mod ingest;
 mod operations;
 
@@ -144,6 +145,20 @@ impl Harness {
             dir,
             pg_database,
         })
+    }
+
+    /// Another service instance on the same database, with its configuration changed.
+    pub(crate) async fn with_config(&self, tune: impl FnOnce(&mut Config)) -> Harness {
+        let mut config = (*self.state.config_for_tests()).clone();
+        tune(&mut config);
+        let (state, _writers) = AppState::new(config, self.store().clone(), geo_fixture())
+            .await
+            .unwrap();
+        Harness {
+            state,
+            dir: tempfile::tempdir().unwrap(),
+            pg_database: None,
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {

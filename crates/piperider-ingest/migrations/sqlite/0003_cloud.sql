@@ -1,0 +1,26 @@
+-- PipeRider Cloud: events from visitors who chose Accept All, and the
+-- audit trail of every consent decision (proof of consent; no address).
+
+CREATE TABLE cloud_events (
+    event_id TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    visitor_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    sources TEXT,
+    metric TEXT
+);
+CREATE INDEX cloud_events_day ON cloud_events (day);
+
+CREATE TABLE consent_audit (
+    consent_id TEXT PRIMARY KEY,
+    decided_at INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    policy_version INTEGER NOT NULL,
+    gpc INTEGER NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX consent_audit_day ON consent_audit (day);

@@ -1,0 +1,216 @@
+//! Cloud consent over HTTP: the cookie, the audit trail, and Cloud events
+//! stored only with a valid, current Accept All.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{CLIENT_IP, Db, Harness, on_both};
+
+fn cloud_event() -> Value {
+    json!({
+        "schema_version": 1,
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": "page_view",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "visitor_id": "c0ffee0123456789abcdef0123456789",
+        "route": "/reports/:id"
+    })
+}
+
+/// Chooses on the banner; returns the cookie's `name=value`.
+async fn choose(h: &Harness, choice: &str, gpc: bool) -> (Value, String) {
+    let mut request = Request::post("/v1/consent").header("content-type", "application/json");
+    if gpc {
+        request = request.header("sec-gpc", "1");
+    }
+    let (status, headers, body) = h
+        .send(
+            CLIENT_IP,
+            request
+                .body(Body::from(json!({"choice": choice}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let set_cookie = headers
+        .get("set-cookie")
+        .expect("a consent cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    for attribute in ["Path=/", "SameSite=Lax", "Max-Age=15724800"] {
+        assert!(
+            set_cookie.contains(attribute),
+            "{set_cookie} lacks {attribute}"
+        );
+    }
+    assert!(
+        !set_cookie.contains("HttpOnly"),
+        "the page script must be able to read it"
+    );
+    let pair = set_cookie.split(';').next().unwrap().to_string();
+    (serde_json::from_slice(&body).unwrap(), pair)
+}
+
+async fn post_event(h: &Harness, cookie: Option<&str>, event: &Value) -> StatusCode {
+    let mut request = Request::post("/v1/cloud/events").header("content-type", "application/json");
+    if let Some(c) = cookie {
+        request = request.header("cookie", c);
+    }
+    h.send(
+        CLIENT_IP,
+        request.body(Body::from(event.to_string())).unwrap(),
+    )
+    .await
+    .0
+}
+
+on_both!(
+    cloud_events_are_stored_only_with_a_current_accept_all,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // No cookie.
+        assert_eq!(
+            post_event(&h, None, &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        // Necessary Only.
+        let (answer, necessary) = choose(&h, "necessary_only", false).await;
+        assert_eq!(answer["state"], "denied");
+        assert_eq!(
+            post_event(&h, Some(&necessary), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        // An edited cookie: Necessary Only rewritten by hand to say Accept All.
+        let (name, value) = necessary.split_once('=').unwrap();
+        let (payload, tag) = value.split_once('.').unwrap();
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let json = String::from_utf8(engine.decode(payload).unwrap())
+            .unwrap()
+            .replace("necessary_only", "accept_all");
+        let edited = format!("{name}={}.{tag}", engine.encode(json));
+        assert_eq!(
+            post_event(&h, Some(&edited), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            h.store().count_cloud_events().await.unwrap(),
+            0,
+            "stored without consent"
+        );
+
+        // Accept All: stored.
+        let (answer, accepted) = choose(&h, "accept_all", true).await;
+        assert_eq!(answer["state"], "granted");
+        assert_eq!(
+            post_event(&h, Some(&format!("other=1; {accepted}")), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
+        // An invalid event is refused even with consent.
+        let mut bad = cloud_event();
+        bad["route"] = json!("/reports/12345?tab=2");
+        assert_eq!(
+            post_event(&h, Some(&accepted), &bad).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
+
+        // GET /v1/consent reads the cookie back.
+        let request = Request::get("/v1/consent")
+            .header("cookie", accepted.clone())
+            .body(Body::empty())
+            .unwrap();
+        let (_, _, body) = h.send(CLIENT_IP, request).await;
+        let current: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(current["state"], "granted");
+        assert_eq!(current["choice"], "accept_all");
+        let (_, _, body) = h
+            .send(
+                CLIENT_IP,
+                Request::get("/v1/consent").body(Body::empty()).unwrap(),
+            )
+            .await;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["state"],
+            "pending"
+        );
+
+        // Every decision is in the audit trail, without an address.
+        assert_eq!(h.store().count_consent_decisions().await.unwrap(), 2);
+        let (_, _, metrics) = h
+            .send(
+                "127.0.0.1",
+                Request::get("/metrics").body(Body::empty()).unwrap(),
+            )
+            .await;
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        assert!(
+            metrics.contains(
+                "piperider_ingest_events_total{outcome=\"dropped\",reason=\"no_consent\"} 3"
+            ),
+            "{metrics}"
+        );
+        h.finish().await;
+    }
+);
+
+on_both!(
+    an_older_policy_version_stores_nothing,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (_, accepted) = choose(&h, "accept_all", false).await;
+        assert_eq!(
+            post_event(&h, Some(&accepted), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
+        // The same database, the policy bumped: the old Accept All no longer counts.
+        let bumped = h.with_config(|c| c.consent_policy_version = 2).await;
+        assert_eq!(
+            post_event(&bumped, Some(&accepted), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(bumped.store().count_cloud_events().await.unwrap(), 1);
+        let request = Request::get("/v1/consent")
+            .header("cookie", accepted)
+            .body(Body::empty())
+            .unwrap();
+        let (_, _, body) = bumped.send(CLIENT_IP, request).await;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["state"],
+            "pending"
+        );
+        h.finish().await;
+    }
+);
+
+on_both!(consent_requests_check_their_input, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    for body in [
+        json!({}),
+        json!({"choice": "everything"}),
+        json!({"choice": "accept_all", "extra": 1}),
+        json!({"choice": "accept_all", "source": "popup"}),
+    ] {
+        let request = Request::post("/v1/consent")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        assert_eq!(
+            h.send(CLIENT_IP, request).await.0,
+            StatusCode::BAD_REQUEST,
+            "{body}"
+        );
+    }
+    assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
+    h.finish().await;
+});
