@@ -94,6 +94,7 @@ pub(crate) fn run() -> Result {
         .arg(format!("sqlite:{}", dir.join("ingest.db").display()))
         .arg("--admin-token-file")
         .arg(dir.join("admin-token"))
+        .arg("--demo-cloud")
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting piperider-ingest: {e}"))?;
@@ -107,6 +108,7 @@ pub(crate) fn run() -> Result {
         "piperider-ingest is running on SQLite ({})",
         dir.join("ingest.db").display()
     );
+    println!("  Cloud demo: {endpoint}/   (the consent banner and Cloud telemetry)");
     println!("  API:        {endpoint}/v1/batch   (OpenAPI: {endpoint}/openapi.json)");
     println!("  health:     {endpoint}/healthz  {endpoint}/readyz  {endpoint}/metrics");
     println!("  admin:      curl -H 'Authorization: Bearer {token}' {endpoint}/v1/admin/stats");

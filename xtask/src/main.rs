@@ -140,7 +140,7 @@ fn test() -> Result {
                 .into(),
         );
     } else {
-        skipped.push("browser checks (no chromium installed: apt-get install -y chromium)");
+        skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)");
     }
     let mut totals = Totals::default();
     let cargo_tests = run_tests(

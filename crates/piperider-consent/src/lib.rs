@@ -35,3 +35,10 @@ pub fn may_track(
     let record = cookie.and_then(|c| codec.decode(c));
     state(record.as_ref(), policy, now) == ConsentState::Granted
 }
+
+/// The browser script (banner, Cookie settings, consent-gated tracking),
+/// with the event types generated from the wire format.
+pub const BROWSER_SCRIPT: &str = concat!(
+    include_str!("../assets/cloud-events.generated.js"),
+    include_str!("../assets/consent.js")
+);

@@ -10,6 +10,7 @@
 
 mod admin;
 mod cloud;
+mod demo;
 mod error;
 pub mod geo;
 mod ingest;
@@ -104,6 +105,9 @@ pub struct Config {
     /// Mark the consent cookie `Secure` (serve over https).
     #[arg(long, env = "PIPERIDER_INGEST_COOKIE_SECURE")]
     pub cookie_secure: bool,
+    /// Serve the demo PipeRider Cloud site at `/` (for trying the consent banner and Cloud telemetry).
+    #[arg(long, env = "PIPERIDER_INGEST_DEMO_CLOUD")]
+    pub demo_cloud: bool,
 }
 
 impl Config {
@@ -147,6 +151,7 @@ impl Config {
             request_timeout_secs: 10,
             consent_policy_version: 1,
             cookie_secure: false,
+            demo_cloud: false,
         }
     }
 }
@@ -280,6 +285,11 @@ impl AppState {
         &self.store
     }
 
+    /// A consent cookie value this server would have set for `record`.
+    pub fn consent_cookie_for_tests(&self, record: &piperider_consent::ConsentRecord) -> String {
+        self.consent_codec.encode(record)
+    }
+
     /// The configuration this state runs with.
     pub fn config_for_tests(&self) -> Arc<Config> {
         self.config.clone()
@@ -308,7 +318,14 @@ impl AppState {
 /// The router: ingestion, privacy, admin and operations endpoints.
 pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let demo = if state.config.demo_cloud {
+        demo::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(demo)
+        .route("/consent.js", get(consent_script))
         .route("/v1/batch", post(ingest::batch))
         .route("/v1/deletion-requests", post(ingest::deletion_request))
         .route("/v1/consent", post(cloud::decide).get(cloud::current))
@@ -331,6 +348,17 @@ pub fn app(state: AppState) -> Router {
             timeout,
         ))
         .with_state(state)
+}
+
+async fn consent_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        piperider_consent::BROWSER_SCRIPT,
+    )
+        .into_response()
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {

@@ -564,6 +564,11 @@ impl Store {
         })
     }
 
+    /// The event types of the stored Cloud events, sorted (tests).
+    pub async fn cloud_event_types_for_tests(&self) -> sqlx::Result<Vec<String>> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT event_type FROM cloud_events ORDER BY event_type").fetch_all(pool).await)
+    }
+
     pub async fn count_cloud_events(&self) -> sqlx::Result<i64> {
         on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM cloud_events").fetch_one(pool).await)
     }

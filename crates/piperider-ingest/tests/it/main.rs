@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod browser;
 mod cloud;
 mod ingest;
 mod operations;

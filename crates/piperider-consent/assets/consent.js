@@ -1,0 +1,144 @@
+// PipeRider Cloud consent banner and telemetry. Served by piperider-ingest
+// at /consent.js after the generated list of event types.
+//
+// The server decides: at load the script asks GET /v1/consent, which reads
+// the signed cookie (a hand-made or edited cookie reads as pending). While
+// the state is pending or denied the script sends nothing to the telemetry
+// endpoint and keeps nothing in the browser for telemetry. With Accept All
+// it keeps a random visitor id in localStorage and sends page views and the
+// actions the page marks with data-track.
+(function () {
+  "use strict";
+  var VISITOR_KEY = "piperider_visitor_id";
+  var state = "pending";
+
+  function send(method, url, body) {
+    return fetch(url, {
+      method: method,
+      credentials: "same-origin",
+      // Let an event sent as a link or form navigates away still arrive.
+      keepalive: method === "POST",
+      headers: body ? { "content-type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  }
+
+  function visitorId() {
+    var id = window.localStorage.getItem(VISITOR_KEY);
+    if (!id) {
+      id = crypto.randomUUID().replace(/-/g, "");
+      window.localStorage.setItem(VISITOR_KEY, id);
+    }
+    return id;
+  }
+
+  function forgetTelemetry() {
+    window.localStorage.removeItem(VISITOR_KEY);
+  }
+
+  function route() {
+    return document.body.getAttribute("data-route") || "/";
+  }
+
+  function track(type, extra) {
+    if (state !== "granted") return;
+    if (PIPERIDER_CLOUD_EVENT_TYPES.indexOf(type) < 0) return;
+    var event = {
+      schema_version: 1,
+      event_id: crypto.randomUUID(),
+      event_type: type,
+      timestamp: new Date().toISOString(),
+      visitor_id: visitorId(),
+      route: route(),
+    };
+    if (extra) {
+      for (var k in extra) event[k] = extra[k];
+    }
+    send("POST", "/v1/cloud/events", event);
+  }
+
+  function banner(source) {
+    var old = document.getElementById("consent-banner");
+    if (old) old.remove();
+    var box = document.createElement("div");
+    box.id = "consent-banner";
+    box.setAttribute("role", "dialog");
+    box.setAttribute("aria-label", "Cookie choices");
+    box.innerHTML =
+      '<p>PipeRider Cloud uses a session cookie to keep you logged in. With your consent it also ' +
+      'records which pages you visit and which features you use, to improve the product. ' +
+      'You can change your mind at any time under "Cookie settings".</p>' +
+      '<button type="button" class="consent-choice" data-choice="accept_all">Accept All</button> ' +
+      '<button type="button" class="consent-choice" data-choice="necessary_only">Necessary Only</button>';
+    box.querySelectorAll("button.consent-choice").forEach(function (b) {
+      b.addEventListener("click", function () {
+        choose(b.getAttribute("data-choice"), source);
+      });
+    });
+    document.body.appendChild(box);
+    box.querySelector("button").focus();
+  }
+
+  function choose(choice, source) {
+    send("POST", "/v1/consent", { choice: choice, source: source }).then(function (r) {
+      return r.json();
+    }).then(function (answer) {
+      state = answer.state;
+      document.body.setAttribute("data-consent", state);
+      var box = document.getElementById("consent-banner");
+      if (box) box.remove();
+      if (state === "granted") {
+        track("page_view");
+      } else {
+        forgetTelemetry();
+      }
+    });
+  }
+
+  function wire() {
+    document.querySelectorAll("[data-track]").forEach(function (el) {
+      var type = el.getAttribute("data-track");
+      var on = el.tagName === "FORM" ? "submit" : el.tagName === "SELECT" ? "change" : "click";
+      el.addEventListener(on, function () {
+        if (type === "comparison_sources") {
+          var sources = [];
+          document.querySelectorAll("select[data-source]").forEach(function (s) {
+            sources.push(s.value);
+          });
+          track(type, { sources: sources });
+        } else if (type === "trend_metric_selected") {
+          track(type, { metric: el.value });
+        } else {
+          track(type);
+        }
+      });
+    });
+    var settings = document.getElementById("cookie-settings");
+    if (settings) {
+      settings.addEventListener("click", function (e) {
+        e.preventDefault();
+        banner("settings");
+      });
+    }
+  }
+
+  window.piperiderTelemetry = { track: track, state: function () { return state; } };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    wire();
+    send("GET", "/v1/consent").then(function (r) {
+      return r.json();
+    }).then(function (answer) {
+      state = answer.state;
+      if (state === "pending") {
+        forgetTelemetry();
+        banner("banner");
+      } else if (state === "granted") {
+        track("page_view");
+      } else {
+        forgetTelemetry();
+      }
+      document.body.setAttribute("data-consent", state);
+    });
+  });
+})();
