@@ -107,14 +107,13 @@ fn postgres_reachable() -> bool {
 }
 
 fn browser_installed() -> bool {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .any(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+    let runs = |c: &str| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    runs("chromium") && runs("chromedriver")
 }
 
 fn test() -> Result {
