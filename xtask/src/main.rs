@@ -135,7 +135,7 @@ fn test() -> Result {
         cmd.env("PIPERIDER_REQUIRE_BROWSER", "1");
     } else if in_ci() {
         return Err(
-            "no chromium is installed, and CI must run the browser tests (.ci/run installs it)"
+            "chromium or chromedriver is missing, and CI must run the browser tests (.ci/run installs them)"
                 .into(),
         );
     } else {

@@ -7,7 +7,9 @@
 //! answers 204 all the same, and counts the drop.
 
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use piperider_consent::{COOKIE_NAME, Choice, ConsentRecord, ConsentState, state};
@@ -61,9 +63,26 @@ fn answer(record: Option<&ConsentRecord>, app: &AppState) -> serde_json::Value {
     })
 }
 
+/// Whether the visitor reached the site over https: the service's own
+/// setting, or a trusted proxy's `X-Forwarded-Proto`.
+fn over_https(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let from_trusted_proxy = app
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer.ip()));
+    app.config.cookie_secure
+        || (from_trusted_proxy
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")))
+}
+
 /// `POST /v1/consent`.
 pub(crate) async fn decide(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -93,7 +112,7 @@ pub(crate) async fn decide(
         app.consent_codec.encode(&record),
         app.consent_policy.ttl.num_seconds()
     );
-    if app.config.cookie_secure {
+    if over_https(&app, peer, &headers) {
         cookie.push_str("; Secure");
     }
     let mut response = (StatusCode::OK, axum::Json(answer(Some(&record), &app))).into_response();
