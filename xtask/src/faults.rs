@@ -60,6 +60,28 @@ impl Backend {
         Ok(())
     }
 
+    /// SIGTERM: the service stops accepting, finishes in-flight requests and commits, and exits.
+    fn terminate(&mut self) -> Result {
+        if let Some(mut c) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("kill -TERM failed".into());
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().map_err(|e| e.to_string())?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    return Err("piperider-ingest did not stop within 15 s of SIGTERM".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+
     /// SIGKILL: no shutdown, no last commit.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -189,11 +211,20 @@ fn drain(users: &[(PathBuf, PathBuf)], endpoint: &str, runs: &mut u64) -> Result
 /// The backend is killed with SIGKILL again and again while four CLIs run
 /// commands; afterwards every recorded event is stored exactly once.
 fn killed_backend_loses_nothing(work: &Path) -> Result {
+    interrupted_backend_loses_nothing(work, "kill", false)
+}
+
+/// The same with SIGTERM: graceful stops under load lose nothing either.
+fn terminated_backend_loses_nothing(work: &Path) -> Result {
+    interrupted_backend_loses_nothing(work, "term", true)
+}
+
+fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) -> Result {
     let addr = free_addr()?;
     let endpoint = format!("http://{addr}");
-    let mut backend = Backend::start(addr, &work.join("kill.db"))?;
+    let mut backend = Backend::start(addr, &work.join(format!("{name}.db")))?;
     let users: Vec<_> = (0..4)
-        .map(|i| user(work, &format!("kill-{i}")))
+        .map(|i| user(work, &format!("{name}-{i}")))
         .collect::<Result<_>>()?;
     let per_user = 600;
     let stop = Arc::new(AtomicBool::new(false));
@@ -222,7 +253,11 @@ fn killed_backend_loses_nothing(work: &Path) -> Result {
             stop.store(true, Ordering::Relaxed);
         }
         std::thread::sleep(Duration::from_millis(350));
-        backend.kill();
+        if graceful {
+            backend.terminate()?;
+        } else {
+            backend.kill();
+        }
         kills += 1;
         std::thread::sleep(Duration::from_millis(200));
         backend.restart()?;
@@ -235,8 +270,9 @@ fn killed_backend_loses_nothing(work: &Path) -> Result {
     }
     drain(&users, &endpoint, &mut runs)?;
     let (stored, distinct) = backend.stored()?;
+    let signal = if graceful { "SIGTERM" } else { "SIGKILL" };
     eprintln!(
-        "xtask: faults: {kills} SIGKILLs during {runs} commands; {stored} events stored ({distinct} distinct)"
+        "xtask: faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct)"
     );
     for (home, _) in &users {
         let dropped =
@@ -319,10 +355,14 @@ pub(crate) fn run() -> Result<(u64, u64)> {
     let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let cases: [(&str, Case); 2] = [
+    let cases: [(&str, Case); 3] = [
         (
             "the backend killed with SIGKILL during delivery loses nothing and stores nothing twice",
             killed_backend_loses_nothing,
+        ),
+        (
+            "the backend stopped with SIGTERM under load loses nothing and stores nothing twice",
+            terminated_backend_loses_nothing,
         ),
         ("twenty piperider processes at once", twenty_at_once),
     ];
