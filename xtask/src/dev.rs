@@ -111,8 +111,9 @@ pub(crate) fn run() -> Result {
     println!("  Cloud demo: {endpoint}/   (the consent banner and Cloud telemetry)");
     println!("  API:        {endpoint}/v1/batch   (OpenAPI: {endpoint}/openapi.json)");
     println!("  health:     {endpoint}/healthz  {endpoint}/readyz  {endpoint}/metrics");
-    println!("  admin:      curl -H 'Authorization: Bearer {token}' {endpoint}/v1/admin/stats");
-    println!("  dashboard:  not built yet; the admin API above has its figures");
+    println!("  admin token: {token}");
+    println!("  admin API:  curl -H 'Authorization: Bearer {token}' {endpoint}/v1/admin/stats");
+    println!("  dashboard:  {endpoint}/admin   (log in with the admin token)");
     println!();
     println!("Point a piperider CLI at it:");
     println!("  export PIPERIDER_TELEMETRY_ENDPOINT={endpoint}");

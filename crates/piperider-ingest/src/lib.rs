@@ -10,6 +10,7 @@
 
 mod admin;
 mod cloud;
+mod dashboard;
 mod demo;
 mod error;
 pub mod geo;
@@ -224,6 +225,8 @@ pub struct AppState {
     /// Signs and checks Cloud consent cookies (its secret lives in the database).
     pub(crate) consent_codec: Arc<piperider_consent::CookieCodec>,
     pub(crate) consent_policy: Arc<piperider_consent::Policy>,
+    /// Logged-in dashboard sessions.
+    pub(crate) admin_sessions: Arc<dashboard::Sessions>,
 }
 
 /// The salted hash by which a deleted user is remembered.
@@ -264,6 +267,7 @@ impl AppState {
         let tasks = if store.is_sqlite() { 1 } else { 4 };
         let (writer, handles) = Writer::start(store.clone(), tasks, metrics.clone());
         let state = AppState {
+            admin_sessions: Arc::new(dashboard::Sessions::default()),
             consent_codec: Arc::new(piperider_consent::CookieCodec::new(
                 consent_secret.as_bytes(),
             )),
@@ -326,6 +330,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(demo)
         .route("/consent.js", get(consent_script))
+        .route("/admin", get(dashboard::page))
+        .route("/admin/login", post(dashboard::login))
+        .route("/admin/logout", post(dashboard::logout))
         .route("/v1/batch", post(ingest::batch))
         .route("/v1/deletion-requests", post(ingest::deletion_request))
         .route("/v1/consent", post(cloud::decide).get(cloud::current))

@@ -564,6 +564,48 @@ impl Store {
         })
     }
 
+    /// Cloud figures for the days `from..=to`: counts by event type, page
+    /// views by route, comparison sources, trend metrics, consent choices.
+    pub(crate) async fn cloud_stats(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> sqlx::Result<BTreeMap<String, Vec<Count>>> {
+        let queries = [
+            (
+                "events",
+                "SELECT event_type, COUNT(*) FROM cloud_events WHERE day >= $1 AND day <= $2 GROUP BY event_type ORDER BY 2 DESC, 1",
+            ),
+            (
+                "page_views",
+                "SELECT route, COUNT(*) FROM cloud_events WHERE day >= $1 AND day <= $2 AND event_type = 'page_view' GROUP BY route ORDER BY 2 DESC, 1 LIMIT 50",
+            ),
+            (
+                "comparison_sources",
+                "SELECT sources, COUNT(*) FROM cloud_events WHERE day >= $1 AND day <= $2 AND event_type = 'comparison_sources' GROUP BY sources ORDER BY 2 DESC, 1 LIMIT 50",
+            ),
+            (
+                "trend_metrics",
+                "SELECT metric, COUNT(*) FROM cloud_events WHERE day >= $1 AND day <= $2 AND event_type = 'trend_metric_selected' GROUP BY metric ORDER BY 2 DESC, 1 LIMIT 50",
+            ),
+            (
+                "consent",
+                "SELECT choice, COUNT(*) FROM consent_audit WHERE day >= $1 AND day <= $2 GROUP BY choice ORDER BY 1",
+            ),
+        ];
+        let mut out = BTreeMap::new();
+        for (name, sql) in queries {
+            let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?;
+            out.insert(
+                name.to_string(),
+                rows.into_iter()
+                    .map(|(key, count)| Count { key, count })
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
     /// The event types of the stored Cloud events, sorted (tests).
     pub async fn cloud_event_types_for_tests(&self) -> sqlx::Result<Vec<String>> {
         on_pool!(self, pool => sqlx::query_scalar("SELECT event_type FROM cloud_events ORDER BY event_type").fetch_all(pool).await)

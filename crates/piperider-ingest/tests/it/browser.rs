@@ -12,6 +12,7 @@ use piperider_consent::{Choice, ConsentRecord, Policy};
 use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const DASHBOARD_TOKEN: &str = "dashboard-admin-token-0123456789";
 
 fn browser_available() -> bool {
     let found = Command::new("chromedriver")
@@ -60,6 +61,7 @@ impl Site {
             runtime.block_on(async move {
                 let mut config = piperider_ingest::Config::for_database(&url);
                 config.demo_cloud = true;
+                config.admin_token = Some(DASHBOARD_TOKEN.into());
                 config.consent_policy_version = policy;
                 let store = piperider_ingest::Store::connect(&url).await.unwrap();
                 let (app_state, _w) = piperider_ingest::AppState::new(
@@ -621,4 +623,87 @@ fn with_gpc_on_nothing_is_sent_before_an_explicit_accept_all() {
         site.telemetry_requests() > 0,
         "an explicit Accept All under GPC sent nothing"
     );
+}
+
+#[test]
+fn the_dashboard_shows_real_events_as_charts() {
+    let Some((_g, _d, site, b)) = setup(1) else {
+        return;
+    };
+    // Real events: CLI runs through the ingestion endpoint, Cloud visits through the browser.
+    let events: Vec<Value> = (0..3).map(|_| crate::event(crate::USER)).collect();
+    let mut answer = ureq::post(site.url("/v1/batch"))
+        .header("content-type", "application/json")
+        .send(json!({"events": events}).to_string())
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "{}",
+        answer.body_mut().read_to_string().unwrap()
+    );
+    accept_all(&b, &site);
+    b.go(&site.url("/reports/1"));
+
+    // The token goes in a form, never in the URL; a session cookie follows.
+    b.call("POST", "/url", Some(json!({"url": site.url("/admin")})));
+    assert!(b.exists("#token"), "no log-in form");
+    let field = b.call(
+        "POST",
+        "/element",
+        Some(json!({"using": "css selector", "value": "#token"})),
+    );
+    let id = field[ELEMENT].as_str().unwrap().to_string();
+    b.call(
+        "POST",
+        &format!("/element/{id}/value"),
+        Some(json!({"text": DASHBOARD_TOKEN})),
+    );
+    b.click("#login");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.exists("#commands") {
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard did not open after logging in"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = b.call("GET", "/url", None);
+    assert!(
+        !url.as_str().unwrap().contains(DASHBOARD_TOKEN),
+        "the token is in the URL: {url}"
+    );
+    assert_eq!(
+        b.js("return document.getElementById('commands').textContent"),
+        "3"
+    );
+    let charts = b.js("return Array.from(document.querySelectorAll('svg.chart')).map(function (s) { return s.closest('section').querySelector('h2').textContent; })");
+    let charts: Vec<String> = charts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for expected in [
+        "Daily active users",
+        "Commands by type",
+        "Platforms",
+        "Data source types",
+        "Cloud: page views by route",
+        "Cloud: Accept All / Necessary Only",
+    ] {
+        assert!(
+            charts.iter().any(|c| c == expected),
+            "no {expected:?} chart among {charts:?}"
+        );
+    }
+    let png = b.call("GET", "/screenshot", None);
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().unwrap())
+        .unwrap();
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artefacts");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("dashboard.png"), &bytes).unwrap();
+    assert!(bytes.len() > 10_000, "an empty screenshot");
 }
