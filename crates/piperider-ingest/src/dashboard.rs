@@ -300,6 +300,7 @@ pub(crate) async fn page(
             daily(&stats.daily_active_users, from, to),
         ),
         ("New users (first seen)", daily(&stats.new_users, from, to)),
+        ("Users by last seen", daily(&stats.last_seen, from, to)),
         ("Commands per day", daily(&commands_per_day, from, to)),
         ("Commands by type", bars(&stats.commands_by_type)),
         (

@@ -663,7 +663,16 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> sqlx::Result<Stats> {
+        let last_day = if self.is_sqlite() {
+            "date(last_seen / 1000, 'unixepoch')"
+        } else {
+            "to_char(to_timestamp(last_seen / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        };
+        let last_seen_sql = format!(
+            "SELECT {last_day} AS d, COUNT(*) FROM users WHERE last_seen >= $1 AND last_seen < $2 GROUP BY d ORDER BY d"
+        );
         on_pool!(self, pool => {
+            let last_seen: Vec<(String, i64)> = sqlx::query_as(&last_seen_sql).bind(from_ms).bind(to_ms).fetch_all(pool).await?;
             let active: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT day, COUNT(*) FROM daily_users WHERE day >= $1 AND day <= $2 GROUP BY day ORDER BY day",
             )
@@ -724,7 +733,9 @@ impl Store {
             );
             let projects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects WHERE last_seen >= $1 AND last_seen < $2")
                 .bind(from_ms).bind(to_ms).fetch_one(pool).await?;
-            Ok(Stats::new(from, to, active, new, active_users, total_users, projects, commands, buckets, breakdowns))
+            let mut stats = Stats::new(from, to, active, new, active_users, total_users, projects, commands, buckets, breakdowns);
+            stats.last_seen = last_seen.into_iter().map(|(key, count)| Count { key, count }).collect();
+            Ok(stats)
         })
     }
 }
@@ -915,6 +926,8 @@ pub struct Stats {
     pub active_projects: i64,
     pub daily_active_users: Vec<Count>,
     pub new_users: Vec<Count>,
+    /// Users by the day they were last seen (within the range).
+    pub last_seen: Vec<Count>,
     pub commands: Vec<CommandDay>,
     pub commands_by_type: Vec<Count>,
     pub totals: Totals,
@@ -983,6 +996,7 @@ impl Stats {
             active_projects: projects,
             daily_active_users: count(active),
             new_users: count(new),
+            last_seen: Vec::new(),
             commands_by_type: by_type
                 .into_iter()
                 .map(|(key, count)| Count { key, count })

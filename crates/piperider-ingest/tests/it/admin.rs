@@ -71,6 +71,8 @@ on_both!(
         assert_eq!(stats["active_projects"], 2);
         assert_eq!(stats["daily_active_users"][0]["count"], 2);
         assert_eq!(stats["new_users"][0]["count"], 2);
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        assert_eq!(stats["last_seen"], json!([{"key": today, "count": 2}]));
         assert_eq!(stats["totals"]["events"], 3);
         assert_eq!(stats["totals"]["errors"], 1);
         assert_eq!(stats["totals"]["rows"], 60);
