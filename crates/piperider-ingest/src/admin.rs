@@ -61,19 +61,43 @@ pub(crate) async fn stats(
     State(app): State<AppState>,
     Query(range): Query<Range>,
 ) -> Result<Response, ApiError> {
+    let (from, to) = date_range(range.from.as_deref(), range.to.as_deref())?;
+    let stats = load_stats(&app, from, to).await?;
+    Ok(axum::Json(stats).into_response())
+}
+
+/// The days `from..=to` a request asks for: the last 30 days by default, at
+/// most ten years, `from` not after `to`.
+pub(crate) fn date_range(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(NaiveDate, NaiveDate), ApiError> {
     let today = chrono::Utc::now().date_naive();
-    let to = day(range.to.as_deref(), today, "to")?;
-    let from = day(range.from.as_deref(), to - TimeDelta::days(29), "from")?;
+    let to = day(to, today, "to")?;
+    let from = day(from, to - TimeDelta::days(29), "from")?;
     if from > to {
         return Err(ApiError::BadRequest("`from` is after `to`".into()));
     }
+    if (to - from).num_days() > 3660 {
+        return Err(ApiError::BadRequest(
+            "choose a range of at most ten years".into(),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// The stats of the days `from..=to`.
+pub(crate) async fn load_stats(
+    app: &AppState,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<crate::store::Stats, ApiError> {
     let ms = |d: NaiveDate| {
         d.and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp_millis())
             .unwrap_or(0)
     };
-    let stats = app
-        .store
+    app.store
         .stats(
             &from.to_string(),
             &to.to_string(),
@@ -81,8 +105,7 @@ pub(crate) async fn stats(
             ms(to + TimeDelta::days(1)),
         )
         .await
-        .map_err(|e| app.storage_error(e))?;
-    Ok(axum::Json(stats).into_response())
+        .map_err(|e| app.storage_error(e))
 }
 
 fn user_id(raw: &str) -> Result<UserId, ApiError> {

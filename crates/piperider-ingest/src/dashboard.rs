@@ -234,34 +234,8 @@ pub(crate) async fn page(
             "Log in with the admin token to see the figures.",
         ));
     }
-    let today = chrono::Utc::now().date_naive();
-    let parse = |v: Option<&str>, default: NaiveDate| match v {
-        None | Some("") => Ok(default),
-        Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
-            .map_err(|_| ApiError::BadRequest("dates are YYYY-MM-DD".into())),
-    };
-    let to = parse(range.to.as_deref(), today)?;
-    let from = parse(range.from.as_deref(), to - TimeDelta::days(29))?;
-    if from > to || (to - from).num_days() > 3660 {
-        return Err(ApiError::BadRequest(
-            "choose a range of at most ten years, `from` before `to`".into(),
-        ));
-    }
-    let ms = |d: NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis())
-            .unwrap_or(0)
-    };
-    let stats = app
-        .store
-        .stats(
-            &from.to_string(),
-            &to.to_string(),
-            ms(from),
-            ms(to + TimeDelta::days(1)),
-        )
-        .await
-        .map_err(|e| app.storage_error(e))?;
+    let (from, to) = crate::admin::date_range(range.from.as_deref(), range.to.as_deref())?;
+    let stats = crate::admin::load_stats(&app, from, to).await?;
     let cloud = app
         .store
         .cloud_stats(&from.to_string(), &to.to_string())
