@@ -145,3 +145,62 @@ on_both!(admin_user_lookup_and_delete, |db: Db| async move {
     );
     h.finish().await;
 });
+
+on_both!(
+    the_dashboard_needs_a_session_from_the_token,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (status, _, body) = h
+            .send(
+                "127.0.0.1",
+                Request::get("/admin").body(Body::empty()).unwrap(),
+            )
+            .await;
+        let page = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            page.contains("id=token") && !page.contains("id=commands"),
+            "figures without logging in"
+        );
+        let login = |token: &str| {
+            Request::post("/admin/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={token}")))
+                .unwrap()
+        };
+        let (_, headers, _) = h.send("127.0.0.1", login("wrong-token-wrong-token")).await;
+        assert!(
+            headers.get("set-cookie").is_none(),
+            "a wrong token got a session"
+        );
+        let (status, headers, _) = h.send("127.0.0.1", login(crate::ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = headers["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let session = cookie.split(';').next().unwrap().to_string();
+        let request = Request::get("/admin")
+            .header("cookie", session)
+            .body(Body::empty())
+            .unwrap();
+        let (_, _, body) = h.send("127.0.0.1", request).await;
+        assert!(
+            String::from_utf8_lossy(&body).contains("id=commands"),
+            "the session did not open the dashboard"
+        );
+        let forged = Request::get("/admin")
+            .header("cookie", "piperider_admin=0123")
+            .body(Body::empty())
+            .unwrap();
+        let (_, _, body) = h.send("127.0.0.1", forged).await;
+        assert!(
+            !String::from_utf8_lossy(&body).contains("id=commands"),
+            "a made-up session opened the dashboard"
+        );
+        h.finish().await;
+    }
+);
