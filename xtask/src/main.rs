@@ -31,6 +31,8 @@ tasks:
   tidy               check crate layering and manifest rules
   bench [--quick]    measure the speed targets; writes target/bench/report.json
   faults             the fault-injection cases alone (also run by `test`)
+  fuzz [--cases N]   the never-panics property tests with N cases each (default 20,000):
+                     event parser, profile reader, consent cookie, request bodies (gzip too)
   dev                start the whole stack on SQLite (data in target/piperider-dev/)
 ";
 
@@ -52,6 +54,11 @@ fn main() -> ExitCode {
             }
             Ok((passed, failed)) => Err(format!("faults: {passed} passed, {failed} failed")),
             Err(e) => Err(e),
+        },
+        ["fuzz"] => fuzz(20_000),
+        ["fuzz", "--cases", n] => match n.parse() {
+            Ok(n) => fuzz(n),
+            Err(_) => Err(format!("--cases takes a number, not {n:?}")),
         },
         ["bench-run"] => bench::run_measurements(false),
         ["bench-run", "--quick"] => bench::run_measurements(true),
@@ -216,6 +223,18 @@ fn run_tests(name: &str, cmd: &mut Command, totals: &mut Totals) -> Result {
     } else {
         Err(format!("{name} failed ({status})"))
     }
+}
+
+/// The parser property tests at many more cases than `test` runs; a
+/// failure is saved by proptest under `proptest-regressions/` and replayed
+/// by every later run.
+fn fuzz(cases: u64) -> Result {
+    run_step(
+        &format!("never-panics property tests, {cases} cases each"),
+        cargo()
+            .args(["test", "--release", "--workspace", "--", "never_panic"])
+            .env("PROPTEST_CASES", cases.to_string()),
+    )
 }
 
 fn lint() -> Result {

@@ -5,6 +5,7 @@ mod admin;
 mod bad_input;
 mod browser;
 mod cloud;
+mod fuzz;
 mod ingest;
 mod operations;
 

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use crate::temp_file;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)))]
 
     #[test]
     fn reading_arbitrary_text_never_panics(text in "\\PC{0,200}") {
