@@ -140,6 +140,21 @@ fn row(event: CliEvent, place: &Place, received_at: i64) -> EventRow {
     }
 }
 
+/// What every client request goes through first: the client's address
+/// (through trusted proxies only), its rate limit, and a JSON body read
+/// within the limits. The address is returned for the geo lookup only.
+async fn admit(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(std::net::IpAddr, Vec<u8>), ApiError> {
+    let ip = client_ip(peer, headers, &app.config.trusted_proxies);
+    app.limits.check_ip(ip)?;
+    let bytes = read_json_body(headers, body).await?;
+    Ok((ip, bytes))
+}
+
 /// `POST /v1/batch`: each event accepted, duplicate or rejected, in input order.
 pub(crate) async fn batch(
     State(app): State<AppState>,
@@ -147,9 +162,7 @@ pub(crate) async fn batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ip = client_ip(peer, &headers, &app.config.trusted_proxies);
-    app.limits.check_ip(ip)?;
-    let bytes = read_json_body(&headers, body).await?;
+    let (ip, bytes) = admit(&app, peer, &headers, body).await?;
     let batch = RawBatch::parse(&bytes)
         .map_err(|v| ApiError::BadRequest(format!("{}: {}", v.field, v.reason)))?;
     if batch.events.len() > limits::MAX_BATCH_EVENTS {
@@ -263,9 +276,7 @@ pub(crate) async fn deletion_request(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let ip = client_ip(peer, &headers, &app.config.trusted_proxies);
-    app.limits.check_ip(ip)?;
-    let bytes = read_json_body(&headers, body).await?;
+    let (_, bytes) = admit(&app, peer, &headers, body).await?;
     let request: DeletionRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"user_id\": \"<32 hex digits>\"}}: {e}"
