@@ -580,14 +580,15 @@ impl Collector {
         let store = self.profile_store().ok_or(ProfileError::NoHome {
             var: AppHome::override_var(&self.app.name),
         })?;
-        let dropped = self.drop_pending();
-        match store.load() {
-            Ok(None) => self.create_profile(false).map(drop)?,
+        // Off first, so a sender still running sees it before its next post; then the pending events go.
+        let switched = match store.load() {
+            Ok(None) => self.create_profile(false).map(drop),
             // Even a profile with a bad field can say "off".
-            Ok(Some(_)) | Err(ProfileError::Field { .. }) => store.set_tracking(false)?,
-            Err(e) => return Err(e),
-        }
-        Ok(dropped)
+            Ok(Some(_)) | Err(ProfileError::Field { .. }) => store.set_tracking(false),
+            Err(e) => Err(e),
+        };
+        let dropped = self.drop_pending();
+        switched.map(|()| dropped)
     }
 
     /// A new `user_id`; pending events (made under the old one) are dropped.
@@ -658,7 +659,16 @@ impl Collector {
             return total;
         }
         loop {
-            let report = sender::run(&paths, &endpoint, policy);
+            // Switched off since this sender started (`telemetry disable`, a hand edit)?
+            let allowed = || {
+                let now = self.decide();
+                now.enabled || matches!(now.reason, Reason::ProjectOptOut)
+            };
+            let report = sender::run(&paths, &endpoint, policy, &allowed);
+            if matches!(self.decide().reason, Reason::ProfileOptOut) {
+                self.drop_pending();
+                return total;
+            }
             total.sent += report.sent;
             total.rejected += report.rejected;
             total.set_aside += report.set_aside;

@@ -149,7 +149,12 @@ enum Failure {
 
 /// Runs one sender pass over the spool, holding the sender lock, and
 /// counts what is left once the lock is released.
-pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendReport {
+pub(crate) fn run(
+    paths: &Paths,
+    endpoint: &str,
+    policy: &SenderPolicy,
+    allowed: &dyn Fn() -> bool,
+) -> SendReport {
     let Some(lock) = try_lock(&paths.sender_lock) else {
         return SendReport {
             already_running: true,
@@ -157,7 +162,7 @@ pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendR
         };
     };
     let spool = Spool::new(&paths.spool, Default::default());
-    let mut report = pass(paths, endpoint, policy, &spool);
+    let mut report = pass(paths, endpoint, policy, &spool, allowed);
     drop(lock);
     // An event spooled while the lock was held, by a command that saw the
     // lock and so started no sender, is ours to send.
@@ -165,7 +170,15 @@ pub(crate) fn run(paths: &Paths, endpoint: &str, policy: &SenderPolicy) -> SendR
     report
 }
 
-fn pass(paths: &Paths, endpoint: &str, policy: &SenderPolicy, spool: &Spool) -> SendReport {
+/// `allowed` is asked before every post: telemetry switched off while the
+/// sender runs (or lingers) stops it before it sends anything more.
+fn pass(
+    paths: &Paths,
+    endpoint: &str,
+    policy: &SenderPolicy,
+    spool: &Spool,
+    allowed: &dyn Fn() -> bool,
+) -> SendReport {
     let mut report = SendReport::default();
     let agent = agent(policy);
     let url = format!("{}/v1/batch", endpoint.trim_end_matches('/'));
@@ -191,6 +204,9 @@ fn pass(paths: &Paths, endpoint: &str, policy: &SenderPolicy, spool: &Spool) -> 
         }
         idle_since = None;
         attempts += 1;
+        if !allowed() {
+            break;
+        }
         match post_batch(&agent, &url, &batch) {
             Ok(response) => {
                 backoff = Backoff::default();
