@@ -401,6 +401,8 @@ fn accept_all(b: &Browser, site: &Site) {
     b.go(&site.url("/"));
     b.click("button[data-choice=accept_all]");
     b.wait_state("granted");
+    // The page view the choice sends is on its way; let it arrive.
+    b.settle();
 }
 
 #[test]
