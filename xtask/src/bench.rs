@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use piperider_testkit::{Mode, Sink};
 use serde_json::{Value, json};
 
-use crate::{Result, cargo, root, run_step, sample};
+use crate::{Result, root, run_step, sample};
 
 struct Settings {
     cli_iterations: usize,
@@ -24,19 +24,9 @@ struct Settings {
 /// Builds everything in release (the load generator too, so it is never
 /// the bottleneck) and runs the measurements from the release xtask.
 pub(crate) fn run(quick: bool) -> Result {
-    run_step(
+    crate::release_build(
         "release build",
-        cargo().args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "piperider-cli",
-            "-p",
-            "piperider-ingest",
-            "-p",
-            "xtask",
-        ]),
+        &["piperider-cli", "piperider-ingest", "xtask"],
     )?;
     let mut cmd = std::process::Command::new(root().join("target/release/xtask"));
     cmd.arg("bench-run");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, root, run_step, sample};
+use crate::{Result, root, sample};
 
 const TOKEN: &str = "faults-admin-token-0123456789";
 
@@ -340,17 +340,9 @@ type Case = fn(&Path) -> Result;
 
 /// Runs every case; returns (passed, failed).
 pub(crate) fn run() -> Result<(u64, u64)> {
-    run_step(
+    crate::release_build(
         "release build for the fault-injection suite",
-        cargo().args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "piperider-cli",
-            "-p",
-            "piperider-ingest",
-        ]),
+        &["piperider-cli", "piperider-ingest"],
     )?;
     let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);

@@ -104,6 +104,16 @@ pub(crate) fn run_step(name: &str, cmd: &mut Command) -> Result {
     }
 }
 
+/// Builds `packages` in release, as the bench and the fault suite run them.
+pub(crate) fn release_build(name: &str, packages: &[&str]) -> Result {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--quiet"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    run_step(name, &mut cmd)
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
