@@ -39,7 +39,8 @@ pub(crate) fn noop_server() -> Result {
     })
 }
 
-/// One `run` event of user `n % USERS` (fresh id, current time).
+/// One `run` event of user `n % USERS` (a fresh time-ordered id, as the
+/// collector makes them, and the current time).
 fn event(n: u64) -> String {
     format!(
         "{{\"schema_version\":1,\"event_id\":\"{}\",\"event_type\":\"run\",\"timestamp\":\"{}\",\"user_id\":\"{:032x}\",\
@@ -48,7 +49,7 @@ fn event(n: u64) -> String {
          \"ci\":null,\"project\":{{\"project_id\":\"{:032x}\",\"datasource_type\":\"postgres\"}},\
          \"stats\":{{\"tables\":12,\"columns\":140,\"rows\":250000,\"builtin_assertions\":40,\"custom_assertions\":3,\
          \"passed_assertions\":41,\"failed_assertions\":2}},\"outcome\":{{\"status\":\"ok\",\"duration_ms\":2300}}}}",
-        uuid::Uuid::new_v4(),
+        uuid::Uuid::now_v7(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         0xabc0_0000_u64 + n % USERS,
         0xdef0_0000_u64 + n % USERS,

@@ -36,12 +36,13 @@ const LAYERS: &[Layer] = &[
             "clap",
             "serde_yaml",
             "yaml-edit",
+            "rusqlite",
         ],
     },
     Layer {
         krate: "piperider-profile",
         internal: &["piperider-event"],
-        forbidden: &["axum", "sqlx", "ureq", "hyper", "tokio", "clap"],
+        forbidden: &["axum", "sqlx", "ureq", "hyper", "tokio", "clap", "rusqlite"],
     },
     Layer {
         krate: "piperider-consent",
@@ -51,7 +52,7 @@ const LAYERS: &[Layer] = &[
     Layer {
         krate: "piperider-collector",
         internal: &["piperider-event", "piperider-profile"],
-        forbidden: &["axum", "sqlx", "hyper", "tokio", "clap"],
+        forbidden: &["axum", "sqlx", "hyper", "tokio", "clap", "rusqlite"],
     },
     Layer {
         krate: "piperider-ingest",

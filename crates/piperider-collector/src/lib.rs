@@ -449,7 +449,8 @@ impl Collector {
         });
         Ok(CliEvent {
             schema_version: SCHEMA_VERSION,
-            event_id: uuid::Uuid::new_v4(),
+            // Time-ordered: the backend's index of event ids grows at one end.
+            event_id: uuid::Uuid::now_v7(),
             event_type: record.command.clone(),
             timestamp: chrono::Utc::now(),
             user_id,

@@ -17,6 +17,7 @@ pub mod geo;
 mod ingest;
 mod metrics;
 mod openapi;
+mod sqlite_writer;
 pub mod store;
 mod writer;
 
@@ -263,9 +264,7 @@ impl AppState {
             })
             .await?;
         let metrics = Arc::new(Metrics::default());
-        // SQLite takes one writer at a time; PostgreSQL overlaps a few transactions.
-        let tasks = if store.is_sqlite() { 1 } else { 4 };
-        let (writer, handles) = Writer::start(store.clone(), tasks, metrics.clone());
+        let (writer, handles) = Writer::start(store.clone(), metrics.clone())?;
         let state = AppState {
             admin_sessions: Arc::new(dashboard::Sessions::default()),
             consent_codec: Arc::new(piperider_consent::CookieCodec::new(
@@ -368,13 +367,30 @@ async fn consent_script() -> Response {
         .into_response()
 }
 
+/// Ready when the database answers and, after a failed commit, a write
+/// could start again (SQLite's write lock can be taken).
 async fn readyz(State(app): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+    let failing = app.metrics.storage_failing.get() != 0;
+    let store = app.store.clone();
+    // Its own task: a probe outliving the deadline still finishes (and rolls back).
+    let check = tokio::spawn(async move {
+        store.ping().await?;
+        if failing {
+            store.probe_write().await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    });
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(Ok(()))) => {
+            if failing {
+                app.metrics.storage_failing.set(0);
+            }
+            (StatusCode::OK, "ready").into_response()
+        }
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
-            "database unreachable",
+            "storage unavailable",
         )
             .into_response(),
     }

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,8 @@ pub(crate) struct Metrics {
     pub(crate) commit_events: Histogram,
     pub(crate) commit_requests: Histogram,
     pub(crate) commit_seconds: Histogram,
+    /// 1 from a failed group commit until a commit (or a readiness probe) succeeds.
+    pub(crate) storage_failing: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +74,12 @@ impl Default for Metrics {
             "Time of one group commit",
             commit_seconds.clone(),
         );
+        let storage_failing = Gauge::default();
+        registry.register(
+            "storage_failing",
+            "1 while storage is failing: the last group commit failed and no later commit or readiness probe succeeded",
+            storage_failing.clone(),
+        );
         Metrics {
             registry,
             events,
@@ -79,6 +88,7 @@ impl Default for Metrics {
             commit_events,
             commit_requests,
             commit_seconds,
+            storage_failing,
         }
     }
 }

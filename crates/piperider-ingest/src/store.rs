@@ -12,45 +12,34 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
+use sqlx::FromRow;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder};
 
-/// `SELECT` of typed columns from a JSON array of rows bound as `$1`: every
-/// multi-row statement takes its rows as one parameter, so its text never
-/// changes (it stays prepared in the statement cache) and no row costs a
-/// bind of its own. `types` are `text` or `int`, one per column.
-fn from_json(sqlite: bool, types: &[&str]) -> String {
+/// `SELECT` of typed columns from a JSON array of rows bound as `$1`
+/// (PostgreSQL): every multi-row statement takes its rows as one parameter,
+/// so its text never changes (it stays prepared in the statement cache) and
+/// no row costs a bind of its own. `types` are `text` or `int`, one per column.
+fn from_json(types: &[&str]) -> String {
     let columns: Vec<String> = types
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            if sqlite {
-                format!("json_extract(value, '$[{i}]')")
-            } else {
-                let pg = if *t == "int" { "BIGINT" } else { "TEXT" };
-                format!("CAST(e->>{i} AS {pg})")
-            }
+            let pg = if *t == "int" { "BIGINT" } else { "TEXT" };
+            format!("CAST(e->>{i} AS {pg})")
         })
         .collect();
-    // `WHERE true` keeps SQLite from reading a following `ON CONFLICT` as a join's `ON`.
-    if sqlite {
-        format!(
-            "SELECT {} FROM json_each($1) WHERE true",
-            columns.join(", ")
-        )
-    } else {
-        format!(
-            "SELECT {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e WHERE true",
-            columns.join(", ")
-        )
-    }
+    // `WHERE true` keeps a following `ON CONFLICT` from being read as a join's `ON`.
+    format!(
+        "SELECT {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e WHERE true",
+        columns.join(", ")
+    )
 }
 
-fn rows_json(rows: &[serde_json::Value]) -> String {
-    serde_json::Value::Array(rows.to_vec()).to_string()
+fn json<T: Serialize + ?Sized>(rows: &T) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
 }
 
 /// Newest quarantined events kept.
@@ -109,6 +98,34 @@ pub(crate) struct QuarantineRow {
     pub(crate) excerpt: String,
 }
 
+impl QuarantineRow {
+    pub(crate) fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            self.received_at.into(),
+            (&self.field).into(),
+            (&self.reason).into(),
+            self.size.into(),
+            (&self.excerpt).into(),
+        ]
+    }
+}
+
+pub(crate) const QUARANTINE: Upsert = Upsert {
+    table: "quarantine",
+    columns: &[
+        ("received_at", "int"),
+        ("field", "text"),
+        ("reason", "text"),
+        ("size", "int"),
+        ("excerpt", "text"),
+    ],
+    on_conflict: "",
+};
+
+/// Keeps the newest [`QUARANTINE_KEEP`] quarantined events (`$1`).
+pub(crate) const PRUNE_QUARANTINE: &str =
+    "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - $1";
+
 /// What became of one event handed to [`Store::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
@@ -139,153 +156,416 @@ pub(crate) fn bucket(v: i64) -> i64 {
     b
 }
 
-/// Runs `sql` (an `INSERT ... SELECT` from [`from_json`]) with `rows` as its one parameter.
-macro_rules! insert_json {
-    ($tx:ident, $sql:expr, $rows:expr) => {{
-        let rows: &[serde_json::Value] = &$rows;
-        if !rows.is_empty() {
-            sqlx::query(&$sql)
-                .bind(rows_json(rows))
-                .execute(&mut *$tx)
-                .await?;
-        }
-    }};
+/// One value of a row handed to the database: text or an integer, either
+/// possibly null. PostgreSQL gets rows as one JSON array ([`from_json`]),
+/// the SQLite writer binds them to a prepared statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
 }
 
-/// Updates the rollups for newly stored events, inside the write transaction.
-macro_rules! rollups {
-    ($tx:ident, $sqlite:expr, $new:expr) => {{
-        let new: &[&EventRow] = $new;
-        let sqlite: bool = $sqlite;
-        if !new.is_empty() {
-            // Users: earliest and latest sighting; attributes of the latest event.
-            let mut users: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
-            for e in new {
-                let entry = users.entry(e.user_id.as_str()).or_insert((e, e));
-                if e.ts < entry.0.ts { entry.0 = e; }
-                if e.ts >= entry.1.ts { entry.1 = e; }
-            }
-            let rows: Vec<serde_json::Value> = users
-                .values()
-                .map(|(first, last)| {
-                    serde_json::json!([
-                        last.user_id, first.ts, first.day, last.ts, last.country, last.region, last.os, last.arch,
-                        last.os_version, last.device_id, last.runtime_name, last.runtime_version, last.app_version,
-                        first.initial_version, last.ci
-                    ])
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO users (user_id, first_seen, first_day, last_seen, country, region, os, arch, os_version, device_id, \
-                 runtime_name, runtime_version, app_version, initial_version, ci) {} \
-                 ON CONFLICT (user_id) DO UPDATE SET \
-                 first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
-                 first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
-                 country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
-                 region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
-                 os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
-                 arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
-                 os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
-                 device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
-                 runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
-                 runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
-                 app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
-                 initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
-                 ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
-                 last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
-                from_json(sqlite, &["text", "int", "text", "int", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text"])
-            );
-            insert_json!($tx, sql, rows);
+impl<'a> From<&'a str> for Cell<'a> {
+    fn from(v: &'a str) -> Self {
+        Cell::Text(Some(v))
+    }
+}
+impl<'a> From<&'a String> for Cell<'a> {
+    fn from(v: &'a String) -> Self {
+        Cell::Text(Some(v))
+    }
+}
+impl<'a> From<&'a Option<String>> for Cell<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Cell::Text(v.as_deref())
+    }
+}
+impl From<i64> for Cell<'_> {
+    fn from(v: i64) -> Self {
+        Cell::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Cell<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Cell::Int(v)
+    }
+}
 
-            // Projects: first and last sighting, initial and current version, data source types.
-            let mut projects: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
-            let mut types: BTreeSet<(&str, &str)> = BTreeSet::new();
-            for e in new {
-                if let Some(p) = &e.project_id {
-                    let entry = projects.entry(p.as_str()).or_insert((e, e));
-                    if e.ts < entry.0.ts { entry.0 = e; }
-                    if e.ts >= entry.1.ts { entry.1 = e; }
-                    if let Some(t) = &e.datasource_type {
-                        types.insert((p.as_str(), t.as_str()));
-                    }
-                }
-            }
-            let rows: Vec<serde_json::Value> = projects
-                .iter()
-                .map(|(id, (first, last))| {
-                    serde_json::json!([id, last.user_id, first.ts, last.ts, first.app_version, last.app_version])
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO projects (project_id, user_id, first_seen, last_seen, initial_version, current_version) {} \
-                 ON CONFLICT (project_id) DO UPDATE SET \
-                 user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
-                 initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
-                 current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
-                 first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
-                 last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
-                from_json(sqlite, &["text", "text", "int", "int", "text", "text"])
-            );
-            insert_json!($tx, sql, rows);
-            let rows: Vec<serde_json::Value> = types.iter().map(|(p, t)| serde_json::json!([p, t])).collect();
-            let sql = format!(
-                "INSERT INTO project_datasources (project_id, datasource_type) {} ON CONFLICT (project_id, datasource_type) DO NOTHING",
-                from_json(sqlite, &["text", "text"])
-            );
-            insert_json!($tx, sql, rows);
-
-            // Daily active users.
-            let active: BTreeSet<(&str, &str)> = new.iter().map(|e| (e.day.as_str(), e.user_id.as_str())).collect();
-            let rows: Vec<serde_json::Value> = active.iter().map(|(d, u)| serde_json::json!([d, u])).collect();
-            let sql = format!(
-                "INSERT INTO daily_users (day, user_id) {} ON CONFLICT (day, user_id) DO NOTHING",
-                from_json(sqlite, &["text", "text"])
-            );
-            insert_json!($tx, sql, rows);
-
-            // Commands per day with their sums, and the distributions.
-            let mut daily: BTreeMap<(&str, &str), [i64; 9]> = BTreeMap::new();
-            let mut buckets: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
-            for e in new {
-                let d = daily.entry((e.day.as_str(), e.event_type.as_str())).or_insert([0; 9]);
-                d[0] += 1;
-                d[1] += i64::from(e.status == "error");
-                if let Some(s) = e.stats {
-                    for (i, v) in s.iter().enumerate() {
-                        d[2 + i] += v;
-                        *buckets.entry((e.day.as_str(), STAT_METRICS[i], bucket(*v))).or_insert(0) += 1;
-                    }
-                }
-            }
-            let rows: Vec<serde_json::Value> = daily
-                .iter()
-                .map(|((day, t), v)| serde_json::json!([day, t, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]]))
-                .collect();
-            let sql = format!(
-                "INSERT INTO daily_events (day, event_type, events, errors, tables, columns, rows, builtin_assertions, \
-                 custom_assertions, passed_assertions, failed_assertions) {} \
-                 ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
-                 errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
-                 columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
-                 builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
-                 custom_assertions = daily_events.custom_assertions + excluded.custom_assertions, \
-                 passed_assertions = daily_events.passed_assertions + excluded.passed_assertions, \
-                 failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
-                from_json(sqlite, &["text", "text", "int", "int", "int", "int", "int", "int", "int", "int", "int"])
-            );
-            insert_json!($tx, sql, rows);
-            let rows: Vec<serde_json::Value> = buckets
-                .iter()
-                .map(|((day, metric, bucket), n)| serde_json::json!([day, metric, bucket, n]))
-                .collect();
-            let sql = format!(
-                "INSERT INTO daily_buckets (day, metric, bucket, events) {} \
-                 ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events",
-                from_json(sqlite, &["text", "text", "int", "int"])
-            );
-            insert_json!($tx, sql, rows);
+impl Serialize for Cell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cell::Text(v) => v.serialize(s),
+            Cell::Int(v) => v.serialize(s),
         }
-    }};
+    }
+}
+
+impl rusqlite::ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Cell::Text(v) => v.to_sql(),
+            Cell::Int(v) => v.to_sql(),
+        }
+    }
+}
+
+/// A multi-row `INSERT` into one table: its columns (with their kind,
+/// `text` or `int`) and its `ON CONFLICT` clause. The row source differs by
+/// database: a JSON array on PostgreSQL, one bound row at a time on SQLite.
+pub(crate) struct Upsert {
+    pub(crate) table: &'static str,
+    pub(crate) columns: &'static [(&'static str, &'static str)],
+    pub(crate) on_conflict: &'static str,
+}
+
+impl Upsert {
+    fn sql(&self, source: &str) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
+        format!(
+            "INSERT INTO {} ({}) {source} {}",
+            self.table,
+            names.join(", "),
+            self.on_conflict
+        )
+    }
+
+    /// The statement taking all rows as one JSON parameter (PostgreSQL).
+    pub(crate) fn json_sql(&self) -> String {
+        let types: Vec<&str> = self.columns.iter().map(|(_, t)| *t).collect();
+        self.sql(&from_json(&types))
+    }
+
+    /// The statement taking one row as `?1..?n` (SQLite).
+    pub(crate) fn row_sql(&self) -> String {
+        let marks: Vec<String> = (1..=self.columns.len()).map(|i| format!("?{i}")).collect();
+        self.sql(&format!("VALUES ({})", marks.join(", ")))
+    }
+}
+
+pub(crate) const EVENTS: Upsert = Upsert {
+    table: "events",
+    columns: &[
+        ("event_id", "text"),
+        ("received_at", "int"),
+        ("ts", "int"),
+        ("day", "text"),
+        ("event_type", "text"),
+        ("user_id", "text"),
+        ("device_id", "text"),
+        ("os", "text"),
+        ("arch", "text"),
+        ("os_version", "text"),
+        ("runtime_name", "text"),
+        ("runtime_version", "text"),
+        ("app_version", "text"),
+        ("initial_version", "text"),
+        ("ci", "text"),
+        ("project_id", "text"),
+        ("datasource_type", "text"),
+        ("tables", "int"),
+        ("columns", "int"),
+        ("rows", "int"),
+        ("builtin_assertions", "int"),
+        ("custom_assertions", "int"),
+        ("passed_assertions", "int"),
+        ("failed_assertions", "int"),
+        ("status", "text"),
+        ("duration_ms", "int"),
+        ("country", "text"),
+        ("region", "text"),
+    ],
+    on_conflict: "ON CONFLICT (event_id) DO NOTHING",
+};
+
+/// A stored event's row, in [`EVENTS`] column order.
+pub(crate) fn event_cells(e: &EventRow) -> [Cell<'_>; 28] {
+    let s = e.stats.map(|s| s.map(Some)).unwrap_or([None; 7]);
+    [
+        (&e.event_id).into(),
+        e.received_at.into(),
+        e.ts.into(),
+        (&e.day).into(),
+        (&e.event_type).into(),
+        (&e.user_id).into(),
+        (&e.device_id).into(),
+        (&e.os).into(),
+        (&e.arch).into(),
+        (&e.os_version).into(),
+        (&e.runtime_name).into(),
+        (&e.runtime_version).into(),
+        (&e.app_version).into(),
+        (&e.initial_version).into(),
+        (&e.ci).into(),
+        (&e.project_id).into(),
+        (&e.datasource_type).into(),
+        s[0].into(),
+        s[1].into(),
+        s[2].into(),
+        s[3].into(),
+        s[4].into(),
+        s[5].into(),
+        s[6].into(),
+        (&e.status).into(),
+        e.duration_ms.into(),
+        (&e.country).into(),
+        (&e.region).into(),
+    ]
+}
+
+/// Users: earliest and latest sighting; attributes of the latest event.
+pub(crate) const USERS: Upsert = Upsert {
+    table: "users",
+    columns: &[
+        ("user_id", "text"),
+        ("first_seen", "int"),
+        ("first_day", "text"),
+        ("last_seen", "int"),
+        ("country", "text"),
+        ("region", "text"),
+        ("os", "text"),
+        ("arch", "text"),
+        ("os_version", "text"),
+        ("device_id", "text"),
+        ("runtime_name", "text"),
+        ("runtime_version", "text"),
+        ("app_version", "text"),
+        ("initial_version", "text"),
+        ("ci", "text"),
+    ],
+    on_conflict: "ON CONFLICT (user_id) DO UPDATE SET \
+         first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
+         first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
+         country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
+         region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
+         os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
+         arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
+         os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
+         device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
+         runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
+         runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
+         app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
+         initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
+         ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
+         last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
+};
+
+/// Projects: first and last sighting, initial and current version.
+pub(crate) const PROJECTS: Upsert = Upsert {
+    table: "projects",
+    columns: &[
+        ("project_id", "text"),
+        ("user_id", "text"),
+        ("first_seen", "int"),
+        ("last_seen", "int"),
+        ("initial_version", "text"),
+        ("current_version", "text"),
+    ],
+    on_conflict: "ON CONFLICT (project_id) DO UPDATE SET \
+         user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
+         initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
+         current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
+         first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
+         last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
+};
+
+pub(crate) const DATASOURCES: Upsert = Upsert {
+    table: "project_datasources",
+    columns: &[("project_id", "text"), ("datasource_type", "text")],
+    on_conflict: "ON CONFLICT (project_id, datasource_type) DO NOTHING",
+};
+
+/// Daily active users.
+pub(crate) const DAILY_USERS: Upsert = Upsert {
+    table: "daily_users",
+    columns: &[("day", "text"), ("user_id", "text")],
+    on_conflict: "ON CONFLICT (day, user_id) DO NOTHING",
+};
+
+/// Commands per day with their sums.
+pub(crate) const DAILY_EVENTS: Upsert = Upsert {
+    table: "daily_events",
+    columns: &[
+        ("day", "text"),
+        ("event_type", "text"),
+        ("events", "int"),
+        ("errors", "int"),
+        ("tables", "int"),
+        ("columns", "int"),
+        ("rows", "int"),
+        ("builtin_assertions", "int"),
+        ("custom_assertions", "int"),
+        ("passed_assertions", "int"),
+        ("failed_assertions", "int"),
+    ],
+    on_conflict: "ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
+         errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
+         columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
+         builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
+         custom_assertions = daily_events.custom_assertions + excluded.custom_assertions, \
+         passed_assertions = daily_events.passed_assertions + excluded.passed_assertions, \
+         failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
+};
+
+/// Distributions: events per day, metric and power-of-ten bucket.
+pub(crate) const DAILY_BUCKETS: Upsert = Upsert {
+    table: "daily_buckets",
+    columns: &[
+        ("day", "text"),
+        ("metric", "text"),
+        ("bucket", "int"),
+        ("events", "int"),
+    ],
+    on_conflict: "ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events",
+};
+
+/// What a group of newly stored events adds to the rollups, worked out in
+/// memory so that each user, project and day costs one upsert per group.
+#[derive(Debug, Default)]
+pub(crate) struct Rollup<'a> {
+    pub(crate) users: Vec<Vec<Cell<'a>>>,
+    pub(crate) projects: Vec<Vec<Cell<'a>>>,
+    pub(crate) datasources: Vec<Vec<Cell<'a>>>,
+    pub(crate) daily_users: Vec<Vec<Cell<'a>>>,
+    pub(crate) daily_events: Vec<Vec<Cell<'a>>>,
+    pub(crate) daily_buckets: Vec<Vec<Cell<'a>>>,
+}
+
+impl<'a> Rollup<'a> {
+    pub(crate) fn of(new: &[&'a EventRow]) -> Rollup<'a> {
+        let mut users: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
+        let mut projects: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
+        let mut datasources: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut active: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut daily: BTreeMap<(&str, &str), [i64; 9]> = BTreeMap::new();
+        let mut buckets: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
+        for &e in new {
+            let u = users.entry(e.user_id.as_str()).or_insert((e, e));
+            if e.ts < u.0.ts {
+                u.0 = e;
+            }
+            if e.ts >= u.1.ts {
+                u.1 = e;
+            }
+            if let Some(p) = &e.project_id {
+                let entry = projects.entry(p.as_str()).or_insert((e, e));
+                if e.ts < entry.0.ts {
+                    entry.0 = e;
+                }
+                if e.ts >= entry.1.ts {
+                    entry.1 = e;
+                }
+                if let Some(t) = &e.datasource_type {
+                    datasources.insert((p.as_str(), t.as_str()));
+                }
+            }
+            active.insert((e.day.as_str(), e.user_id.as_str()));
+            let d = daily
+                .entry((e.day.as_str(), e.event_type.as_str()))
+                .or_insert([0; 9]);
+            d[0] += 1;
+            d[1] += i64::from(e.status == "error");
+            if let Some(s) = e.stats {
+                for (i, v) in s.iter().enumerate() {
+                    d[2 + i] += v;
+                    *buckets
+                        .entry((e.day.as_str(), STAT_METRICS[i], bucket(*v)))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        Rollup {
+            users: users
+                .into_values()
+                .map(|(first, last)| {
+                    vec![
+                        (&last.user_id).into(),
+                        first.ts.into(),
+                        (&first.day).into(),
+                        last.ts.into(),
+                        (&last.country).into(),
+                        (&last.region).into(),
+                        (&last.os).into(),
+                        (&last.arch).into(),
+                        (&last.os_version).into(),
+                        (&last.device_id).into(),
+                        (&last.runtime_name).into(),
+                        (&last.runtime_version).into(),
+                        (&last.app_version).into(),
+                        (&first.initial_version).into(),
+                        (&last.ci).into(),
+                    ]
+                })
+                .collect(),
+            projects: projects
+                .into_iter()
+                .map(|(id, (first, last))| {
+                    vec![
+                        id.into(),
+                        (&last.user_id).into(),
+                        first.ts.into(),
+                        last.ts.into(),
+                        (&first.app_version).into(),
+                        (&last.app_version).into(),
+                    ]
+                })
+                .collect(),
+            datasources: datasources
+                .into_iter()
+                .map(|(p, t)| vec![p.into(), t.into()])
+                .collect(),
+            daily_users: active
+                .into_iter()
+                .map(|(d, u)| vec![d.into(), u.into()])
+                .collect(),
+            daily_events: daily
+                .into_iter()
+                .map(|((day, t), v)| {
+                    let mut row = vec![day.into(), t.into()];
+                    row.extend(v.map(Cell::from));
+                    row
+                })
+                .collect(),
+            daily_buckets: buckets
+                .into_iter()
+                .map(|((day, metric, b), n)| vec![day.into(), metric.into(), b.into(), n.into()])
+                .collect(),
+        }
+    }
+
+    /// Each table's upsert with its rows.
+    pub(crate) fn tables(&self) -> [(&'static Upsert, &[Vec<Cell<'a>>]); 6] {
+        [
+            (&USERS, &self.users),
+            (&PROJECTS, &self.projects),
+            (&DATASOURCES, &self.datasources),
+            (&DAILY_USERS, &self.daily_users),
+            (&DAILY_EVENTS, &self.daily_events),
+            (&DAILY_BUCKETS, &self.daily_buckets),
+        ]
+    }
+}
+
+/// What became of each event of a group, in input order: dropped for a
+/// deleted user, accepted the first time its id was inserted, otherwise a
+/// duplicate.
+pub(crate) fn outcomes(
+    events: &[&EventRow],
+    is_deleted: impl Fn(&EventRow) -> bool,
+    inserted: &HashSet<&str>,
+) -> Vec<Written> {
+    let mut first = HashSet::new();
+    events
+        .iter()
+        .map(|e| {
+            if is_deleted(e) {
+                Written::DeletedUser
+            } else if inserted.contains(e.event_id.as_str()) && first.insert(e.event_id.as_str()) {
+                Written::Accepted
+            } else {
+                Written::Duplicate
+            }
+        })
+        .collect()
 }
 
 impl Store {
@@ -313,6 +593,12 @@ impl Store {
                 .pragma("temp_store", "memory")
                 // Fewer, larger checkpoints.
                 .pragma("wal_autocheckpoint", "8192");
+            // The writer thread opens the same file: an in-memory database would be a different one.
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                anyhow::bail!(
+                    "the SQLite store must be a file (sqlite:path/to/telemetry.db), not an in-memory database"
+                );
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(5))
@@ -332,6 +618,15 @@ impl Store {
 
     pub async fn ping(&self) -> sqlx::Result<()> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+    }
+
+    /// Whether a write could start now: SQLite's write lock can be taken
+    /// (and is given back at once); PostgreSQL answers.
+    pub async fn probe_write(&self) -> sqlx::Result<()> {
+        match self {
+            Store::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await,
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
     }
 
     pub async fn close(&self) {
@@ -358,104 +653,83 @@ impl Store {
         })
     }
 
-    /// Stores a group of events in one transaction (group commit): the
-    /// events of deleted users are dropped, the rest inserted once each
-    /// (`event_id` is unique), the rollups updated for what was new, and the
-    /// invalid events quarantined. Nothing is acknowledged before `COMMIT`.
-    pub(crate) async fn write(
-        &self,
+    /// Stores a group of events in one PostgreSQL transaction (group
+    /// commit): the events of deleted users are dropped, the rest inserted
+    /// once each (`event_id` is unique), the rollups updated for what was
+    /// new, and the invalid events quarantined. Nothing is acknowledged
+    /// before `COMMIT`. (SQLite has its own writer thread: `sqlite_writer`.)
+    pub(crate) async fn write_postgres(
+        pool: &PgPool,
         events: &[&EventRow],
         hashes: &HashMap<String, String>,
         quarantine: &[QuarantineRow],
     ) -> sqlx::Result<Vec<Written>> {
-        let sqlite = self.is_sqlite();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            // Deleted users.
-            let wanted: BTreeSet<&String> = events.iter().filter_map(|e| hashes.get(&e.user_id)).collect();
-            let deleted: HashSet<String> = if wanted.is_empty() {
-                HashSet::new()
-            } else {
-                let sql = format!("SELECT user_hash FROM deleted_users WHERE user_hash IN ({})", from_json(sqlite, &["text"]));
-                let list: Vec<serde_json::Value> = wanted.iter().map(|h| serde_json::json!([h])).collect();
-                let found: Vec<String> = sqlx::query_scalar(&sql).bind(rows_json(&list)).fetch_all(&mut *tx).await?;
-                found.into_iter().collect()
-            };
-            let is_deleted = |e: &EventRow| hashes.get(&e.user_id).is_some_and(|h| deleted.contains(h));
+        let mut tx = pool.begin().await?;
+        // Deleted users.
+        let wanted: BTreeSet<&str> = events
+            .iter()
+            .filter_map(|e| hashes.get(&e.user_id).map(String::as_str))
+            .collect();
+        let deleted: HashSet<String> = if wanted.is_empty() {
+            HashSet::new()
+        } else {
+            let sql = format!(
+                "SELECT user_hash FROM deleted_users WHERE user_hash IN ({})",
+                from_json(&["text"])
+            );
+            let list: Vec<[&str; 1]> = wanted.iter().map(|h| [*h]).collect();
+            let found: Vec<String> = sqlx::query_scalar(&sql)
+                .bind(json(&list))
+                .fetch_all(&mut *tx)
+                .await?;
+            found.into_iter().collect()
+        };
+        let is_deleted = |e: &EventRow| hashes.get(&e.user_id).is_some_and(|h| deleted.contains(h));
 
-            // Events, once each.
-            let mut seen_in_group = HashSet::new();
-            let fresh: Vec<&EventRow> = events
-                .iter()
-                .copied()
-                .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
-                .collect();
-            let inserted: HashSet<String> = if fresh.is_empty() {
-                HashSet::new()
-            } else {
-                let rows: Vec<serde_json::Value> = fresh
-                    .iter()
-                    .map(|e| {
-                        let s = e.stats.map(|s| s.map(Some)).unwrap_or([None; 7]);
-                        serde_json::json!([
-                            e.event_id, e.received_at, e.ts, e.day, e.event_type, e.user_id, e.device_id, e.os, e.arch,
-                            e.os_version, e.runtime_name, e.runtime_version, e.app_version, e.initial_version, e.ci,
-                            e.project_id, e.datasource_type, s[0], s[1], s[2], s[3], s[4], s[5], s[6], e.status,
-                            e.duration_ms, e.country, e.region
-                        ])
-                    })
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO events (event_id, received_at, ts, day, event_type, user_id, device_id, os, arch, os_version, \
-                     runtime_name, runtime_version, app_version, initial_version, ci, project_id, datasource_type, tables, columns, \
-                     rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, duration_ms, country, region) \
-                     {} ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    from_json(
-                        sqlite,
-                        &[
-                            "text", "int", "int", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-                            "text", "text", "text", "text", "int", "int", "int", "int", "int", "int", "int", "text", "int",
-                            "text", "text",
-                        ],
-                    )
-                );
-                let ids: Vec<String> = sqlx::query_scalar(&sql).bind(rows_json(&rows)).fetch_all(&mut *tx).await?;
-                ids.into_iter().collect()
-            };
-            let new: Vec<&EventRow> = fresh.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
-            rollups!(tx, sqlite, &new);
-
-            if !quarantine.is_empty() {
-                let mut q = QueryBuilder::new("INSERT INTO quarantine (received_at, field, reason, size, excerpt) ");
-                q.push_values(quarantine, |mut b, r| {
-                    b.push_bind(r.received_at)
-                        .push_bind(r.field.clone())
-                        .push_bind(r.reason.clone())
-                        .push_bind(r.size)
-                        .push_bind(r.excerpt.clone());
-                });
-                q.build().execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - $1")
-                    .bind(QUARANTINE_KEEP)
+        // Events, once each.
+        let mut seen_in_group = HashSet::new();
+        let fresh: Vec<&EventRow> = events
+            .iter()
+            .copied()
+            .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
+            .collect();
+        let ids: Vec<String> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| event_cells(e)).collect();
+            sqlx::query_scalar(&format!("{} RETURNING event_id", EVENTS.json_sql()))
+                .bind(json(&rows))
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let new: Vec<&EventRow> = fresh
+            .iter()
+            .copied()
+            .filter(|e| inserted.contains(e.event_id.as_str()))
+            .collect();
+        let rollup = Rollup::of(&new);
+        for (upsert, rows) in rollup.tables() {
+            if !rows.is_empty() {
+                sqlx::query(&upsert.json_sql())
+                    .bind(json(rows))
                     .execute(&mut *tx)
                     .await?;
             }
-            tx.commit().await?;
-
-            let mut first = HashSet::new();
-            Ok(events
-                .iter()
-                .map(|e| {
-                    if is_deleted(e) {
-                        Written::DeletedUser
-                    } else if inserted.contains(&e.event_id) && first.insert(e.event_id.as_str()) {
-                        Written::Accepted
-                    } else {
-                        Written::Duplicate
-                    }
-                })
-                .collect())
-        })
+        }
+        if !quarantine.is_empty() {
+            let rows: Vec<Vec<Cell<'_>>> = quarantine.iter().map(QuarantineRow::cells).collect();
+            sqlx::query(&QUARANTINE.json_sql())
+                .bind(json(&rows))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(PRUNE_QUARANTINE)
+                .bind(QUARANTINE_KEEP)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes(events, is_deleted, &inserted))
     }
 
     /// Deletes everything stored about one user and remembers the salted

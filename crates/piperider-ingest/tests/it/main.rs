@@ -90,6 +90,27 @@ pub(crate) struct Harness {
     pg_database: Option<String>,
 }
 
+/// The database taken away by [`Harness::take_storage_away`].
+pub(crate) enum Outage {
+    SqliteLocked(sqlx::SqliteConnection),
+    PostgresClosed(String),
+}
+
+impl Outage {
+    pub(crate) async fn end(self) {
+        use sqlx::Connection;
+        match self {
+            Outage::SqliteLocked(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Outage::PostgresClosed(name) => {
+                pg_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+            }
+        }
+    }
+}
+
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 async fn pg_admin(sql: &str) {
@@ -147,6 +168,36 @@ impl Harness {
             dir,
             pg_database,
         })
+    }
+
+    /// Makes the database unavailable to the service until the returned
+    /// outage is ended: on SQLite another connection holds the write lock,
+    /// on PostgreSQL the database refuses connections and the service's
+    /// are cut.
+    pub(crate) async fn take_storage_away(&self) -> Outage {
+        use sqlx::Connection;
+        match &self.pg_database {
+            None => {
+                let path = self.dir.path().join("ingest.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                        .await
+                        .unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Outage::SqliteLocked(conn)
+            }
+            Some(name) => {
+                pg_admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+                pg_admin(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .await;
+                Outage::PostgresClosed(name.clone())
+            }
+        }
     }
 
     /// Another service instance on the same database, with its configuration changed.

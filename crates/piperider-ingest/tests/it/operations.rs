@@ -121,17 +121,20 @@ on_both!(
 );
 
 on_both!(
-    storage_failure_is_503_with_retry_after_and_readyz_fails,
+    storage_away_is_503_with_retry_after_until_it_is_back,
     |db: Db| async move {
         let Some(h) = Harness::start(db, |_| {}).await else {
             return;
         };
-        h.store().close().await;
-        let request = Request::post("/v1/batch")
-            .header("content-type", "application/json")
-            .body(Body::from(json!({"events": [event(USER)]}).to_string()))
-            .unwrap();
-        let (status, headers, _) = h.send(CLIENT_IP, request).await;
+        let batch = |user: &str| {
+            Request::post("/v1/batch")
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"events": [event(user)]}).to_string()))
+                .unwrap()
+        };
+        assert_eq!(h.send(CLIENT_IP, batch(USER)).await.0, StatusCode::OK);
+        let outage = h.take_storage_away().await;
+        let (status, headers, _) = h.send(CLIENT_IP, batch(USER)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(headers.get("retry-after").is_some());
         assert_eq!(get(&h, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -139,6 +142,22 @@ on_both!(
             get(&h, "/healthz").await.0,
             StatusCode::OK,
             "liveness is not readiness"
+        );
+        let metrics = get(&h, "/metrics").await.2;
+        assert!(
+            metrics.contains("piperider_ingest_storage_failing 1"),
+            "{metrics}"
+        );
+
+        outage.end().await;
+        // Ready again without waiting for traffic, then stores what is resent.
+        assert_eq!(get(&h, "/readyz").await.0, StatusCode::OK);
+        assert_eq!(h.send(CLIENT_IP, batch(USER)).await.0, StatusCode::OK);
+        assert_eq!(h.store().count_events().await.unwrap(), 2);
+        let metrics = get(&h, "/metrics").await.2;
+        assert!(
+            metrics.contains("piperider_ingest_storage_failing 0"),
+            "{metrics}"
         );
         h.finish().await;
     }
