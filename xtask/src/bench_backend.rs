@@ -348,6 +348,16 @@ async fn phase_rps(
     if o.requests == 0 {
         return Err(format!("bench {name}: no request succeeded"));
     }
+    // `PIPERIDER_BENCH_METRICS=1`: the backend's group-commit figures so far.
+    if std::env::var_os("PIPERIDER_BENCH_METRICS").is_some()
+        && let Some((_, metrics)) = load::get(backend.addr, "/metrics", None).await
+    {
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("piperider_ingest_commit") && (l.contains("_sum") || l.contains("_count"))
+        }) {
+            eprintln!("xtask: bench {name}: {line}");
+        }
+    }
     Ok(o.rps())
 }
 

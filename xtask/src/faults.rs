@@ -90,6 +90,44 @@ impl Backend {
         }
     }
 
+    /// `GET path` with the admin token: the status and the body.
+    fn get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(self.addr).map_err(|e| format!("GET {path}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: faults\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut all = String::new();
+        stream
+            .read_to_string(&mut all)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = all
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("GET {path}: no status in {all:?}"))?;
+        let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        Ok((status, body.to_string()))
+    }
+
+    /// Events counted by the rollups (the stats API's total).
+    fn rolled_up(&self) -> Result<i64> {
+        let (status, body) = self.get("/v1/admin/stats")?;
+        if status != 200 {
+            return Err(format!("GET /v1/admin/stats answered {status}: {body}"));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        v["totals"]["events"]
+            .as_i64()
+            .ok_or_else(|| format!("stats without totals.events: {body}"))
+    }
+
     /// Stored events, read straight from the database file.
     fn stored(&self) -> Result<(i64, i64)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -288,12 +326,118 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
             "only {kills} kills happened: the case tested too little"
         ));
     }
+    exactly_once(&backend, runs, stored, distinct)
+}
+
+/// Every recorded event stored once, and counted once by the rollups.
+fn exactly_once(backend: &Backend, runs: u64, stored: i64, distinct: i64) -> Result {
     if stored != runs as i64 || distinct != stored {
         return Err(format!(
             "{runs} events recorded, {stored} stored ({distinct} distinct): not exactly once"
         ));
     }
+    let rolled_up = backend.rolled_up()?;
+    if rolled_up != stored {
+        return Err(format!(
+            "{stored} events stored but the rollups count {rolled_up}"
+        ));
+    }
     Ok(())
+}
+
+/// The database goes away twice while four CLIs run commands (another
+/// connection holds SQLite's write lock for seconds): the backend answers
+/// 503 with `Retry-After`, `readyz` fails, the CLIs keep their events and
+/// deliver them once the database is back, each exactly once.
+fn storage_away_loses_nothing(work: &Path) -> Result {
+    let addr = free_addr()?;
+    let endpoint = format!("http://{addr}");
+    let db = work.join("away.db");
+    let backend = Backend::start(addr, &db)?;
+    let users: Vec<_> = (0..4)
+        .map(|i| user(work, &format!("away-{i}")))
+        .collect::<Result<_>>()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|(home, project)| {
+            let (endpoint, stop) = (endpoint.clone(), stop.clone());
+            std::thread::spawn(move || -> Result<u64> {
+                let mut runs = 0;
+                while !stop.load(Ordering::Relaxed) && runs < 400 {
+                    ok(piperider(&home, &project, &endpoint, &["run"]))?;
+                    runs += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(runs)
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut unready = 0;
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        let lock = runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(conn)
+        })?;
+        std::thread::sleep(Duration::from_secs(6));
+        if backend.get("/readyz")?.0 == 503 {
+            unready += 1;
+        }
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = lock;
+            sqlx::query("ROLLBACK")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let mut runs: u64 = 0;
+    for w in workers {
+        runs += w
+            .join()
+            .map_err(|_| "a CLI worker panicked".to_string())??;
+    }
+    drain(&users, &endpoint, &mut runs)?;
+    let (_, metrics) = backend.get("/metrics")?;
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("piperider_ingest_requests_total")
+                && l.contains("/v1/batch")
+                && l.contains("\"503\"")
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    let (stored, distinct) = backend.stored()?;
+    eprintln!(
+        "xtask: faults: two outages during {runs} commands: {refused} batches answered 503, readyz failed {unready} of 2 times; {stored} events stored ({distinct} distinct)"
+    );
+    if refused < 1.0 {
+        return Err("no batch was answered 503 during the outages: the case tested nothing".into());
+    }
+    if unready < 2 {
+        return Err(format!(
+            "readyz failed only {unready} of 2 times while the database was away"
+        ));
+    }
+    exactly_once(&backend, runs, stored, distinct)
 }
 
 /// Twenty CLIs started at once: twenty events, each once, and profiles intact.
@@ -347,7 +491,7 @@ pub(crate) fn run() -> Result<(u64, u64)> {
     let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let cases: [(&str, Case); 3] = [
+    let cases: [(&str, Case); 4] = [
         (
             "the backend killed with SIGKILL during delivery loses nothing and stores nothing twice",
             killed_backend_loses_nothing,
@@ -355,6 +499,10 @@ pub(crate) fn run() -> Result<(u64, u64)> {
         (
             "the backend stopped with SIGTERM under load loses nothing and stores nothing twice",
             terminated_backend_loses_nothing,
+        ),
+        (
+            "the database away twice under load: 503 with Retry-After, readyz fails, nothing lost",
+            storage_away_loses_nothing,
         ),
         ("twenty piperider processes at once", twenty_at_once),
     ];

@@ -97,6 +97,7 @@ pub(crate) async fn load_stats(
             .map(|t| t.and_utc().timestamp_millis())
             .unwrap_or(0)
     };
+    app.rollups_current().await?;
     app.store
         .stats(
             &from.to_string(),
@@ -120,6 +121,7 @@ pub(crate) async fn user(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    app.rollups_current().await?;
     match app
         .store
         .user_report(id.as_str())

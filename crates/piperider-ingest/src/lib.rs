@@ -299,20 +299,32 @@ impl AppState {
     }
 
     pub(crate) fn storage_error(&self, e: sqlx::Error) -> ApiError {
+        self.storage_failure(&e)
+    }
+
+    pub(crate) fn storage_failure(&self, e: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "storage error");
         ApiError::Unavailable {
             retry_after_secs: 5,
         }
     }
 
+    /// Makes the rollups include every acknowledged event, before they are read.
+    pub(crate) async fn rollups_current(&self) -> Result<(), ApiError> {
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| self.storage_failure(&e))
+    }
+
     pub(crate) async fn delete_user(&self, user_id: &str) -> Result<(), ApiError> {
         let hash = hash_user(&self.salt, user_id);
         let now = chrono::Utc::now().timestamp_millis();
         let existed = self
-            .store
+            .writer
             .delete_user(user_id, &hash, now)
             .await
-            .map_err(|e| self.storage_error(e))?;
+            .map_err(|e| self.storage_failure(&e))?;
         tracing::info!(existed, "deletion request carried out");
         Ok(())
     }

@@ -1,26 +1,35 @@
 //! The SQLite writer: one thread owning one connection. It takes every job
 //! queued (group commit), binds each row to a cached prepared statement in
 //! one `BEGIN IMMEDIATE` transaction, and answers each request only after
-//! `COMMIT` (with `synchronous = FULL` the WAL is on disk by then).
+//! `COMMIT` and an `fdatasync` of the WAL, done by a syncer thread for
+//! every commit made meanwhile while the writer goes on with the next group.
+//!
+//! Rollups are held back in memory and written about once a second, in the
+//! transaction of a group, so that a user seen a thousand times in that
+//! second costs one upsert, not a thousand. The `rollup_watermark` setting,
+//! written with them, names the last event they include; events are given
+//! increasing rowids by this writer, so after a crash the events past the
+//! watermark are rolled up again at start. Reads of the rollups and
+//! deletions go through this writer ([`Job::Flush`], [`Job::DeleteUser`]),
+//! which writes what it holds back first.
 //!
 //! The schema and migrations belong to the sqlx pool, which opens the file
-//! first; reads and the rare other writes (deletions, retention) go through
-//! that pool, and SQLite's lock orders them with this writer.
+//! first; reads and retention go through that pool, and SQLite's lock
+//! orders them with this writer.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params_from_iter};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    EVENTS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, QuarantineRow, Rollup, event_cells,
-    outcomes,
+    Aggregate, Cell, DELETE_USER, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
+    QuarantineRow, REMEMBER_DELETED_USER, Written, event_cells, outcomes,
 };
-use crate::store::{EventRow, Written};
 use crate::writer::{Group, Job, gather, settle};
 
 /// WAL frames after which the checkpointer holds the writer back for a
@@ -29,16 +38,23 @@ use crate::writer::{Group, Job, gather, settle};
 const WAL_RESTART_FRAMES: i64 = 16_384;
 /// How often the checkpointer copies committed pages into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How long rollups are held back at most (while events keep coming).
+const ROLLUP_EVERY: Duration = Duration::from_secs(1);
+/// How many events' rollups are held back at most.
+const ROLLUP_MAX_EVENTS: usize = 200_000;
+const WATERMARK: &str = "rollup_watermark";
 
 /// Opens a connection to an existing store file, for the writer or the checkpointer.
-pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // Every commit reaches the disk before it is acknowledged.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Commits are made durable by the syncer thread (`fdatasync` of the
+    // WAL) before they are acknowledged, so the writer need not wait for
+    // the disk; SQLite still syncs before each checkpoint.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Index pages stay in memory instead of being read back per insert.
     conn.pragma_update(None, "cache_size", -32768)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -49,48 +65,354 @@ pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Serves the queue until every sender is gone. After a failed commit the
-/// connection is opened afresh for the next group.
-pub(crate) fn run(
-    mut rx: mpsc::Receiver<Job>,
-    conn: Connection,
+pub(crate) struct SqliteWriter {
     path: PathBuf,
-    metrics: Arc<Metrics>,
-) {
-    // Held while a group is written; the checkpointer takes it to finish a checkpoint.
-    let gate = Arc::new(Mutex::new(()));
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let checkpoints = {
-        let (gate, path) = (gate.clone(), path.clone());
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpointer(&path, &gate, &stopped))
-            .ok()
-    };
-    let mut conn = Some(conn);
-    while let Some(first) = rx.blocking_recv() {
-        let jobs = gather(first, || rx.try_recv().ok());
-        let group = Group::of(&jobs);
-        let result = {
-            let _writing = gate.lock().unwrap_or_else(|e| e.into_inner());
-            match conn.take() {
-                Some(c) => Ok(c),
-                None => open(&path),
-            }
-            .and_then(|mut c| {
-                let written = write(&mut c, &group.events, &group.hashes, &group.quarantine)?;
-                conn = Some(c);
-                Ok(written)
-            })
-            .map_err(|e| e.to_string())
+    conn: Option<Connection>,
+    /// Rollups of committed events not yet written.
+    pending: Aggregate,
+    since: Instant,
+    /// The rowid the next stored event gets.
+    next_rowid: i64,
+    /// Whether `pending` must be rebuilt from the stored events first.
+    recover: bool,
+}
+
+impl SqliteWriter {
+    /// Opens the writer's connection and rolls up any events a crash left
+    /// past the watermark.
+    pub(crate) fn open(path: &Path) -> anyhow::Result<SqliteWriter> {
+        let mut writer = SqliteWriter {
+            path: path.to_path_buf(),
+            conn: None,
+            pending: Aggregate::default(),
+            since: Instant::now(),
+            next_rowid: 1,
+            recover: true,
         };
-        let (size, started) = (group.events.len(), group.started);
-        drop(group);
-        settle(jobs, result, &metrics, size, started);
+        writer.transact(|_, _| Ok(()))?;
+        if writer.pending.events() > 0 {
+            let events = writer.pending.events();
+            writer.transact(|w, tx| w.write_pending(tx))?;
+            tracing::info!(events, "rolled up events stored before an unclean stop");
+        }
+        Ok(writer)
     }
-    drop(stop);
-    if let Some(thread) = checkpoints {
-        let _ = thread.join();
+
+    /// Holds back the rollups of every event past the stored watermark
+    /// (after a start, or a failed transaction that may have dropped some).
+    fn recover(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let watermark: i64 = conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [WATERMARK],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
+            r.get(0)
+        })?;
+        self.next_rowid = last.max(watermark) + 1;
+        self.pending = Aggregate::default();
+        for e in &events_after(conn, watermark)? {
+            self.pending.add(e);
+        }
+        self.recover = false;
+        Ok(())
+    }
+
+    /// Serves the queue until every sender is gone, then writes what it
+    /// holds back. After a failed transaction the connection is opened
+    /// afresh for the next one.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+        // Held while a transaction runs; the checkpointer takes it to finish a checkpoint.
+        let gate = Arc::new(Mutex::new(()));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpoints = {
+            let (gate, path) = (gate.clone(), self.path.clone());
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpointer(&path, &gate, &stopped))
+                .ok()
+        };
+        let (to_sync, syncing) = std::sync::mpsc::channel::<Settle>();
+        let syncer = {
+            let wal = wal_path(&self.path);
+            std::thread::Builder::new()
+                .name("sqlite-sync".into())
+                .spawn(move || syncer(&wal, &syncing))
+                .ok()
+        };
+        let mut carried: Option<Job> = None;
+        loop {
+            let Some(job) = carried.take().or_else(|| rx.blocking_recv()) else {
+                break;
+            };
+            let _writing = gate.lock().unwrap_or_else(|e| e.into_inner());
+            match job {
+                Job::Store(first) => {
+                    let (jobs, next) = gather(first, || rx.try_recv().ok());
+                    carried = next;
+                    let group = Group::of(&jobs);
+                    let result = self
+                        .transact(|w, tx| {
+                            w.store(tx, &group.events, &group.hashes, &group.quarantine)
+                        })
+                        .map_err(|e| e.to_string());
+                    let (size, started) = (group.events.len(), group.started);
+                    drop(group);
+                    let metrics = metrics.clone();
+                    let _ = to_sync.send(Box::new(move |synced| {
+                        let result = result.and_then(|w| synced.map(|()| w));
+                        settle(jobs, result, &metrics, size, started);
+                    }));
+                }
+                Job::Flush(reply) => {
+                    let result = self.transact(|w, tx| w.write_pending(tx));
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
+                }
+                Job::DeleteUser {
+                    user_id,
+                    hash,
+                    now_ms,
+                    reply,
+                } => {
+                    let result = self
+                        .transact(|w, tx| {
+                            w.write_pending(tx)?;
+                            let mut found = 0;
+                            for sql in DELETE_USER {
+                                found += tx.execute(sql, [&user_id])?;
+                            }
+                            tx.execute(REMEMBER_DELETED_USER, rusqlite::params![hash, now_ms])?;
+                            Ok(found > 0)
+                        })
+                        .map_err(|e| e.to_string());
+                    let _ = to_sync.send(Box::new(move |synced| {
+                        let _ = reply.send(result.and_then(|found| synced.map(|()| found)));
+                    }));
+                }
+            }
+        }
+        if self.pending.events() > 0
+            && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
+        {
+            tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
+        }
+        drop(to_sync);
+        if let Some(thread) = syncer {
+            let _ = thread.join();
+        }
+        drop(stop);
+        if let Some(thread) = checkpoints {
+            let _ = thread.join();
+        }
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction and commits it. On
+    /// failure the connection is opened afresh next time and the held-back
+    /// rollups are rebuilt from what was stored.
+    fn transact<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self, &Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = (|| {
+            if self.recover {
+                self.recover(&conn)?;
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = body(self, &tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        match result {
+            Ok(out) => {
+                self.conn = Some(conn);
+                Ok(out)
+            }
+            Err(e) => {
+                self.recover = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the held-back rollups and the watermark (everything stored so far).
+    fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        write_aggregate(tx, &self.pending)?;
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![WATERMARK, (self.next_rowid - 1).to_string()],
+        )?;
+        // Forgotten here: were the commit to fail, the events past the
+        // watermark are rolled up again when the writer next opens.
+        self.pending = Aggregate::default();
+        self.since = Instant::now();
+        Ok(())
+    }
+
+    /// Stores a group of events: the events of deleted users are dropped,
+    /// the rest inserted once each (`event_id` is unique), and the invalid
+    /// events quarantined. The rollups of the new events are held back, or
+    /// written with the held-back ones when those are due.
+    fn store(
+        &mut self,
+        tx: &Transaction<'_>,
+        events: &[&Arc<EventRow>],
+        hashes: &HashMap<String, String>,
+        quarantine: &[QuarantineRow],
+    ) -> rusqlite::Result<Vec<Written>> {
+        let mut deleted: HashSet<&str> = HashSet::new();
+        {
+            let mut lookup =
+                tx.prepare_cached("SELECT 1 FROM deleted_users WHERE user_hash = ?1")?;
+            for hash in hashes.values() {
+                if lookup.exists([hash])? {
+                    deleted.insert(hash);
+                }
+            }
+        }
+        let is_deleted = |e: &EventRow| {
+            hashes
+                .get(&e.user_id)
+                .is_some_and(|h| deleted.contains(h.as_str()))
+        };
+
+        let mut inserted: HashSet<&str> = HashSet::new();
+        let mut new: Vec<&Arc<EventRow>> = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(&insert_event_sql())?;
+            for &e in events.iter().filter(|e| !is_deleted(e)) {
+                if inserted.contains(e.event_id.as_str()) {
+                    continue;
+                }
+                let row = std::iter::once(Cell::Int(Some(self.next_rowid))).chain(event_cells(e));
+                if insert.execute(params_from_iter(row))? == 1 {
+                    self.next_rowid += 1;
+                    inserted.insert(&e.event_id);
+                    new.push(e);
+                }
+            }
+        }
+        if !quarantine.is_empty() {
+            let mut statement = tx.prepare_cached(&QUARANTINE.row_sql())?;
+            for row in quarantine {
+                statement.execute(params_from_iter(row.cells()))?;
+            }
+            tx.execute(PRUNE_QUARANTINE, [QUARANTINE_KEEP])?;
+        }
+        for e in &new {
+            self.pending.add(e);
+        }
+        if self.since.elapsed() >= ROLLUP_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
+            self.write_pending(tx)?;
+        }
+        Ok(outcomes(events, is_deleted, &inserted))
+    }
+}
+
+/// `INSERT` of one event with the rowid this writer gives it.
+fn insert_event_sql() -> String {
+    let names: Vec<&str> = EVENTS.columns.iter().map(|(n, _)| *n).collect();
+    let marks: Vec<String> = (1..=names.len() + 1).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO events (rowid, {}) VALUES ({}) {}",
+        names.join(", "),
+        marks.join(", "),
+        EVENTS.on_conflict
+    )
+}
+
+fn write_aggregate(tx: &Transaction<'_>, aggregate: &Aggregate) -> rusqlite::Result<()> {
+    for (upsert, rows) in aggregate.tables() {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut statement = tx.prepare_cached(&upsert.row_sql())?;
+        for row in &rows {
+            statement.execute(params_from_iter(row))?;
+        }
+    }
+    Ok(())
+}
+
+/// The stored events past `rowid`, in order.
+fn events_after(conn: &Connection, rowid: i64) -> rusqlite::Result<Vec<Arc<EventRow>>> {
+    let names: Vec<&str> = EVENTS.columns.iter().map(|(n, _)| *n).collect();
+    let mut statement = conn.prepare(&format!(
+        "SELECT {} FROM events WHERE rowid > ?1 ORDER BY rowid",
+        names.join(", ")
+    ))?;
+    let rows = statement.query_map([rowid], |r| {
+        let stats: [Option<i64>; 7] = [
+            r.get(17)?,
+            r.get(18)?,
+            r.get(19)?,
+            r.get(20)?,
+            r.get(21)?,
+            r.get(22)?,
+            r.get(23)?,
+        ];
+        Ok(Arc::new(EventRow {
+            event_id: r.get(0)?,
+            received_at: r.get(1)?,
+            ts: r.get(2)?,
+            day: r.get(3)?,
+            event_type: r.get(4)?,
+            user_id: r.get(5)?,
+            device_id: r.get(6)?,
+            os: r.get(7)?,
+            arch: r.get(8)?,
+            os_version: r.get(9)?,
+            runtime_name: r.get(10)?,
+            runtime_version: r.get(11)?,
+            app_version: r.get(12)?,
+            initial_version: r.get(13)?,
+            ci: r.get(14)?,
+            project_id: r.get(15)?,
+            datasource_type: r.get(16)?,
+            stats: if stats.iter().all(Option::is_some) {
+                Some(stats.map(|v| v.unwrap_or(0)))
+            } else {
+                None
+            },
+            status: r.get(24)?,
+            duration_ms: r.get(25)?,
+            country: r.get(26)?,
+            region: r.get(27)?,
+        }))
+    })?;
+    rows.collect()
+}
+
+/// What to do once a commit is on disk (or the sync failed).
+type Settle = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Acknowledges commits once they are on disk: takes every commit made
+/// since the last sync, `fdatasync`s the WAL once for all of them, and
+/// only then answers. The writer meanwhile goes on with the next group, so
+/// the disk's latency is paid in parallel, once per batch of commits.
+fn syncer(wal: &Path, commits: &std::sync::mpsc::Receiver<Settle>) {
+    while let Ok(first) = commits.recv() {
+        let mut batch = vec![first];
+        batch.extend(commits.try_iter());
+        let synced = std::fs::File::open(wal)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| format!("syncing {}: {e}", wal.display()));
+        for settle in batch {
+            settle(synced.clone());
+        }
     }
 }
 
@@ -107,7 +429,7 @@ fn checkpointer(path: &Path, gate: &Mutex<()>, stopped: &std::sync::mpsc::Receiv
         );
         let c = match conn.take() {
             Some(c) => c,
-            None => match open(path) {
+            None => match connect(path) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "checkpointer: cannot open the database");
@@ -143,69 +465,4 @@ fn checkpointer(path: &Path, gate: &Mutex<()>, stopped: &std::sync::mpsc::Receiv
             return;
         }
     }
-}
-
-/// Stores a group of events in one transaction: the events of deleted
-/// users are dropped, the rest inserted once each (`event_id` is unique),
-/// the rollups updated for what was new, and the invalid events
-/// quarantined.
-fn write(
-    conn: &mut Connection,
-    events: &[&EventRow],
-    hashes: &HashMap<String, String>,
-    quarantine: &[QuarantineRow],
-) -> rusqlite::Result<Vec<Written>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut deleted: HashSet<&str> = HashSet::new();
-    {
-        let mut lookup = tx.prepare_cached("SELECT 1 FROM deleted_users WHERE user_hash = ?1")?;
-        for hash in hashes.values() {
-            if lookup.exists([hash])? {
-                deleted.insert(hash);
-            }
-        }
-    }
-    let is_deleted = |e: &EventRow| {
-        hashes
-            .get(&e.user_id)
-            .is_some_and(|h| deleted.contains(h.as_str()))
-    };
-
-    let mut inserted: HashSet<&str> = HashSet::new();
-    {
-        let mut insert = tx.prepare_cached(&EVENTS.row_sql())?;
-        for e in events.iter().copied().filter(|e| !is_deleted(e)) {
-            if inserted.contains(e.event_id.as_str()) {
-                continue;
-            }
-            if insert.execute(params_from_iter(event_cells(e)))? == 1 {
-                inserted.insert(&e.event_id);
-            }
-        }
-    }
-    let mut seen = HashSet::new();
-    let new: Vec<&EventRow> = events
-        .iter()
-        .copied()
-        .filter(|e| inserted.contains(e.event_id.as_str()) && seen.insert(e.event_id.as_str()))
-        .collect();
-    let rollup = Rollup::of(&new);
-    for (upsert, rows) in rollup.tables() {
-        if rows.is_empty() {
-            continue;
-        }
-        let mut statement = tx.prepare_cached(&upsert.row_sql())?;
-        for row in rows {
-            statement.execute(params_from_iter(row))?;
-        }
-    }
-    if !quarantine.is_empty() {
-        let mut statement = tx.prepare_cached(&QUARANTINE.row_sql())?;
-        for row in quarantine {
-            statement.execute(params_from_iter(row.cells()))?;
-        }
-        tx.execute(PRUNE_QUARANTINE, [QUARANTINE_KEEP])?;
-    }
-    tx.commit()?;
-    Ok(outcomes(events, is_deleted, &inserted))
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -418,138 +419,186 @@ pub(crate) const DAILY_BUCKETS: Upsert = Upsert {
     on_conflict: "ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events",
 };
 
-/// What a group of newly stored events adds to the rollups, worked out in
-/// memory so that each user, project and day costs one upsert per group.
+/// What newly stored events add to the rollups, worked out in memory so
+/// that each user, project and day costs one upsert however many events
+/// it had. PostgreSQL writes one per transaction; the SQLite writer keeps
+/// one across transactions and writes it about once a second
+/// (`sqlite_writer`). Upserts commute (earliest and latest win, counts
+/// add), so aggregates may be written in any order.
 #[derive(Debug, Default)]
-pub(crate) struct Rollup<'a> {
-    pub(crate) users: Vec<Vec<Cell<'a>>>,
-    pub(crate) projects: Vec<Vec<Cell<'a>>>,
-    pub(crate) datasources: Vec<Vec<Cell<'a>>>,
-    pub(crate) daily_users: Vec<Vec<Cell<'a>>>,
-    pub(crate) daily_events: Vec<Vec<Cell<'a>>>,
-    pub(crate) daily_buckets: Vec<Vec<Cell<'a>>>,
+pub(crate) struct Aggregate {
+    /// Per user: the earliest and the latest event.
+    users: BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    projects: BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    datasources: BTreeMap<String, BTreeSet<String>>,
+    /// Per day, the users active on it.
+    active: BTreeMap<String, BTreeSet<String>>,
+    /// Per day and event type: events, errors and the seven sums.
+    daily: BTreeMap<String, BTreeMap<String, [i64; 9]>>,
+    /// Per day: events per metric and bucket.
+    buckets: BTreeMap<String, BTreeMap<(&'static str, i64), i64>>,
+    events: usize,
 }
 
-impl<'a> Rollup<'a> {
-    pub(crate) fn of(new: &[&'a EventRow]) -> Rollup<'a> {
-        let mut users: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
-        let mut projects: BTreeMap<&str, (&EventRow, &EventRow)> = BTreeMap::new();
-        let mut datasources: BTreeSet<(&str, &str)> = BTreeSet::new();
-        let mut active: BTreeSet<(&str, &str)> = BTreeSet::new();
-        let mut daily: BTreeMap<(&str, &str), [i64; 9]> = BTreeMap::new();
-        let mut buckets: BTreeMap<(&str, &str, i64), i64> = BTreeMap::new();
-        for &e in new {
-            let u = users.entry(e.user_id.as_str()).or_insert((e, e));
-            if e.ts < u.0.ts {
-                u.0 = e;
+fn earliest_latest(
+    map: &mut BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    key: &str,
+    e: &Arc<EventRow>,
+) {
+    match map.get_mut(key) {
+        Some((first, last)) => {
+            if e.ts < first.ts {
+                *first = e.clone();
             }
-            if e.ts >= u.1.ts {
-                u.1 = e;
+            if e.ts >= last.ts {
+                *last = e.clone();
             }
-            if let Some(p) = &e.project_id {
-                let entry = projects.entry(p.as_str()).or_insert((e, e));
-                if e.ts < entry.0.ts {
-                    entry.0 = e;
-                }
-                if e.ts >= entry.1.ts {
-                    entry.1 = e;
-                }
-                if let Some(t) = &e.datasource_type {
-                    datasources.insert((p.as_str(), t.as_str()));
-                }
-            }
-            active.insert((e.day.as_str(), e.user_id.as_str()));
-            let d = daily
-                .entry((e.day.as_str(), e.event_type.as_str()))
-                .or_insert([0; 9]);
-            d[0] += 1;
-            d[1] += i64::from(e.status == "error");
-            if let Some(s) = e.stats {
-                for (i, v) in s.iter().enumerate() {
-                    d[2 + i] += v;
-                    *buckets
-                        .entry((e.day.as_str(), STAT_METRICS[i], bucket(*v)))
-                        .or_insert(0) += 1;
+        }
+        None => {
+            map.insert(key.to_string(), (e.clone(), e.clone()));
+        }
+    }
+}
+
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
+impl Aggregate {
+    pub(crate) fn add(&mut self, e: &Arc<EventRow>) {
+        self.events += 1;
+        earliest_latest(&mut self.users, &e.user_id, e);
+        if let Some(p) = &e.project_id {
+            earliest_latest(&mut self.projects, p, e);
+            if let Some(t) = &e.datasource_type {
+                let types = entry(&mut self.datasources, p);
+                if !types.contains(t) {
+                    types.insert(t.clone());
                 }
             }
         }
-        Rollup {
-            users: users
-                .into_values()
-                .map(|(first, last)| {
-                    vec![
-                        (&last.user_id).into(),
-                        first.ts.into(),
-                        (&first.day).into(),
-                        last.ts.into(),
-                        (&last.country).into(),
-                        (&last.region).into(),
-                        (&last.os).into(),
-                        (&last.arch).into(),
-                        (&last.os_version).into(),
-                        (&last.device_id).into(),
-                        (&last.runtime_name).into(),
-                        (&last.runtime_version).into(),
-                        (&last.app_version).into(),
-                        (&first.initial_version).into(),
-                        (&last.ci).into(),
-                    ]
-                })
-                .collect(),
-            projects: projects
-                .into_iter()
-                .map(|(id, (first, last))| {
-                    vec![
-                        id.into(),
-                        (&last.user_id).into(),
-                        first.ts.into(),
-                        last.ts.into(),
-                        (&first.app_version).into(),
-                        (&last.app_version).into(),
-                    ]
-                })
-                .collect(),
-            datasources: datasources
-                .into_iter()
-                .map(|(p, t)| vec![p.into(), t.into()])
-                .collect(),
-            daily_users: active
-                .into_iter()
-                .map(|(d, u)| vec![d.into(), u.into()])
-                .collect(),
-            daily_events: daily
-                .into_iter()
-                .map(|((day, t), v)| {
+        let active = entry(&mut self.active, &e.day);
+        if !active.contains(&e.user_id) {
+            active.insert(e.user_id.clone());
+        }
+        let d = entry(entry(&mut self.daily, &e.day), &e.event_type);
+        d[0] += 1;
+        d[1] += i64::from(e.status == "error");
+        if let Some(s) = e.stats {
+            let buckets = entry(&mut self.buckets, &e.day);
+            for (i, v) in s.iter().enumerate() {
+                d[2 + i] += v;
+                *buckets.entry((STAT_METRICS[i], bucket(*v))).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// How many events it holds.
+    pub(crate) fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Each rollup table's upsert with its rows, in key order (so that
+    /// concurrent PostgreSQL transactions take row locks in one order).
+    pub(crate) fn tables(&self) -> [(&'static Upsert, Vec<Vec<Cell<'_>>>); 6] {
+        let users = self
+            .users
+            .values()
+            .map(|(first, last)| {
+                vec![
+                    (&last.user_id).into(),
+                    first.ts.into(),
+                    (&first.day).into(),
+                    last.ts.into(),
+                    (&last.country).into(),
+                    (&last.region).into(),
+                    (&last.os).into(),
+                    (&last.arch).into(),
+                    (&last.os_version).into(),
+                    (&last.device_id).into(),
+                    (&last.runtime_name).into(),
+                    (&last.runtime_version).into(),
+                    (&last.app_version).into(),
+                    (&first.initial_version).into(),
+                    (&last.ci).into(),
+                ]
+            })
+            .collect();
+        let projects = self
+            .projects
+            .iter()
+            .map(|(id, (first, last))| {
+                vec![
+                    id.into(),
+                    (&last.user_id).into(),
+                    first.ts.into(),
+                    last.ts.into(),
+                    (&first.app_version).into(),
+                    (&last.app_version).into(),
+                ]
+            })
+            .collect();
+        let datasources = self
+            .datasources
+            .iter()
+            .flat_map(|(p, types)| types.iter().map(move |t| vec![p.into(), t.into()]))
+            .collect();
+        let daily_users = self
+            .active
+            .iter()
+            .flat_map(|(d, users)| users.iter().map(move |u| vec![d.into(), u.into()]))
+            .collect();
+        let daily_events = self
+            .daily
+            .iter()
+            .flat_map(|(day, types)| {
+                types.iter().map(move |(t, v)| {
                     let mut row = vec![day.into(), t.into()];
                     row.extend(v.map(Cell::from));
                     row
                 })
-                .collect(),
-            daily_buckets: buckets
-                .into_iter()
-                .map(|((day, metric, b), n)| vec![day.into(), metric.into(), b.into(), n.into()])
-                .collect(),
-        }
-    }
-
-    /// Each table's upsert with its rows.
-    pub(crate) fn tables(&self) -> [(&'static Upsert, &[Vec<Cell<'a>>]); 6] {
+            })
+            .collect();
+        let daily_buckets = self
+            .buckets
+            .iter()
+            .flat_map(|(day, counts)| {
+                counts.iter().map(move |((metric, b), n)| {
+                    vec![day.into(), (*metric).into(), (*b).into(), (*n).into()]
+                })
+            })
+            .collect();
         [
-            (&USERS, &self.users),
-            (&PROJECTS, &self.projects),
-            (&DATASOURCES, &self.datasources),
-            (&DAILY_USERS, &self.daily_users),
-            (&DAILY_EVENTS, &self.daily_events),
-            (&DAILY_BUCKETS, &self.daily_buckets),
+            (&USERS, users),
+            (&PROJECTS, projects),
+            (&DATASOURCES, datasources),
+            (&DAILY_USERS, daily_users),
+            (&DAILY_EVENTS, daily_events),
+            (&DAILY_BUCKETS, daily_buckets),
         ]
     }
 }
+
+/// Deleting one user (`$1`): their events and every rollup row of theirs.
+pub(crate) const DELETE_USER: [&str; 5] = [
+    "DELETE FROM users WHERE user_id = $1",
+    "DELETE FROM events WHERE user_id = $1",
+    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
+    "DELETE FROM projects WHERE user_id = $1",
+    "DELETE FROM daily_users WHERE user_id = $1",
+];
+
+/// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
+pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING";
 
 /// What became of each event of a group, in input order: dropped for a
 /// deleted user, accepted the first time its id was inserted, otherwise a
 /// duplicate.
 pub(crate) fn outcomes(
-    events: &[&EventRow],
+    events: &[&Arc<EventRow>],
     is_deleted: impl Fn(&EventRow) -> bool,
     inserted: &HashSet<&str>,
 ) -> Vec<Written> {
@@ -586,8 +635,6 @@ impl Store {
                 // Every commit reaches the disk before it is acknowledged.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
-                // Random keys dirty one page per insert; small pages make that cheaper to log.
-                .page_size(1024)
                 // Index pages stay in memory instead of being read back per insert.
                 .pragma("cache_size", "-32768")
                 .pragma("temp_store", "memory")
@@ -660,7 +707,7 @@ impl Store {
     /// before `COMMIT`. (SQLite has its own writer thread: `sqlite_writer`.)
     pub(crate) async fn write_postgres(
         pool: &PgPool,
-        events: &[&EventRow],
+        events: &[&Arc<EventRow>],
         hashes: &HashMap<String, String>,
         quarantine: &[QuarantineRow],
     ) -> sqlx::Result<Vec<Written>> {
@@ -688,7 +735,7 @@ impl Store {
 
         // Events, once each.
         let mut seen_in_group = HashSet::new();
-        let fresh: Vec<&EventRow> = events
+        let fresh: Vec<&Arc<EventRow>> = events
             .iter()
             .copied()
             .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
@@ -703,16 +750,17 @@ impl Store {
                 .await?
         };
         let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let new: Vec<&EventRow> = fresh
+        let mut rollup = Aggregate::default();
+        for e in fresh
             .iter()
-            .copied()
             .filter(|e| inserted.contains(e.event_id.as_str()))
-            .collect();
-        let rollup = Rollup::of(&new);
+        {
+            rollup.add(e);
+        }
         for (upsert, rows) in rollup.tables() {
             if !rows.is_empty() {
                 sqlx::query(&upsert.json_sql())
-                    .bind(json(rows))
+                    .bind(json(&rows))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -733,32 +781,31 @@ impl Store {
     }
 
     /// Deletes everything stored about one user and remembers the salted
-    /// hash of the id, so later events for it are dropped. Returns whether
-    /// anything was stored.
-    pub(crate) async fn delete_user(
-        &self,
+    /// hash of the id, so later events for it are dropped (PostgreSQL; the
+    /// SQLite writer runs [`DELETE_USER`] itself). Returns whether anything
+    /// was stored.
+    pub(crate) async fn delete_user_postgres(
+        pool: &PgPool,
         user_id: &str,
         user_hash: &str,
         now_ms: i64,
     ) -> sqlx::Result<bool> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let users = sqlx::query("DELETE FROM users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
-            let events = sqlx::query("DELETE FROM events WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
-            sqlx::query("DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)")
+        let mut tx = pool.begin().await?;
+        let mut found = 0;
+        for sql in DELETE_USER {
+            found += sqlx::query(sql)
                 .bind(user_id)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM projects WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM daily_users WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING")
-                .bind(user_hash)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(users + events > 0)
-        })
+                .await?
+                .rows_affected();
+        }
+        sqlx::query(REMEMBER_DELETED_USER)
+            .bind(user_hash)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found > 0)
     }
 
     /// Deletes raw events older than `before_ms` (the rollups stay).

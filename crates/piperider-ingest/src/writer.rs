@@ -3,10 +3,13 @@
 //! request only after `COMMIT`. Concurrent requests share a transaction, so
 //! durable acknowledgement does not cost a disk flush per request.
 //!
-//! PostgreSQL gets a few async writer tasks overlapping their transactions.
+//! PostgreSQL gets a few async writer tasks overlapping their transactions,
+//! each updating the rollups in the transaction that stores the events.
 //! SQLite takes one writer at a time: it gets one thread owning one
 //! connection ([`crate::sqlite_writer`]), which binds rows to cached
-//! prepared statements without a round trip per statement.
+//! prepared statements and writes the rollups about once a second; reads
+//! of the rollups and deletions go through it, so they see everything
+//! acknowledged.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,17 +28,39 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 /// PostgreSQL transactions in flight at once.
 const POSTGRES_WRITERS: usize = 4;
 
+/// One request's events.
 #[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) events: Vec<EventRow>,
+pub(crate) struct Batch {
+    pub(crate) events: Vec<Arc<EventRow>>,
     pub(crate) hashes: HashMap<String, String>,
     pub(crate) quarantine: Vec<QuarantineRow>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Written>, ()>>,
 }
 
+/// What the SQLite writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Job {
+    Store(Batch),
+    /// Write the rollups held back so far (before they are read).
+    Flush(oneshot::Sender<Result<(), String>>),
+    /// Delete a user, after writing the rollups held back.
+    DeleteUser {
+        user_id: String,
+        hash: String,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+}
+
+/// The SQLite writers running in this process, by database file.
+static SQLITE_WRITERS: std::sync::Mutex<Vec<(PathBuf, mpsc::WeakSender<Job>)>> =
+    std::sync::Mutex::new(Vec::new());
+
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
+    /// PostgreSQL (deletions go straight to it); `None` on SQLite.
+    postgres: Option<sqlx::PgPool>,
 }
 
 impl Writer {
@@ -46,33 +71,72 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Writer, Vec<tokio::task::JoinHandle<()>>)> {
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let handles = match store {
+        match store {
             Store::Sqlite(pool) => {
                 let path: PathBuf = pool.connect_options().get_filename().to_path_buf();
-                let conn = crate::sqlite_writer::open(&path)?;
+                let path = path.canonicalize().unwrap_or(path);
+                // One writer per SQLite file: service instances in one
+                // process share it; another process is refused.
+                let mut running = SQLITE_WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+                running.retain(|(_, w)| w.strong_count() > 0);
+                if let Some(tx) = running
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .and_then(|(_, w)| w.upgrade())
+                {
+                    return Ok((Writer { tx, postgres: None }, Vec::new()));
+                }
+                let lock_path = {
+                    let mut name = path.as_os_str().to_owned();
+                    name.push("-writer.lock");
+                    PathBuf::from(name)
+                };
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", lock_path.display()))?;
+                if lock.try_lock().is_err() {
+                    anyhow::bail!(
+                        "another process is writing to {}: an SQLite store takes one piperider-ingest at a time (run several on PostgreSQL)",
+                        path.display()
+                    );
+                }
+                running.push((path.clone(), tx.downgrade()));
+                drop(running);
+                let writer = crate::sqlite_writer::SqliteWriter::open(&path)?;
                 // Its own thread, not the runtime's blocking pool: a runtime
                 // shut down while a `Writer` is still held must not wait for it.
                 let (done, finished) = oneshot::channel::<()>();
                 std::thread::Builder::new()
                     .name("sqlite-writer".into())
                     .spawn(move || {
-                        crate::sqlite_writer::run(rx, conn, path, metrics);
+                        writer.run(rx, metrics);
+                        // Unlocked once the last commit is done.
+                        drop(lock);
                         let _ = done.send(());
                     })?;
-                vec![tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let _ = finished.await;
-                })]
+                });
+                Ok((Writer { tx, postgres: None }, vec![handle]))
             }
             Store::Postgres(pool) => {
                 let rx = Arc::new(Mutex::new(rx));
-                (0..POSTGRES_WRITERS)
+                let handles = (0..POSTGRES_WRITERS)
                     .map(|_| {
                         let (rx, pool, metrics) = (rx.clone(), pool.clone(), metrics.clone());
                         tokio::spawn(async move {
                             loop {
-                                let jobs = {
+                                let (jobs, _) = {
                                     let mut rx = rx.lock().await;
-                                    let Some(first) = rx.recv().await else { return };
+                                    let first = match rx.recv().await {
+                                        Some(Job::Store(batch)) => batch,
+                                        // Flushes and deletions go straight to PostgreSQL.
+                                        Some(_) => continue,
+                                        None => return,
+                                    };
                                     gather(first, || rx.try_recv().ok())
                                 };
                                 let group = Group::of(&jobs);
@@ -90,10 +154,16 @@ impl Writer {
                             }
                         })
                     })
-                    .collect()
+                    .collect();
+                Ok((
+                    Writer {
+                        tx,
+                        postgres: Some(pool),
+                    },
+                    handles,
+                ))
             }
-        };
-        Ok((Writer { tx }, handles))
+        }
     }
 
     /// Stores the events; `Err` when storage failed (nothing was stored).
@@ -105,45 +175,94 @@ impl Writer {
     ) -> Result<Vec<Written>, ()> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job {
-                events,
+            .send(Job::Store(Batch {
+                events: events.into_iter().map(Arc::new).collect(),
                 hashes,
                 quarantine,
                 reply,
-            })
+            }))
             .await
             .map_err(drop)?;
         answer.await.map_err(drop)?
     }
+
+    /// Makes the rollups include every event acknowledged so far (SQLite
+    /// holds them back for up to a second; PostgreSQL never does).
+    pub(crate) async fn flush(&self) -> Result<(), String> {
+        if self.postgres.is_some() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Flush(reply))
+            .await
+            .map_err(|_| "the writer has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the writer has stopped".to_string())?
+    }
+
+    /// Deletes everything stored about a user and remembers the salted
+    /// hash; whether anything was stored.
+    pub(crate) async fn delete_user(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<bool, String> {
+        if let Some(pool) = &self.postgres {
+            return Store::delete_user_postgres(pool, user_id, hash, now_ms)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::DeleteUser {
+                user_id: user_id.to_string(),
+                hash: hash.to_string(),
+                now_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| "the writer has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the writer has stopped".to_string())?
+    }
 }
 
-/// `first` and whatever else is queued (from `next`), up to the group limits.
-pub(crate) fn gather(first: Job, mut next: impl FnMut() -> Option<Job>) -> Vec<Job> {
+/// `first` and the store jobs queued behind it (from `next`), up to the
+/// group limits; a job of another kind ends the group and is handed back.
+pub(crate) fn gather(
+    first: Batch,
+    mut next: impl FnMut() -> Option<Job>,
+) -> (Vec<Batch>, Option<Job>) {
     let mut events = first.events.len();
     let mut jobs = vec![first];
     while jobs.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
         match next() {
-            Some(job) => {
-                events += job.events.len();
-                jobs.push(job);
+            Some(Job::Store(batch)) => {
+                events += batch.events.len();
+                jobs.push(batch);
             }
+            Some(other) => return (jobs, Some(other)),
             None => break,
         }
     }
-    jobs
+    (jobs, None)
 }
 
 /// The events, user hashes and quarantined events of a group of jobs, as
 /// one transaction takes them.
 pub(crate) struct Group<'a> {
-    pub(crate) events: Vec<&'a EventRow>,
+    pub(crate) events: Vec<&'a Arc<EventRow>>,
     pub(crate) hashes: HashMap<String, String>,
     pub(crate) quarantine: Vec<QuarantineRow>,
     pub(crate) started: Instant,
 }
 
 impl<'a> Group<'a> {
-    pub(crate) fn of(jobs: &'a [Job]) -> Group<'a> {
+    pub(crate) fn of(jobs: &'a [Batch]) -> Group<'a> {
         let mut hashes = HashMap::new();
         for job in jobs {
             hashes.extend(job.hashes.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -163,7 +282,7 @@ impl<'a> Group<'a> {
 /// Records the commit in the metrics and answers each request with the
 /// outcomes of its own events, or with the failure (nothing was stored).
 pub(crate) fn settle(
-    jobs: Vec<Job>,
+    jobs: Vec<Batch>,
     result: Result<Vec<Written>, String>,
     metrics: &Metrics,
     events: usize,
