@@ -440,6 +440,102 @@ fn storage_away_loses_nothing(work: &Path) -> Result {
     exactly_once(&backend, runs, stored, distinct)
 }
 
+/// A tmpfs mounted for the length of a case; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `at`; `None` where mounting is not
+    /// allowed (a developer's machine without root), an error in CI.
+    fn mount(at: &Path, size: &str) -> Result<Option<Tmpfs>> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => Ok(Some(Tmpfs(at.to_path_buf()))),
+            _ if std::env::var_os("CI").is_some() => Err(format!(
+                "cannot mount a tmpfs at {} (CI needs root for this case)",
+                at.display()
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem holding `dir`, leaving about `spare` bytes.
+fn fill(dir: &Path, spare: usize) -> Result {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).map_err(|e| e.to_string())?;
+    let block = vec![0u8; 512];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    let len = std::fs::metadata(dir.join("filler"))
+        .map_err(|e| e.to_string())?
+        .len();
+    let keep = len.saturating_sub(spare as u64);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("filler"))
+        .and_then(|f| f.set_len(keep))
+        .map_err(|e| e.to_string())
+}
+
+/// The spool's disk is full (a 16 KiB tmpfs, filled to the last few
+/// hundred bytes): `piperider run` still succeeds with its own exit code
+/// and writes its results; once there is room again, telemetry resumes.
+fn full_spool_disk(work: &Path) -> Result {
+    let addr = free_addr()?;
+    let endpoint = format!("http://{addr}");
+    let backend = Backend::start(addr, &work.join("full.db"))?;
+    let (home, project) = user(work, "full")?;
+    let Some(disk) = Tmpfs::mount(&home.join("telemetry"), "16k")? else {
+        eprintln!(
+            "xtask: faults: SKIPPED the full-disk case: cannot mount a tmpfs here (needs root)"
+        );
+        return Ok(());
+    };
+    for spare in [0, 300, 900] {
+        fill(&disk.0, spare)?;
+        let before = std::fs::read_dir(project.join(".piperider/outputs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        ok(piperider(&home, &project, &endpoint, &["run"]))?;
+        let after = std::fs::read_dir(project.join(".piperider/outputs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if after <= before {
+            return Err(format!(
+                "with {spare} bytes left for the spool, `piperider run` wrote no results"
+            ));
+        }
+    }
+    // Room again: the next command's event is delivered.
+    std::fs::remove_file(disk.0.join("filler")).map_err(|e| e.to_string())?;
+    let mut runs = 0;
+    ok(piperider(&home, &project, &endpoint, &["run"]))?;
+    runs += 1;
+    drain(&[(home.clone(), project.clone())], &endpoint, &mut runs)?;
+    let (stored, distinct) = backend.stored()?;
+    eprintln!(
+        "xtask: faults: 3 commands on a full spool disk exited 0 with their results; {stored} event(s) stored after room came back"
+    );
+    if stored < 1 || distinct != stored {
+        return Err(format!(
+            "after the disk had room again {stored} events were stored ({distinct} distinct)"
+        ));
+    }
+    drop(disk);
+    Ok(())
+}
+
 /// Twenty CLIs started at once: twenty events, each once, and profiles intact.
 fn twenty_at_once(work: &Path) -> Result {
     let addr = free_addr()?;
@@ -491,7 +587,7 @@ pub(crate) fn run() -> Result<(u64, u64)> {
     let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let cases: [(&str, Case); 4] = [
+    let cases: [(&str, Case); 5] = [
         (
             "the backend killed with SIGKILL during delivery loses nothing and stores nothing twice",
             killed_backend_loses_nothing,
@@ -503,6 +599,10 @@ pub(crate) fn run() -> Result<(u64, u64)> {
         (
             "the database away twice under load: 503 with Retry-After, readyz fails, nothing lost",
             storage_away_loses_nothing,
+        ),
+        (
+            "a full spool disk: the command succeeds with its results, telemetry resumes after",
+            full_spool_disk,
         ),
         ("twenty piperider processes at once", twenty_at_once),
     ];

@@ -33,6 +33,7 @@ tasks:
   faults             the fault-injection cases alone (also run by `test`)
   fuzz [--cases N]   the never-panics property tests with N cases each (default 20,000):
                      event parser, profile reader, consent cookie, request bodies (gzip too)
+  fuzz --seconds N   the same, round after round (fresh random inputs each) for N seconds
   dev                start the whole stack on SQLite (data in target/piperider-dev/)
 ";
 
@@ -59,6 +60,10 @@ fn main() -> ExitCode {
         ["fuzz", "--cases", n] => match n.parse() {
             Ok(n) => fuzz(n),
             Err(_) => Err(format!("--cases takes a number, not {n:?}")),
+        },
+        ["fuzz", "--seconds", n] => match n.parse() {
+            Ok(n) => fuzz_for(std::time::Duration::from_secs(n)),
+            Err(_) => Err(format!("--seconds takes a number, not {n:?}")),
         },
         ["bench-run"] => bench::run_measurements(false),
         ["bench-run", "--quick"] => bench::run_measurements(true),
@@ -245,6 +250,22 @@ fn fuzz(cases: u64) -> Result {
             .args(["test", "--release", "--workspace", "--", "never_panic"])
             .env("PROPTEST_CASES", cases.to_string()),
     )
+}
+
+/// Fuzzing for a time: rounds of 2,000 cases each (proptest seeds every
+/// round afresh) until `time` has passed; the first failure stops it.
+fn fuzz_for(time: std::time::Duration) -> Result {
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds == 0 || started.elapsed() < time {
+        fuzz(2_000)?;
+        rounds += 1;
+    }
+    eprintln!(
+        "xtask: fuzz: {rounds} round(s) of 2,000 cases per target in {:.0} s, no failure",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn lint() -> Result {
