@@ -1,7 +1,7 @@
 //! The SQLite writer: one thread owning one connection. It takes every job
 //! queued (group commit), binds each row to a cached prepared statement in
 //! one `BEGIN IMMEDIATE` transaction, and answers each request only after
-//! `COMMIT` and an `fdatasync` of the WAL, done by a syncer thread for
+//! `COMMIT` and an `fdatasync` of the WAL, done by syncer threads for
 //! every commit made meanwhile while the writer goes on with the next group.
 //!
 //! Rollups are held back in memory and written about once a second, in the
@@ -36,6 +36,8 @@ use crate::writer::{Group, Job, gather, settle};
 /// moment to finish a checkpoint, so that the WAL starts over instead of
 /// growing without end under a steady load.
 const WAL_RESTART_FRAMES: i64 = 16_384;
+/// Threads syncing the WAL, so that syncs overlap.
+const SYNCERS: usize = 3;
 /// How often the checkpointer copies committed pages into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// How long rollups are held back at most (while events keep coming).
@@ -51,7 +53,7 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // Commits are made durable by the syncer thread (`fdatasync` of the
+    // Commits are made durable by the syncer threads (`fdatasync` of the
     // WAL) before they are acknowledged, so the writer need not wait for
     // the disk; SQLite still syncs before each checkpoint.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -137,13 +139,16 @@ impl SqliteWriter {
                 .ok()
         };
         let (to_sync, syncing) = std::sync::mpsc::channel::<Settle>();
-        let syncer = {
-            let wal = wal_path(&self.path);
-            std::thread::Builder::new()
-                .name("sqlite-sync".into())
-                .spawn(move || syncer(&wal, &syncing))
-                .ok()
-        };
+        let syncing = Arc::new(Mutex::new(syncing));
+        let syncers: Vec<_> = (0..SYNCERS)
+            .filter_map(|_| {
+                let (wal, syncing) = (wal_path(&self.path), syncing.clone());
+                std::thread::Builder::new()
+                    .name("sqlite-sync".into())
+                    .spawn(move || syncer(&wal, &syncing))
+                    .ok()
+            })
+            .collect();
         let mut carried: Option<Job> = None;
         loop {
             let Some(job) = carried.take().or_else(|| rx.blocking_recv()) else {
@@ -201,7 +206,7 @@ impl SqliteWriter {
             tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
         }
         drop(to_sync);
-        if let Some(thread) = syncer {
+        for thread in syncers {
             let _ = thread.join();
         }
         drop(stop);
@@ -400,13 +405,20 @@ fn wal_path(db: &Path) -> PathBuf {
 }
 
 /// Acknowledges commits once they are on disk: takes every commit made
-/// since the last sync, `fdatasync`s the WAL once for all of them, and
+/// since the last one taken, `fdatasync`s the WAL once for all of them, and
 /// only then answers. The writer meanwhile goes on with the next group, so
-/// the disk's latency is paid in parallel, once per batch of commits.
-fn syncer(wal: &Path, commits: &std::sync::mpsc::Receiver<Settle>) {
-    while let Ok(first) = commits.recv() {
-        let mut batch = vec![first];
-        batch.extend(commits.try_iter());
+/// the disk's latency is paid in parallel. Several syncers share the queue:
+/// commits made while one sync runs start the next at once instead of
+/// waiting for it (any `fdatasync` begun after a commit covers it).
+fn syncer(wal: &Path, commits: &Mutex<std::sync::mpsc::Receiver<Settle>>) {
+    loop {
+        let batch = {
+            let commits = commits.lock().unwrap_or_else(|e| e.into_inner());
+            let Ok(first) = commits.recv() else { return };
+            let mut batch = vec![first];
+            batch.extend(commits.try_iter());
+            batch
+        };
         let synced = std::fs::File::open(wal)
             .and_then(|f| f.sync_data())
             .map_err(|e| format!("syncing {}: {e}", wal.display()));
