@@ -202,14 +202,19 @@ fn isolated(exe: &Path, work: &Path, endpoint: &str, iterations: usize) -> Resul
     timed(exe, &project, &home, endpoint, true)?;
     settle(&home);
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    // Each run follows the same wait, so neither finds the machine warmer.
-    for _ in 0..iterations {
-        std::thread::sleep(Duration::from_millis(50));
-        off.push(timed(exe, &project, &home, endpoint, false)?.as_secs_f64() * 1e3);
-        settle(&home);
-        std::thread::sleep(Duration::from_millis(50));
-        on.push(timed(exe, &project, &home, endpoint, true)?.as_secs_f64() * 1e3);
-        settle(&home);
+    // Each run follows the same wait, so neither finds the machine warmer,
+    // and which goes first alternates (the first follows a sender's exit).
+    for i in 0..iterations {
+        for telemetry in [i % 2 == 0, i % 2 == 1] {
+            std::thread::sleep(Duration::from_millis(50));
+            let took = timed(exe, &project, &home, endpoint, telemetry)?.as_secs_f64() * 1e3;
+            if telemetry {
+                on.push(took)
+            } else {
+                off.push(took)
+            }
+            settle(&home);
+        }
     }
     let (ms, ratio) = paired(&on, &off);
     eprintln!(
