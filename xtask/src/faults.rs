@@ -257,6 +257,44 @@ fn terminated_backend_loses_nothing(work: &Path) -> Result {
     interrupted_backend_loses_nothing(work, "term", true)
 }
 
+/// One thread per user running `piperider run` up to `max_runs` times,
+/// `pause` apart, until `stop`; each returns how many commands it ran.
+fn cli_workers(
+    users: &[(PathBuf, PathBuf)],
+    endpoint: &str,
+    stop: &Arc<AtomicBool>,
+    max_runs: u64,
+    pause: Duration,
+) -> Vec<std::thread::JoinHandle<Result<u64>>> {
+    users
+        .iter()
+        .cloned()
+        .map(|(home, project)| {
+            let (endpoint, stop) = (endpoint.to_string(), stop.clone());
+            std::thread::spawn(move || -> Result<u64> {
+                let mut runs = 0;
+                while runs < max_runs && !stop.load(Ordering::Relaxed) {
+                    ok(piperider(&home, &project, &endpoint, &["run"]))?;
+                    runs += 1;
+                    std::thread::sleep(pause);
+                }
+                Ok(runs)
+            })
+        })
+        .collect()
+}
+
+/// The commands the workers ran, in all.
+fn runs_of(workers: Vec<std::thread::JoinHandle<Result<u64>>>) -> Result<u64> {
+    let mut runs = 0;
+    for w in workers {
+        runs += w
+            .join()
+            .map_err(|_| "a CLI worker panicked".to_string())??;
+    }
+    Ok(runs)
+}
+
 fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) -> Result {
     let addr = free_addr()?;
     let endpoint = format!("http://{addr}");
@@ -264,26 +302,8 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
     let users: Vec<_> = (0..4)
         .map(|i| user(work, &format!("{name}-{i}")))
         .collect::<Result<_>>()?;
-    let per_user = 600;
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = users
-        .iter()
-        .cloned()
-        .map(|(home, project)| {
-            let (endpoint, stop) = (endpoint.clone(), stop.clone());
-            std::thread::spawn(move || -> Result<u64> {
-                let mut runs = 0;
-                for _ in 0..per_user {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    ok(piperider(&home, &project, &endpoint, &["run"]))?;
-                    runs += 1;
-                }
-                Ok(runs)
-            })
-        })
-        .collect();
+    let workers = cli_workers(&users, &endpoint, &stop, 600, Duration::ZERO);
     let started = Instant::now();
     let mut kills = 0;
     while workers.iter().any(|w| !w.is_finished()) {
@@ -300,12 +320,7 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
         std::thread::sleep(Duration::from_millis(200));
         backend.restart()?;
     }
-    let mut runs: u64 = 0;
-    for w in workers {
-        runs += w
-            .join()
-            .map_err(|_| "a CLI worker panicked".to_string())??;
-    }
+    let mut runs = runs_of(workers)?;
     drain(&users, &endpoint, &mut runs)?;
     let (stored, distinct) = backend.stored()?;
     let signal = if graceful { "SIGTERM" } else { "SIGKILL" };
@@ -358,22 +373,7 @@ fn storage_away_loses_nothing(work: &Path) -> Result {
         .map(|i| user(work, &format!("away-{i}")))
         .collect::<Result<_>>()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = users
-        .iter()
-        .cloned()
-        .map(|(home, project)| {
-            let (endpoint, stop) = (endpoint.clone(), stop.clone());
-            std::thread::spawn(move || -> Result<u64> {
-                let mut runs = 0;
-                while !stop.load(Ordering::Relaxed) && runs < 400 {
-                    ok(piperider(&home, &project, &endpoint, &["run"]))?;
-                    runs += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Ok(runs)
-            })
-        })
-        .collect();
+    let workers = cli_workers(&users, &endpoint, &stop, 400, Duration::from_millis(50));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -408,12 +408,7 @@ fn storage_away_loses_nothing(work: &Path) -> Result {
     }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    let mut runs: u64 = 0;
-    for w in workers {
-        runs += w
-            .join()
-            .map_err(|_| "a CLI worker panicked".to_string())??;
-    }
+    let mut runs = runs_of(workers)?;
     drain(&users, &endpoint, &mut runs)?;
     let (_, metrics) = backend.get("/metrics")?;
     let refused: f64 = metrics
@@ -465,8 +460,27 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmounts once the last sender has left it (one may linger for a
+    /// few seconds); lazily if it is still busy after ten.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.0)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !umount(false) {
+            if Instant::now() > deadline {
+                umount(true);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
