@@ -116,10 +116,9 @@ impl SqliteWriter {
             r.get(0)
         })?;
         self.next_rowid = last.max(watermark) + 1;
-        self.pending = Aggregate::default();
-        for e in &events_after(conn, watermark)? {
-            self.pending.add(e);
-        }
+        let mut pending = Aggregate::default();
+        each_event_after(conn, watermark, |e| pending.add(&e))?;
+        self.pending = pending;
         self.recover = false;
         Ok(())
     }
@@ -346,8 +345,12 @@ fn write_aggregate(tx: &Transaction<'_>, aggregate: &Aggregate) -> rusqlite::Res
     Ok(())
 }
 
-/// The stored events past `rowid`, in order.
-fn events_after(conn: &Connection, rowid: i64) -> rusqlite::Result<Vec<Arc<EventRow>>> {
+/// Hands each stored event past `rowid` to `f`, in order, one at a time.
+fn each_event_after(
+    conn: &Connection,
+    rowid: i64,
+    mut f: impl FnMut(Arc<EventRow>),
+) -> rusqlite::Result<()> {
     let names: Vec<&str> = EVENTS.columns.iter().map(|(n, _)| *n).collect();
     let mut statement = conn.prepare(&format!(
         "SELECT {} FROM events WHERE rowid > ?1 ORDER BY rowid",
@@ -392,7 +395,10 @@ fn events_after(conn: &Connection, rowid: i64) -> rusqlite::Result<Vec<Arc<Event
             region: r.get(27)?,
         }))
     })?;
-    rows.collect()
+    for row in rows {
+        f(row?);
+    }
+    Ok(())
 }
 
 /// What to do once a commit is on disk (or the sync failed).
