@@ -7,7 +7,6 @@
 //! connections without ever answering.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use piperider_testkit::{Mode, Sink};
@@ -133,16 +132,8 @@ fn timed(
     endpoint: &str,
     telemetry: bool,
 ) -> Result<Duration> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("run")
-        .current_dir(project)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PIPERIDER_HOME", home)
-        .env("PIPERIDER_TELEMETRY_ENDPOINT", endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    let mut cmd = crate::piperider_command(exe, home, project, endpoint);
+    cmd.arg("run");
     if !telemetry {
         cmd.env("DO_NOT_TRACK", "1");
     }

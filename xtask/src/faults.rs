@@ -185,17 +185,14 @@ fn user(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
 }
 
 fn piperider(home: &Path, project: &Path, endpoint: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(root().join("target/release/piperider"));
+    let mut cmd = crate::piperider_command(
+        &root().join("target/release/piperider"),
+        home,
+        project,
+        endpoint,
+    );
     cmd.args(args)
-        .current_dir(project)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PIPERIDER_HOME", home)
-        .env("PIPERIDER_TELEMETRY_ENDPOINT", endpoint)
-        .env("PIPERIDER_TELEMETRY_RETRY_BASE_MS", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("PIPERIDER_TELEMETRY_RETRY_BASE_MS", "100");
     cmd
 }
 

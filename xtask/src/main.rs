@@ -91,6 +91,27 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `exe` (a `piperider` binary) in `project`, with a clean environment:
+/// `home` as its home and `~/.piperider`, telemetry sent to `endpoint`,
+/// output discarded.
+pub(crate) fn piperider_command(
+    exe: &Path,
+    home: &Path,
+    project: &Path,
+    endpoint: &str,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(project)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("PIPERIDER_HOME", home)
+        .env("PIPERIDER_TELEMETRY_ENDPOINT", endpoint)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());

@@ -385,13 +385,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
     let failing = app.metrics.storage_failing.get() != 0;
     let store = app.store.clone();
     // Its own task: a probe outliving the deadline still finishes (and rolls back).
-    let check = tokio::spawn(async move {
-        store.ping().await?;
-        if failing {
-            store.probe_write().await?;
-        }
-        Ok::<_, sqlx::Error>(())
-    });
+    let check = tokio::spawn(async move { store.ready(failing).await });
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(Ok(()))) => {
             if failing {

@@ -667,12 +667,16 @@ impl Store {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
     }
 
-    /// Whether a write could start now: SQLite's write lock can be taken
-    /// (and is given back at once); PostgreSQL answers.
-    pub async fn probe_write(&self) -> sqlx::Result<()> {
+    /// Whether the database answers and, with `write`, whether a write
+    /// could start now (SQLite's write lock can be taken, and is given
+    /// back at once; for PostgreSQL an answer is enough).
+    pub async fn ready(&self, write: bool) -> sqlx::Result<()> {
+        self.ping().await?;
         match self {
-            Store::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await,
-            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Store::Sqlite(pool) if write => {
+                pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await
+            }
+            _ => Ok(()),
         }
     }
 
