@@ -15,7 +15,14 @@ use crate::load::{self, BodyFn};
 use crate::{Result, root};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// Connections of the latency phase.
 const CONNECTIONS: usize = 64;
+/// The no-op endpoint and single-event requests are each measured at these
+/// many connections, and each keeps its best rate: its capacity. The no-op
+/// endpoint peaks at either (it is bound by CPU), while a durable request
+/// waits for a disk sync, so its capacity shows only with more requests in
+/// flight, as a service reached by many CLIs at once has.
+const SWEEP: [usize; 2] = [64, 256];
 const BATCH_CONNECTIONS: usize = 16;
 const USERS: u64 = 1_000;
 
@@ -40,21 +47,48 @@ pub(crate) fn noop_server() -> Result {
 }
 
 /// One `run` event of user `n % USERS` (a fresh time-ordered id, as the
-/// collector makes them, and the current time).
+/// collector makes them, and the current time). User, device and project
+/// ids look like real ones: random hex, not a counter padded with zeros.
 fn event(n: u64) -> String {
     format!(
-        "{{\"schema_version\":1,\"event_id\":\"{}\",\"event_type\":\"run\",\"timestamp\":\"{}\",\"user_id\":\"{:032x}\",\
-         \"device_id\":\"{:064x}\",\"platform\":{{\"os\":\"linux\",\"arch\":\"x86_64\",\"os_version\":\"6.1.0\"}},\
+        "{{\"schema_version\":1,\"event_id\":\"{}\",\"event_type\":\"run\",\"timestamp\":\"{}\",\"user_id\":\"{}\",\
+         \"device_id\":\"{}\",\"platform\":{{\"os\":\"linux\",\"arch\":\"x86_64\",\"os_version\":\"6.1.0\"}},\
          \"runtime\":{{\"name\":\"python\",\"version\":\"3.11.7\"}},\"app_version\":\"0.2.0\",\"initial_version\":\"0.1.0\",\
-         \"ci\":null,\"project\":{{\"project_id\":\"{:032x}\",\"datasource_type\":\"postgres\"}},\
+         \"ci\":null,\"project\":{{\"project_id\":\"{}\",\"datasource_type\":\"postgres\"}},\
          \"stats\":{{\"tables\":12,\"columns\":140,\"rows\":250000,\"builtin_assertions\":40,\"custom_assertions\":3,\
          \"passed_assertions\":41,\"failed_assertions\":2}},\"outcome\":{{\"status\":\"ok\",\"duration_ms\":2300}}}}",
         uuid::Uuid::now_v7(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        0xabc0_0000_u64 + n % USERS,
-        0xdef0_0000_u64 + n % USERS,
-        0x1230_0000_u64 + n % (USERS * 2),
+        IDS.users[(n % USERS) as usize],
+        IDS.devices[(n % USERS) as usize],
+        IDS.projects[(n % (USERS * 2)) as usize],
     )
+}
+
+/// The ids of the bench's users, their devices and projects, made once.
+struct Ids {
+    users: Vec<String>,
+    devices: Vec<String>,
+    projects: Vec<String>,
+}
+
+static IDS: std::sync::LazyLock<Ids> = std::sync::LazyLock::new(|| Ids {
+    users: (0..USERS).map(|n| random_hex(1, n, 2)).collect(),
+    devices: (0..USERS).map(|n| random_hex(2, n, 4)).collect(),
+    projects: (0..USERS * 2).map(|n| random_hex(3, n, 2)).collect(),
+});
+
+/// `words` 64-bit words of hex, the same for the same `kind` and `n`
+/// (splitmix64, so ids spread like random ones).
+fn random_hex(kind: u64, n: u64, words: u64) -> String {
+    (0..words)
+        .map(|w| {
+            let mut z = (kind << 56 ^ n << 8 ^ w).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
 }
 
 fn single() -> BodyFn {
@@ -202,20 +236,29 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
             .parse()
             .map_err(|e| format!("no-op server address {line:?}: {e}"))?
     };
-    let o = load::run(addr, "/v1/batch", CONNECTIONS, phase, None, single()).await;
+    let mut noop_rps: f64 = 0.0;
+    for connections in SWEEP {
+        let o = load::run(addr, "/v1/batch", connections, phase, None, single()).await;
+        eprintln!(
+            "xtask: bench noop at {connections} connections: {:.0} requests/s ({} failures)",
+            o.rps(),
+            o.failures
+        );
+        noop_rps = noop_rps.max(o.rps());
+    }
     let _ = noop.kill();
     let _ = noop.wait();
-    let noop_rps = o.rps();
-    eprintln!(
-        "xtask: bench noop: {noop_rps:.0} requests/s ({} failures)",
-        o.failures
-    );
     report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
 
     // SQLite.
     let db: PathBuf = work.join("bench.db");
     let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
-    let single_rps = phase_rps(&backend, "single sqlite", CONNECTIONS, phase, single()).await?;
+    let mut single_rps: f64 = 0.0;
+    for connections in SWEEP {
+        let name = format!("single sqlite at {connections} connections");
+        single_rps =
+            single_rps.max(phase_rps(&backend, &name, connections, phase, single()).await?);
+    }
     report.insert(
         "single_event_rps_sqlite".into(),
         json!(round(single_rps, 0)),
@@ -296,8 +339,12 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         pg_admin(&format!("CREATE DATABASE {name}")).await?;
         let result = async {
             let backend = Backend::start(&format!("postgres://postgres@127.0.0.1:5432/{name}"))?;
-            let single_rps =
-                phase_rps(&backend, "single postgres", CONNECTIONS, phase, single()).await?;
+            let mut single_rps: f64 = 0.0;
+            for connections in SWEEP {
+                let name = format!("single postgres at {connections} connections");
+                single_rps =
+                    single_rps.max(phase_rps(&backend, &name, connections, phase, single()).await?);
+            }
             let batch_rps = phase_rps(
                 &backend,
                 "batch100 postgres",

@@ -25,12 +25,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -41,7 +40,7 @@ pub use error::ApiError;
 pub use geo::Geo;
 pub use store::Store;
 
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::writer::Writer;
 
 /// Configuration: flags, with `PIPERIDER_INGEST_*` environment fallbacks.
@@ -212,9 +211,20 @@ impl Limits {
     }
 }
 
-/// Everything a request handler needs; cheap to clone.
+/// Everything a request handler needs. Every request clones it (once per
+/// extractor), so its clones share one allocation.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) geo: Arc<Geo>,
@@ -237,7 +247,18 @@ pub(crate) fn hash_user(salt: &str, user_id: &str) -> String {
         .chain_update([0])
         .chain_update(user_id.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest)
+}
+
+/// Lowercase hex digits of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 impl AppState {
@@ -265,7 +286,7 @@ impl AppState {
             .await?;
         let metrics = Arc::new(Metrics::default());
         let (writer, handles) = Writer::start(store.clone(), metrics.clone())?;
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             admin_sessions: Arc::new(dashboard::Sessions::default()),
             consent_codec: Arc::new(piperider_consent::CookieCodec::new(
                 consent_secret.as_bytes(),
@@ -280,7 +301,7 @@ impl AppState {
             metrics,
             writer,
             salt: salt.into(),
-        };
+        }));
         Ok((state, handles))
     }
 
@@ -360,7 +381,7 @@ pub fn app(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(metrics::ObserveLayer(state.metrics.clone()))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -411,30 +432,6 @@ async fn metrics_text(State(app): State<AppState>) -> Response {
         app.metrics.render(),
     )
         .into_response()
-}
-
-/// Counts and times every request by route template and status, and logs
-/// it. Never the address, the query string or a path parameter.
-async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let took = started.elapsed();
-    let labels = RequestLabels {
-        route: route.clone(),
-        status: response.status().as_u16().to_string(),
-    };
-    app.metrics.requests.get_or_create(&labels).inc();
-    app.metrics
-        .request_seconds
-        .get_or_create(&labels)
-        .observe(took.as_secs_f64());
-    tracing::debug!(%method, %route, status = response.status().as_u16(), micros = took.as_micros() as u64, "request");
-    response
 }
 
 /// Deletes raw events past the retention period, hourly, and trims idle rate-limit buckets.
@@ -523,4 +520,26 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests and commits");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_user_is_remembered_by_the_salted_sha256_in_hex() {
+        // sha256(b"salt\0" + user id), as computed by Python's hashlib.
+        assert_eq!(
+            hash_user("salt", "0123456789abcdef0123456789abcdef"),
+            "a34fa5a6d765f7c8289522649018124c4372a69816aea7a8c0fe7511cb34ccb8"
+        );
+    }
+
+    #[test]
+    fn route_labels_are_interned_once_per_template() {
+        let a = metrics::route_label("/v1/admin/users/{user_id}");
+        let b = metrics::route_label(&String::from("/v1/admin/users/{user_id}"));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "/v1/admin/users/{user_id}");
+    }
 }

@@ -27,8 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    Aggregate, Cell, DELETE_USER, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
-    QuarantineRow, REMEMBER_DELETED_USER, Written, event_cells, outcomes,
+    Aggregate, Cell, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
+    QuarantineRow, REMEMBER_DELETED_USER, USER_EVENTS_SQLITE, Written, delete_user, event_cells,
+    outcomes,
 };
 use crate::writer::{Group, Job, gather, settle};
 
@@ -186,8 +187,8 @@ impl SqliteWriter {
                         .transact(|w, tx| {
                             w.write_pending(tx)?;
                             let mut found = 0;
-                            for sql in DELETE_USER {
-                                found += tx.execute(sql, [&user_id])?;
+                            for sql in delete_user(USER_EVENTS_SQLITE) {
+                                found += tx.execute(&sql, [&user_id])?;
                             }
                             tx.execute(REMEMBER_DELETED_USER, rusqlite::params![hash, now_ms])?;
                             Ok(found > 0)
@@ -268,14 +269,14 @@ impl SqliteWriter {
         &mut self,
         tx: &Transaction<'_>,
         events: &[&Arc<EventRow>],
-        hashes: &HashMap<String, String>,
+        hashes: &HashMap<&str, &str>,
         quarantine: &[QuarantineRow],
     ) -> rusqlite::Result<Vec<Written>> {
         let mut deleted: HashSet<&str> = HashSet::new();
         {
             let mut lookup =
                 tx.prepare_cached("SELECT 1 FROM deleted_users WHERE user_hash = ?1")?;
-            for hash in hashes.values() {
+            for &hash in hashes.values() {
                 if lookup.exists([hash])? {
                     deleted.insert(hash);
                 }
@@ -283,8 +284,8 @@ impl SqliteWriter {
         }
         let is_deleted = |e: &EventRow| {
             hashes
-                .get(&e.user_id)
-                .is_some_and(|h| deleted.contains(h.as_str()))
+                .get(e.user_id.as_str())
+                .is_some_and(|h| deleted.contains(h))
         };
 
         let mut inserted: HashSet<&str> = HashSet::new();

@@ -582,14 +582,25 @@ impl Aggregate {
     }
 }
 
-/// Deleting one user (`$1`): their events and every rollup row of theirs.
-pub(crate) const DELETE_USER: [&str; 5] = [
-    "DELETE FROM users WHERE user_id = $1",
-    "DELETE FROM events WHERE user_id = $1",
-    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
-    "DELETE FROM projects WHERE user_id = $1",
-    "DELETE FROM daily_users WHERE user_id = $1",
-];
+/// The events of one user (`$1`), after `FROM`. PostgreSQL finds them by
+/// an index on `user_id`. SQLite has no such index (an insert would touch
+/// a random page of it; see its migration 0004): it looks through the days
+/// `daily_users` records for the user, which cover every stored event.
+pub(crate) const USER_EVENTS_POSTGRES: &str = "events WHERE user_id = $1";
+pub(crate) const USER_EVENTS_SQLITE: &str =
+    "events WHERE day IN (SELECT day FROM daily_users WHERE user_id = $1) AND user_id = $1";
+
+/// Deleting one user (`$1`): their events (found as `user_events` says)
+/// and every rollup row of theirs.
+pub(crate) fn delete_user(user_events: &str) -> [String; 5] {
+    [
+        "DELETE FROM users WHERE user_id = $1".into(),
+        format!("DELETE FROM {user_events}"),
+    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)".into(),
+    "DELETE FROM projects WHERE user_id = $1".into(),
+        "DELETE FROM daily_users WHERE user_id = $1".into(),
+    ]
+}
 
 /// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
 pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING";
@@ -712,14 +723,14 @@ impl Store {
     pub(crate) async fn write_postgres(
         pool: &PgPool,
         events: &[&Arc<EventRow>],
-        hashes: &HashMap<String, String>,
+        hashes: &HashMap<&str, &str>,
         quarantine: &[QuarantineRow],
     ) -> sqlx::Result<Vec<Written>> {
         let mut tx = pool.begin().await?;
         // Deleted users.
         let wanted: BTreeSet<&str> = events
             .iter()
-            .filter_map(|e| hashes.get(&e.user_id).map(String::as_str))
+            .filter_map(|e| hashes.get(e.user_id.as_str()).copied())
             .collect();
         let deleted: HashSet<String> = if wanted.is_empty() {
             HashSet::new()
@@ -735,7 +746,11 @@ impl Store {
                 .await?;
             found.into_iter().collect()
         };
-        let is_deleted = |e: &EventRow| hashes.get(&e.user_id).is_some_and(|h| deleted.contains(h));
+        let is_deleted = |e: &EventRow| {
+            hashes
+                .get(e.user_id.as_str())
+                .is_some_and(|h| deleted.contains(*h))
+        };
 
         // Events, once each.
         let mut seen_in_group = HashSet::new();
@@ -796,8 +811,8 @@ impl Store {
     ) -> sqlx::Result<bool> {
         let mut tx = pool.begin().await?;
         let mut found = 0;
-        for sql in DELETE_USER {
-            found += sqlx::query(sql)
+        for sql in delete_user(USER_EVENTS_POSTGRES) {
+            found += sqlx::query(&sql)
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?
@@ -974,7 +989,11 @@ impl Store {
             .bind(user_id)
             .fetch_all(pool)
             .await?;
-            let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
+            let from = match self {
+                Store::Sqlite(_) => USER_EVENTS_SQLITE,
+                Store::Postgres(_) => USER_EVENTS_POSTGRES,
+            };
+            let events: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {from}")).bind(user_id).fetch_one(pool).await?;
             let days_active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM daily_users WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
             Ok(Some(UserReport::new(user, projects, types, events, days_active)))
         })

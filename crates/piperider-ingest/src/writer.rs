@@ -256,7 +256,7 @@ pub(crate) fn gather(
 /// one transaction takes them.
 pub(crate) struct Group<'a> {
     pub(crate) events: Vec<&'a Arc<EventRow>>,
-    pub(crate) hashes: HashMap<String, String>,
+    pub(crate) hashes: HashMap<&'a str, &'a str>,
     pub(crate) quarantine: Vec<QuarantineRow>,
     pub(crate) started: Instant,
 }
@@ -265,7 +265,7 @@ impl<'a> Group<'a> {
     pub(crate) fn of(jobs: &'a [Batch]) -> Group<'a> {
         let mut hashes = HashMap::new();
         for job in jobs {
-            hashes.extend(job.hashes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            hashes.extend(job.hashes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         Group {
             events: jobs.iter().flat_map(|j| j.events.iter()).collect(),
