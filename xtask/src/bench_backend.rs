@@ -193,7 +193,7 @@ async fn pg_admin(sql: &str) -> Result {
 }
 
 pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
-    let phase = Duration::from_secs(if quick { 3 } else { 10 });
+    let phase = Duration::from_secs(if quick { 3 } else { 6 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -202,7 +202,7 @@ pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
     let work = std::env::temp_dir().join(format!("piperider-bench-backend-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let result = runtime.block_on(measure(phase, &work));
+    let result = runtime.block_on(measure(phase, 3, &work));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -216,56 +216,41 @@ fn wanted(name: &str) -> bool {
     }
 }
 
-async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
+async fn measure(phase: Duration, rounds: usize, work: &Path) -> Result<Map<String, Value>> {
     let mut report = Map::new();
 
-    // The ceiling: a no-op axum endpoint, its own process like the backend.
-    let mut noop = Command::new(root().join("target/release/xtask"))
-        .arg("noop-server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting the no-op server: {e}"))?;
-    let addr: SocketAddr = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let out = noop.stdout.take().ok_or("no stdout")?;
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        line.trim()
-            .parse()
-            .map_err(|e| format!("no-op server address {line:?}: {e}"))?
-    };
-    let mut noop_rps: f64 = 0.0;
-    for connections in SWEEP {
-        let o = load::run(addr, "/v1/batch", connections, phase, None, single()).await;
-        eprintln!(
-            "xtask: bench noop at {connections} connections: {:.0} requests/s ({} failures)",
-            o.rps(),
-            o.failures
-        );
-        noop_rps = noop_rps.max(o.rps());
-    }
-    let _ = noop.kill();
-    let _ = noop.wait();
-    report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
-
-    // SQLite.
+    // The ceiling, a no-op axum endpoint in its own process like the
+    // backend, and single-event requests to the backend on SQLite, measured
+    // in turns: this machine's speed drifts from minute to minute, so each
+    // round gives a ratio of two neighbouring measurements, and the report
+    // keeps the medians.
+    let noop = NoopServer::start()?;
     let db: PathBuf = work.join("bench.db");
     let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
-    let mut single_rps: f64 = 0.0;
-    for connections in SWEEP {
-        let name = format!("single sqlite at {connections} connections");
-        single_rps =
-            single_rps.max(phase_rps(&backend, &name, connections, phase, single()).await?);
+    let (mut noops, mut singles, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let n = best_rps(noop.addr, &format!("noop, round {round},"), phase).await?;
+        let s = best_rps(
+            backend.addr,
+            &format!("single sqlite, round {round},"),
+            phase,
+        )
+        .await?;
+        noops.push(n);
+        singles.push(s);
+        ratios.push(s / n);
     }
+    drop(noop);
+    let noop_rps = crate::bench::median(noops);
+    let single_rps = crate::bench::median(singles);
+    report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
     report.insert(
         "single_event_rps_sqlite".into(),
         json!(round(single_rps, 0)),
     );
     report.insert(
         "single_event_ratio_sqlite".into(),
-        json!(round(single_rps / noop_rps, 3)),
+        json!(round(crate::bench::median(ratios), 3)),
     );
     if !wanted("latency") && !wanted("batch") && !wanted("stats") {
         report.insert("peak_rss_mb".into(), json!(backend.peak_rss_mb()));
@@ -289,7 +274,7 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     report.insert("p50_ms".into(), json!(round(half.percentile_ms(0.5), 3)));
     report.insert("p99_ms".into(), json!(round(half.percentile_ms(0.99), 3)));
     let batch_rps = phase_rps(
-        &backend,
+        backend.addr,
         "batch100 sqlite",
         BATCH_CONNECTIONS,
         phase,
@@ -339,14 +324,9 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         pg_admin(&format!("CREATE DATABASE {name}")).await?;
         let result = async {
             let backend = Backend::start(&format!("postgres://postgres@127.0.0.1:5432/{name}"))?;
-            let mut single_rps: f64 = 0.0;
-            for connections in SWEEP {
-                let name = format!("single postgres at {connections} connections");
-                single_rps =
-                    single_rps.max(phase_rps(&backend, &name, connections, phase, single()).await?);
-            }
+            let single_rps = best_rps(backend.addr, "single postgres", phase).await?;
             let batch_rps = phase_rps(
-                &backend,
+                backend.addr,
                 "batch100 postgres",
                 BATCH_CONNECTIONS,
                 phase,
@@ -377,14 +357,56 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     Ok(report)
 }
 
+/// The best rate of single-event requests to `addr` over [`SWEEP`].
+async fn best_rps(addr: SocketAddr, name: &str, phase: Duration) -> Result<f64> {
+    let mut best: f64 = 0.0;
+    for connections in SWEEP {
+        let name = format!("{name} {connections} connections");
+        best = best.max(phase_rps(addr, &name, connections, phase, single()).await?);
+    }
+    Ok(best)
+}
+
+/// `xtask noop-server` in its own process.
+struct NoopServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl NoopServer {
+    fn start() -> Result<NoopServer> {
+        let mut child = Command::new(root().join("target/release/xtask"))
+            .arg("noop-server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting the no-op server: {e}"))?;
+        let mut line = String::new();
+        let out = child.stdout.take().ok_or("no stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            .map_err(|e| e.to_string())?;
+        let addr = line
+            .trim()
+            .parse()
+            .map_err(|e| format!("no-op server address {line:?}: {e}"))?;
+        Ok(NoopServer { child, addr })
+    }
+}
+
+impl Drop for NoopServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn phase_rps(
-    backend: &Backend,
+    addr: SocketAddr,
     name: &str,
     connections: usize,
     phase: Duration,
     body: BodyFn,
 ) -> Result<f64> {
-    let o = load::run(backend.addr, "/v1/batch", connections, phase, None, body).await;
+    let o = load::run(addr, "/v1/batch", connections, phase, None, body).await;
     eprintln!(
         "xtask: bench {name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} failures)",
         o.rps(),
@@ -397,7 +419,7 @@ async fn phase_rps(
     }
     // `PIPERIDER_BENCH_METRICS=1`: the backend's group-commit figures so far.
     if std::env::var_os("PIPERIDER_BENCH_METRICS").is_some()
-        && let Some((_, metrics)) = load::get(backend.addr, "/metrics", None).await
+        && let Some((_, metrics)) = load::get(addr, "/metrics", None).await
     {
         for line in metrics.lines().filter(|l| {
             l.starts_with("piperider_ingest_commit") && (l.contains("_sum") || l.contains("_count"))

@@ -111,14 +111,18 @@ fn day(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 fn row(event: CliEvent, place: &Place, received_at: i64) -> EventRow {
+    let (project_id, datasource_type) = match event.project {
+        Some(p) => (Some(p.project_id.into()), p.datasource_type),
+        None => (None, None),
+    };
     EventRow {
         event_id: event.event_id.to_string(),
         received_at,
         ts: event.timestamp.timestamp_millis(),
         day: day(event.timestamp),
         event_type: event.event_type.to_string(),
-        user_id: event.user_id.to_string(),
-        device_id: event.device_id.to_string(),
+        user_id: event.user_id.into(),
+        device_id: event.device_id.into(),
         os: event.platform.os,
         arch: event.platform.arch,
         os_version: event.platform.os_version,
@@ -127,8 +131,8 @@ fn row(event: CliEvent, place: &Place, received_at: i64) -> EventRow {
         app_version: event.app_version,
         initial_version: event.initial_version,
         ci: event.ci,
-        project_id: event.project.as_ref().map(|p| p.project_id.to_string()),
-        datasource_type: event.project.and_then(|p| p.datasource_type),
+        project_id,
+        datasource_type,
         stats: event.stats.map(|s| {
             [
                 s.tables,
@@ -188,12 +192,14 @@ pub(crate) async fn batch(
     let mut results: Vec<Option<EventResult>> = Vec::with_capacity(batch.events.len());
     let mut rows = Vec::new();
     let mut slots = Vec::new();
+    let mut ids = Vec::new();
     let mut quarantine = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let raw = raw.get().as_bytes();
         match CliEvent::parse(raw, now) {
             Ok(event) => {
                 slots.push(i);
+                ids.push(event.event_id);
                 rows.push(row(event, &place, received_at));
                 results.push(None);
             }
@@ -232,7 +238,6 @@ pub(crate) async fn batch(
         .iter()
         .map(|u| (u.to_string(), hash_user(&app.salt, u)))
         .collect();
-    let event_ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
     if !rows.is_empty() || !quarantine.is_empty() {
         let written = app
             .writer
@@ -241,7 +246,7 @@ pub(crate) async fn batch(
             .map_err(|()| ApiError::Unavailable {
                 retry_after_secs: 5,
             })?;
-        for ((slot, outcome), id) in slots.into_iter().zip(written).zip(event_ids) {
+        for ((slot, outcome), id) in slots.into_iter().zip(written).zip(ids) {
             let (status, reason) = match outcome {
                 Written::Accepted => (ResultStatus::Accepted, None),
                 Written::Duplicate => (ResultStatus::Duplicate, None),
@@ -257,7 +262,7 @@ pub(crate) async fn batch(
             };
             app.metrics.count_event(label.0, label.1);
             results[slot] = Some(EventResult {
-                event_id: id.parse().ok(),
+                event_id: Some(id),
                 status,
                 field: reason.as_ref().map(|_| "user_id".to_string()),
                 reason,

@@ -291,7 +291,7 @@ impl SqliteWriter {
         let mut inserted: HashSet<&str> = HashSet::new();
         let mut new: Vec<&Arc<EventRow>> = Vec::new();
         {
-            let mut insert = tx.prepare_cached(&insert_event_sql())?;
+            let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
             for &e in events.iter().filter(|e| !is_deleted(e)) {
                 if inserted.contains(e.event_id.as_str()) {
                     continue;
@@ -321,7 +321,10 @@ impl SqliteWriter {
     }
 }
 
-/// `INSERT` of one event with the rowid this writer gives it.
+/// `INSERT` of one event with the rowid this writer gives it (made once:
+/// the statement cache is looked up by this text for every group).
+static INSERT_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(insert_event_sql);
+
 fn insert_event_sql() -> String {
     let names: Vec<&str> = EVENTS.columns.iter().map(|(n, _)| *n).collect();
     let marks: Vec<String> = (1..=names.len() + 1).map(|i| format!("?{i}")).collect();

@@ -427,12 +427,13 @@ pub(crate) const DAILY_BUCKETS: Upsert = Upsert {
 /// add), so aggregates may be written in any order.
 #[derive(Debug, Default)]
 pub(crate) struct Aggregate {
-    /// Per user: the earliest and the latest event.
-    users: BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
-    projects: BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
-    datasources: BTreeMap<String, BTreeSet<String>>,
+    /// Per user: the earliest and the latest event. (Hash maps for the
+    /// many keys, sorted once when written; B-trees for the few days.)
+    users: HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    projects: HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    datasources: HashMap<String, BTreeSet<String>>,
     /// Per day, the users active on it.
-    active: BTreeMap<String, BTreeSet<String>>,
+    active: BTreeMap<String, HashSet<String>>,
     /// Per day and event type: events, errors and the seven sums.
     daily: BTreeMap<String, BTreeMap<String, [i64; 9]>>,
     /// Per day: events per metric and bucket.
@@ -441,7 +442,7 @@ pub(crate) struct Aggregate {
 }
 
 fn earliest_latest(
-    map: &mut BTreeMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    map: &mut HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
     key: &str,
     e: &Arc<EventRow>,
 ) {
@@ -460,11 +461,53 @@ fn earliest_latest(
     }
 }
 
-fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+/// The value under `key`, inserted first if missing (`key` is copied only then).
+fn entry<'m, M: StringMap>(map: &'m mut M, key: &str) -> &'m mut M::Value {
+    if !map.has(key) {
+        map.put(key.to_string());
     }
-    map.get_mut(key).expect("inserted above")
+    map.value_mut(key).expect("inserted above")
+}
+
+/// The maps [`entry`] takes: keyed by `String`, looked up by `&str`.
+trait StringMap {
+    type Value;
+    fn has(&self, key: &str) -> bool;
+    fn put(&mut self, key: String);
+    fn value_mut(&mut self, key: &str) -> Option<&mut Self::Value>;
+}
+
+impl<V: Default> StringMap for BTreeMap<String, V> {
+    type Value = V;
+    fn has(&self, key: &str) -> bool {
+        self.contains_key(key)
+    }
+    fn put(&mut self, key: String) {
+        self.insert(key, V::default());
+    }
+    fn value_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.get_mut(key)
+    }
+}
+
+impl<V: Default> StringMap for HashMap<String, V> {
+    type Value = V;
+    fn has(&self, key: &str) -> bool {
+        self.contains_key(key)
+    }
+    fn put(&mut self, key: String) {
+        self.insert(key, V::default());
+    }
+    fn value_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.get_mut(key)
+    }
+}
+
+/// The entries of `map` in key order.
+fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
 }
 
 impl Aggregate {
@@ -504,10 +547,9 @@ impl Aggregate {
     /// Each rollup table's upsert with its rows, in key order (so that
     /// concurrent PostgreSQL transactions take row locks in one order).
     pub(crate) fn tables(&self) -> [(&'static Upsert, Vec<Vec<Cell<'_>>>); 6] {
-        let users = self
-            .users
-            .values()
-            .map(|(first, last)| {
+        let users = sorted(&self.users)
+            .into_iter()
+            .map(|(_, (first, last))| {
                 vec![
                     (&last.user_id).into(),
                     first.ts.into(),
@@ -527,9 +569,8 @@ impl Aggregate {
                 ]
             })
             .collect();
-        let projects = self
-            .projects
-            .iter()
+        let projects = sorted(&self.projects)
+            .into_iter()
             .map(|(id, (first, last))| {
                 vec![
                     id.into(),
@@ -541,15 +582,18 @@ impl Aggregate {
                 ]
             })
             .collect();
-        let datasources = self
-            .datasources
-            .iter()
+        let datasources = sorted(&self.datasources)
+            .into_iter()
             .flat_map(|(p, types)| types.iter().map(move |t| vec![p.into(), t.into()]))
             .collect();
         let daily_users = self
             .active
             .iter()
-            .flat_map(|(d, users)| users.iter().map(move |u| vec![d.into(), u.into()]))
+            .flat_map(|(d, users)| {
+                let mut users: Vec<&String> = users.iter().collect();
+                users.sort_unstable();
+                users.into_iter().map(move |u| vec![d.into(), u.into()])
+            })
             .collect();
         let daily_events = self
             .daily
