@@ -29,7 +29,6 @@ use crate::metrics::Metrics;
 use crate::store::{
     Aggregate, Cell, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
     QuarantineRow, REMEMBER_DELETED_USER, USER_EVENTS_SQLITE, Written, delete_user, event_cells,
-    outcomes,
 };
 use crate::writer::{Group, Job, gather, settle};
 
@@ -283,25 +282,33 @@ impl SqliteWriter {
             }
         }
         let is_deleted = |e: &EventRow| {
-            hashes
-                .get(e.user_id.as_str())
-                .is_some_and(|h| deleted.contains(h))
+            !deleted.is_empty()
+                && hashes
+                    .get(e.user_id.as_str())
+                    .is_some_and(|h| deleted.contains(h))
         };
 
-        let mut inserted: HashSet<&str> = HashSet::new();
-        let mut new: Vec<&Arc<EventRow>> = Vec::new();
+        // Each event in input order: dropped for a deleted user, accepted
+        // when its id is inserted (the first time), otherwise a duplicate.
+        let mut outcomes = Vec::with_capacity(events.len());
         {
             let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
-            for &e in events.iter().filter(|e| !is_deleted(e)) {
-                if inserted.contains(e.event_id.as_str()) {
-                    continue;
-                }
-                let row = std::iter::once(Cell::Int(Some(self.next_rowid))).chain(event_cells(e));
-                if insert.execute(params_from_iter(row))? == 1 {
-                    self.next_rowid += 1;
-                    inserted.insert(&e.event_id);
-                    new.push(e);
-                }
+            for &e in events {
+                let outcome = if is_deleted(e) {
+                    Written::DeletedUser
+                } else {
+                    let row =
+                        std::iter::once(Cell::Int(Some(self.next_rowid))).chain(event_cells(e));
+                    if insert.execute(params_from_iter(row))? == 1 {
+                        self.next_rowid += 1;
+                        // Forgotten with the rest should the commit fail (`transact`).
+                        self.pending.add(e);
+                        Written::Accepted
+                    } else {
+                        Written::Duplicate
+                    }
+                };
+                outcomes.push(outcome);
             }
         }
         if !quarantine.is_empty() {
@@ -311,13 +318,10 @@ impl SqliteWriter {
             }
             tx.execute(PRUNE_QUARANTINE, [QUARANTINE_KEEP])?;
         }
-        for e in &new {
-            self.pending.add(e);
-        }
         if self.since.elapsed() >= ROLLUP_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
             self.write_pending(tx)?;
         }
-        Ok(outcomes(events, is_deleted, &inserted))
+        Ok(outcomes)
     }
 }
 
