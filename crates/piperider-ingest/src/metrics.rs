@@ -199,3 +199,16 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_interned_once_per_template() {
+        let a = route_label("/v1/admin/users/{user_id}");
+        let b = route_label(&String::from("/v1/admin/users/{user_id}"));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "/v1/admin/users/{user_id}");
+    }
+}

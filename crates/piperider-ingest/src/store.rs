@@ -461,46 +461,11 @@ fn earliest_latest(
     }
 }
 
-/// The value under `key`, inserted first if missing (`key` is copied only then).
-fn entry<'m, M: StringMap>(map: &'m mut M, key: &str) -> &'m mut M::Value {
-    if !map.has(key) {
-        map.put(key.to_string());
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
     }
-    map.value_mut(key).expect("inserted above")
-}
-
-/// The maps [`entry`] takes: keyed by `String`, looked up by `&str`.
-trait StringMap {
-    type Value;
-    fn has(&self, key: &str) -> bool;
-    fn put(&mut self, key: String);
-    fn value_mut(&mut self, key: &str) -> Option<&mut Self::Value>;
-}
-
-impl<V: Default> StringMap for BTreeMap<String, V> {
-    type Value = V;
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn put(&mut self, key: String) {
-        self.insert(key, V::default());
-    }
-    fn value_mut(&mut self, key: &str) -> Option<&mut V> {
-        self.get_mut(key)
-    }
-}
-
-impl<V: Default> StringMap for HashMap<String, V> {
-    type Value = V;
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn put(&mut self, key: String) {
-        self.insert(key, V::default());
-    }
-    fn value_mut(&mut self, key: &str) -> Option<&mut V> {
-        self.get_mut(key)
-    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// The entries of `map` in key order.
@@ -517,9 +482,16 @@ impl Aggregate {
         if let Some(p) = &e.project_id {
             earliest_latest(&mut self.projects, p, e);
             if let Some(t) = &e.datasource_type {
-                let types = entry(&mut self.datasources, p);
-                if !types.contains(t) {
-                    types.insert(t.clone());
+                match self.datasources.get_mut(p.as_str()) {
+                    Some(types) => {
+                        if !types.contains(t) {
+                            types.insert(t.clone());
+                        }
+                    }
+                    None => {
+                        self.datasources
+                            .insert(p.clone(), BTreeSet::from([t.clone()]));
+                    }
                 }
             }
         }
@@ -640,8 +612,8 @@ pub(crate) fn delete_user(user_events: &str) -> [String; 5] {
     [
         "DELETE FROM users WHERE user_id = $1".into(),
         format!("DELETE FROM {user_events}"),
-    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)".into(),
-    "DELETE FROM projects WHERE user_id = $1".into(),
+        "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)".into(),
+        "DELETE FROM projects WHERE user_id = $1".into(),
         "DELETE FROM daily_users WHERE user_id = $1".into(),
     ]
 }
