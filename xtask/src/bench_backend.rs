@@ -23,6 +23,8 @@ const CONNECTIONS: usize = 64;
 /// waits for a disk sync, so its capacity shows only with more requests in
 /// flight, as a service reached by many CLIs at once has.
 const SWEEP: [usize; 2] = [64, 256];
+/// Alternating rounds of the no-op and single-event measurements.
+const ROUNDS: usize = 3;
 const BATCH_CONNECTIONS: usize = 16;
 const USERS: u64 = 1_000;
 
@@ -110,7 +112,7 @@ fn free_port() -> Result<SocketAddr> {
 
 /// A release `piperider-ingest` process on its own database.
 struct Backend {
-    child: Child,
+    child: Process,
     addr: SocketAddr,
 }
 
@@ -134,7 +136,10 @@ impl Backend {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("starting piperider-ingest: {e}"))?;
-        let backend = Backend { child, addr };
+        let backend = Backend {
+            child: Process(child),
+            addr,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline {
@@ -147,7 +152,7 @@ impl Backend {
 
     /// Peak resident memory so far, in MB (Linux).
     fn peak_rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).ok()?;
         let kb: f64 = status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))?
@@ -159,10 +164,13 @@ impl Backend {
     }
 }
 
-impl Drop for Backend {
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -202,7 +210,7 @@ pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
     let work = std::env::temp_dir().join(format!("piperider-bench-backend-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let result = runtime.block_on(measure(phase, 3, &work));
+    let result = runtime.block_on(measure(phase, &work));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -216,7 +224,7 @@ fn wanted(name: &str) -> bool {
     }
 }
 
-async fn measure(phase: Duration, rounds: usize, work: &Path) -> Result<Map<String, Value>> {
+async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut report = Map::new();
 
     // The ceiling, a no-op axum endpoint in its own process like the
@@ -228,7 +236,7 @@ async fn measure(phase: Duration, rounds: usize, work: &Path) -> Result<Map<Stri
     let db: PathBuf = work.join("bench.db");
     let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
     let (mut noops, mut singles, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=rounds {
+    for round in 1..=ROUNDS {
         let n = best_rps(noop.addr, &format!("noop, round {round},"), phase).await?;
         let s = best_rps(
             backend.addr,
@@ -369,7 +377,7 @@ async fn best_rps(addr: SocketAddr, name: &str, phase: Duration) -> Result<f64> 
 
 /// `xtask noop-server` in its own process.
 struct NoopServer {
-    child: Child,
+    _process: Process,
     addr: SocketAddr,
 }
 
@@ -388,14 +396,10 @@ impl NoopServer {
             .trim()
             .parse()
             .map_err(|e| format!("no-op server address {line:?}: {e}"))?;
-        Ok(NoopServer { child, addr })
-    }
-}
-
-impl Drop for NoopServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Ok(NoopServer {
+            _process: Process(child),
+            addr,
+        })
     }
 }
 

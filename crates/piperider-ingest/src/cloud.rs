@@ -104,7 +104,7 @@ pub(crate) async fn decide(
     let now = chrono::Utc::now();
     let record = ConsentRecord::new(decision.choice, &app.consent_policy, now, gpc(&headers));
     app.store
-        .append_consent(&record, &now.format("%Y-%m-%d").to_string(), source)
+        .append_consent(&record, &crate::store::day(now), source)
         .await
         .map_err(|e| app.storage_error(e))?;
     let mut cookie = format!(

@@ -103,13 +103,6 @@ fn reason_label(err: &EventError) -> &'static str {
     }
 }
 
-/// The UTC day of a time, 'YYYY-MM-DD' (without parsing a format string per event).
-fn day(t: chrono::DateTime<chrono::Utc>) -> String {
-    use chrono::Datelike;
-    let d = t.date_naive();
-    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
-}
-
 fn row(event: CliEvent, place: &Place, received_at: i64) -> EventRow {
     let (project_id, datasource_type) = match event.project {
         Some(p) => (Some(p.project_id.into()), p.datasource_type),
@@ -119,7 +112,7 @@ fn row(event: CliEvent, place: &Place, received_at: i64) -> EventRow {
         event_id: event.event_id.to_string(),
         received_at,
         ts: event.timestamp.timestamp_millis(),
-        day: day(event.timestamp),
+        day: crate::store::day(event.timestamp),
         event_type: event.event_type.to_string(),
         user_id: event.user_id.into(),
         device_id: event.device_id.into(),

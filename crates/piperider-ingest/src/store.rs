@@ -598,6 +598,14 @@ impl Aggregate {
     }
 }
 
+/// The UTC day of a time as the tables keep it, 'YYYY-MM-DD' (without
+/// parsing a format string per event).
+pub(crate) fn day(t: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Datelike;
+    let d = t.date_naive();
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
 /// The events of one user (`$1`), after `FROM`. PostgreSQL finds them by
 /// an index on `user_id`. SQLite has no such index (an insert would touch
 /// a random page of it; see its migration 0004): it looks through the days
@@ -908,7 +916,7 @@ impl Store {
             .bind(e.event_id.to_string())
             .bind(received_at)
             .bind(e.timestamp.timestamp_millis())
-            .bind(e.timestamp.format("%Y-%m-%d").to_string())
+            .bind(day(e.timestamp))
             .bind(e.event_type.as_str())
             .bind(e.visitor_id.as_str())
             .bind(e.route.as_str())
