@@ -227,100 +227,41 @@ fn wanted(name: &str) -> bool {
 async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut report = Map::new();
 
-    // The ceiling, a no-op axum endpoint in its own process like the
-    // backend, and single-event requests to the backend on SQLite, measured
-    // in turns: this machine's speed drifts from minute to minute, so each
-    // round gives a ratio of two neighbouring measurements, and the report
-    // keeps the medians.
-    let noop = NoopServer::start()?;
-    let db: PathBuf = work.join("bench.db");
-    let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
-    let (mut noops, mut singles, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=ROUNDS {
-        let n = best_rps(noop.addr, &format!("noop, round {round},"), phase).await?;
-        let s = best_rps(
-            backend.addr,
-            &format!("single sqlite, round {round},"),
-            phase,
-        )
-        .await?;
-        noops.push(n);
-        singles.push(s);
-        ratios.push(s / n);
-    }
-    drop(noop);
-    let noop_rps = crate::bench::median(noops);
-    let single_rps = crate::bench::median(singles);
-    report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
-    report.insert(
-        "single_event_rps_sqlite".into(),
-        json!(round(single_rps, 0)),
-    );
-    report.insert(
-        "single_event_ratio_sqlite".into(),
-        json!(round(crate::bench::median(ratios), 3)),
-    );
-    if !wanted("latency") && !wanted("batch") && !wanted("stats") {
-        report.insert("peak_rss_mb".into(), json!(backend.peak_rss_mb()));
-        return Ok(report);
-    }
-    let half = load::run(
-        backend.addr,
-        "/v1/batch",
-        CONNECTIONS,
-        phase,
-        Some(single_rps / 2.0),
-        single(),
-    )
-    .await;
-    eprintln!(
-        "xtask: bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
-        half.rps(),
-        half.percentile_ms(0.5),
-        half.percentile_ms(0.99)
-    );
-    report.insert("p50_ms".into(), json!(round(half.percentile_ms(0.5), 3)));
-    report.insert("p99_ms".into(), json!(round(half.percentile_ms(0.99), 3)));
-    let batch_rps = phase_rps(
-        backend.addr,
-        "batch100 sqlite",
-        BATCH_CONNECTIONS,
-        phase,
-        batch100(),
-    )
-    .await?;
-    report.insert(
-        "batch100_events_per_s_sqlite".into(),
-        json!(round(batch_rps * 100.0, 0)),
-    );
-
-    // A million stored events, then the dashboard's query.
-    let stored = stored_events(backend.addr).await?;
-    if stored < 1_000_000 {
-        let needed = (1_000_000 - stored).div_ceil(100);
-        fill(backend.addr, needed).await?;
-    }
-    let stored = stored_events(backend.addr).await?;
-    let mut times = Vec::new();
-    for _ in 0..7 {
-        let t = Instant::now();
-        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
-            .await
-            .ok_or("stats query failed")?;
-        if status != 200 {
-            return Err(format!("GET /v1/admin/stats answered {status}"));
+    // SQLite: one backend process for all its phases, so the stats query
+    // runs over what the others stored too.
+    let mut noop_rps = None;
+    if wanted("single") || wanted("latency") || wanted("batch") || wanted("stats") {
+        let db: PathBuf = work.join("bench.db");
+        let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
+        if wanted("single") || wanted("latency") {
+            let (n, single_rps) = single_rounds(&backend, phase, &mut report).await?;
+            noop_rps = Some(n);
+            if wanted("latency") {
+                latency(&backend, single_rps, phase, &mut report).await;
+            }
         }
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if wanted("batch") {
+            let batch_rps = phase_rps(
+                backend.addr,
+                "batch100 sqlite",
+                BATCH_CONNECTIONS,
+                phase,
+                batch100(),
+            )
+            .await?;
+            report.insert(
+                "batch100_events_per_s_sqlite".into(),
+                json!(round(batch_rps * 100.0, 0)),
+            );
+        }
+        if wanted("stats") {
+            stats_query(&backend, &mut report).await?;
+        }
+        let rss = backend
+            .peak_rss_mb()
+            .ok_or("cannot read the backend's memory use")?;
+        report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
     }
-    let stats_ms = crate::bench::median(times);
-    eprintln!("xtask: bench stats query over {stored} events: {stats_ms:.1} ms");
-    report.insert("stats_query_ms".into(), json!(round(stats_ms, 2)));
-    report.insert("stats_query_events".into(), json!(stored));
-    let rss = backend
-        .peak_rss_mb()
-        .ok_or("cannot read the backend's memory use")?;
-    report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
-    drop(backend);
 
     // PostgreSQL, when a server answers.
     if !wanted("postgres") {
@@ -350,10 +291,12 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
             "single_event_rps_postgres".into(),
             json!(round(single_rps, 0)),
         );
-        report.insert(
-            "single_event_ratio_postgres".into(),
-            json!(round(single_rps / noop_rps, 3)),
-        );
+        if let Some(noop_rps) = noop_rps {
+            report.insert(
+                "single_event_ratio_postgres".into(),
+                json!(round(single_rps / noop_rps, 3)),
+            );
+        }
         report.insert(
             "batch100_events_per_s_postgres".into(),
             json!(round(batch_rps * 100.0, 0)),
@@ -363,6 +306,96 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         report.insert("postgres".into(), json!("skipped: not reachable"));
     }
     Ok(report)
+}
+
+/// The ceiling, a no-op axum endpoint in its own process like the
+/// backend, and single-event requests to the backend on SQLite, measured in
+/// turns: this machine's speed drifts from minute to minute, so each round
+/// gives a ratio of two neighbouring measurements, and the report keeps the
+/// medians. Returns the no-op and single-event rates.
+async fn single_rounds(
+    backend: &Backend,
+    phase: Duration,
+    report: &mut Map<String, Value>,
+) -> Result<(f64, f64)> {
+    let noop = NoopServer::start()?;
+    let (mut noops, mut singles, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let n = best_rps(noop.addr, &format!("noop, round {round},"), phase).await?;
+        let s = best_rps(
+            backend.addr,
+            &format!("single sqlite, round {round},"),
+            phase,
+        )
+        .await?;
+        noops.push(n);
+        singles.push(s);
+        ratios.push(s / n);
+    }
+    let noop_rps = crate::bench::median(noops);
+    let single_rps = crate::bench::median(singles);
+    report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
+    report.insert(
+        "single_event_rps_sqlite".into(),
+        json!(round(single_rps, 0)),
+    );
+    report.insert(
+        "single_event_ratio_sqlite".into(),
+        json!(round(crate::bench::median(ratios), 3)),
+    );
+    Ok((noop_rps, single_rps))
+}
+
+/// Latency of single-event requests at half their measured capacity.
+async fn latency(
+    backend: &Backend,
+    single_rps: f64,
+    phase: Duration,
+    report: &mut Map<String, Value>,
+) {
+    let half = load::run(
+        backend.addr,
+        "/v1/batch",
+        CONNECTIONS,
+        phase,
+        Some(single_rps / 2.0),
+        single(),
+    )
+    .await;
+    eprintln!(
+        "xtask: bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
+        half.rps(),
+        half.percentile_ms(0.5),
+        half.percentile_ms(0.99)
+    );
+    report.insert("p50_ms".into(), json!(round(half.percentile_ms(0.5), 3)));
+    report.insert("p99_ms".into(), json!(round(half.percentile_ms(0.99), 3)));
+}
+
+/// A million stored events, then the dashboard's query.
+async fn stats_query(backend: &Backend, report: &mut Map<String, Value>) -> Result {
+    let stored = stored_events(backend.addr).await?;
+    if stored < 1_000_000 {
+        let needed = (1_000_000 - stored).div_ceil(100);
+        fill(backend.addr, needed).await?;
+    }
+    let stored = stored_events(backend.addr).await?;
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
+            .await
+            .ok_or("stats query failed")?;
+        if status != 200 {
+            return Err(format!("GET /v1/admin/stats answered {status}"));
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let stats_ms = crate::bench::median(times);
+    eprintln!("xtask: bench stats query over {stored} events: {stats_ms:.1} ms");
+    report.insert("stats_query_ms".into(), json!(round(stats_ms, 2)));
+    report.insert("stats_query_events".into(), json!(stored));
+    Ok(())
 }
 
 /// The best rate of single-event requests to `addr` over [`SWEEP`].

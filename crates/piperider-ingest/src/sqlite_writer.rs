@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::store::{
     Aggregate, Cell, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
-    QuarantineRow, REMEMBER_DELETED_USER, USER_EVENTS_SQLITE, Written, delete_user, event_cells,
+    QuarantineRow, REMEMBER_DELETED_USER, Written, DELETE_USER, event_cells,
 };
 use crate::writer::{Group, Job, gather, settle};
 
@@ -186,8 +186,8 @@ impl SqliteWriter {
                         .transact(|w, tx| {
                             w.write_pending(tx)?;
                             let mut found = 0;
-                            for sql in delete_user(USER_EVENTS_SQLITE) {
-                                found += tx.execute(&sql, [&user_id])?;
+                            for sql in DELETE_USER {
+                                found += tx.execute(sql, [&user_id])?;
                             }
                             tx.execute(REMEMBER_DELETED_USER, rusqlite::params![hash, now_ms])?;
                             Ok(found > 0)
@@ -341,7 +341,8 @@ fn insert_event_sql() -> String {
 }
 
 fn write_aggregate(tx: &Transaction<'_>, aggregate: &Aggregate) -> rusqlite::Result<()> {
-    for (upsert, rows) in aggregate.tables() {
+    // One writer: one shard.
+    for (upsert, rows) in aggregate.tables(0) {
         if rows.is_empty() {
             continue;
         }

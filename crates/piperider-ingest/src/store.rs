@@ -19,28 +19,42 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-/// `SELECT` of typed columns from a JSON array of rows bound as `$1`
-/// (PostgreSQL): every multi-row statement takes its rows as one parameter,
-/// so its text never changes (it stays prepared in the statement cache) and
-/// no row costs a bind of its own. `types` are `text` or `int`, one per column.
-fn from_json(types: &[&str]) -> String {
+/// `SELECT` of typed columns from one array parameter per column
+/// (PostgreSQL's `UNNEST`): a multi-row statement takes its rows as a fixed
+/// number of parameters, so its text never changes (it stays prepared in
+/// the statement cache), and the arrays travel in PostgreSQL's binary
+/// format, with no text to parse. `types` are `text` or `int`, one per column.
+fn from_arrays(types: &[&str]) -> String {
     let columns: Vec<String> = types
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let pg = if *t == "int" { "BIGINT" } else { "TEXT" };
-            format!("CAST(e->>{i} AS {pg})")
+            let pg = if *t == "int" { "BIGINT[]" } else { "TEXT[]" };
+            format!("CAST(${} AS {pg})", i + 1)
         })
         .collect();
     // `WHERE true` keeps a following `ON CONFLICT` from being read as a join's `ON`.
-    format!(
-        "SELECT {} FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e WHERE true",
-        columns.join(", ")
-    )
+    format!("SELECT * FROM UNNEST({}) WHERE true", columns.join(", "))
 }
 
-fn json<T: Serialize + ?Sized>(rows: &T) -> String {
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())
+/// The rows as the parameters of [`Upsert::array_sql`]: one array per column.
+fn column_arrays<'a, R: AsRef<[Cell<'a>]>>(
+    upsert: &Upsert,
+    rows: &'a [R],
+) -> sqlx::Result<sqlx::postgres::PgArguments> {
+    use sqlx::Arguments;
+    let mut args = sqlx::postgres::PgArguments::default();
+    for (i, (_, kind)) in upsert.columns.iter().enumerate() {
+        let added = if *kind == "int" {
+            let column: Vec<Option<i64>> = rows.iter().map(|r| r.as_ref()[i].int()).collect();
+            args.add(column)
+        } else {
+            let column: Vec<Option<&str>> = rows.iter().map(|r| r.as_ref()[i].text()).collect();
+            args.add(column)
+        };
+        added.map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
 }
 
 /// Newest quarantined events kept.
@@ -158,8 +172,8 @@ pub(crate) fn bucket(v: i64) -> i64 {
 }
 
 /// One value of a row handed to the database: text or an integer, either
-/// possibly null. PostgreSQL gets rows as one JSON array ([`from_json`]),
-/// the SQLite writer binds them to a prepared statement.
+/// possibly null. PostgreSQL gets rows as one array per column
+/// ([`from_arrays`]), the SQLite writer binds them to a prepared statement.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cell<'a> {
     Text(Option<&'a str>),
@@ -192,11 +206,20 @@ impl From<Option<i64>> for Cell<'_> {
     }
 }
 
-impl Serialize for Cell<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl<'a> Cell<'a> {
+    /// The integer of an integer column (a text cell there is a bug).
+    fn int(self) -> Option<i64> {
         match self {
-            Cell::Text(v) => v.serialize(s),
-            Cell::Int(v) => v.serialize(s),
+            Cell::Int(v) => v,
+            Cell::Text(_) => unreachable!("text in an integer column"),
+        }
+    }
+
+    /// The text of a text column (an integer cell there is a bug).
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Cell::Text(v) => v,
+            Cell::Int(_) => unreachable!("an integer in a text column"),
         }
     }
 }
@@ -212,7 +235,8 @@ impl rusqlite::ToSql for Cell<'_> {
 
 /// A multi-row `INSERT` into one table: its columns (with their kind,
 /// `text` or `int`) and its `ON CONFLICT` clause. The row source differs by
-/// database: a JSON array on PostgreSQL, one bound row at a time on SQLite.
+/// database: an array per column on PostgreSQL, one bound row at a time on
+/// SQLite.
 pub(crate) struct Upsert {
     pub(crate) table: &'static str,
     pub(crate) columns: &'static [(&'static str, &'static str)],
@@ -230,10 +254,10 @@ impl Upsert {
         )
     }
 
-    /// The statement taking all rows as one JSON parameter (PostgreSQL).
-    pub(crate) fn json_sql(&self) -> String {
+    /// The statement taking all rows as one array per column (PostgreSQL).
+    pub(crate) fn array_sql(&self) -> String {
         let types: Vec<&str> = self.columns.iter().map(|(_, t)| *t).collect();
-        self.sql(&from_json(&types))
+        self.sql(&from_arrays(&types))
     }
 
     /// The statement taking one row as `?1..?n` (SQLite).
@@ -382,12 +406,14 @@ pub(crate) const DAILY_USERS: Upsert = Upsert {
     on_conflict: "ON CONFLICT (day, user_id) DO NOTHING",
 };
 
-/// Commands per day with their sums.
+/// Commands per day with their sums, in rows of the writer's shard (see
+/// [`Aggregate::tables`]).
 pub(crate) const DAILY_EVENTS: Upsert = Upsert {
     table: "daily_events",
     columns: &[
         ("day", "text"),
         ("event_type", "text"),
+        ("shard", "int"),
         ("events", "int"),
         ("errors", "int"),
         ("tables", "int"),
@@ -398,7 +424,7 @@ pub(crate) const DAILY_EVENTS: Upsert = Upsert {
         ("passed_assertions", "int"),
         ("failed_assertions", "int"),
     ],
-    on_conflict: "ON CONFLICT (day, event_type) DO UPDATE SET events = daily_events.events + excluded.events, \
+    on_conflict: "ON CONFLICT (day, event_type, shard) DO UPDATE SET events = daily_events.events + excluded.events, \
          errors = daily_events.errors + excluded.errors, tables = daily_events.tables + excluded.tables, \
          columns = daily_events.columns + excluded.columns, rows = daily_events.rows + excluded.rows, \
          builtin_assertions = daily_events.builtin_assertions + excluded.builtin_assertions, \
@@ -407,16 +433,18 @@ pub(crate) const DAILY_EVENTS: Upsert = Upsert {
          failed_assertions = daily_events.failed_assertions + excluded.failed_assertions",
 };
 
-/// Distributions: events per day, metric and power-of-ten bucket.
+/// Distributions: events per day, metric and power-of-ten bucket, in rows
+/// of the writer's shard.
 pub(crate) const DAILY_BUCKETS: Upsert = Upsert {
     table: "daily_buckets",
     columns: &[
         ("day", "text"),
         ("metric", "text"),
         ("bucket", "int"),
+        ("shard", "int"),
         ("events", "int"),
     ],
-    on_conflict: "ON CONFLICT (day, metric, bucket) DO UPDATE SET events = daily_buckets.events + excluded.events",
+    on_conflict: "ON CONFLICT (day, metric, bucket, shard) DO UPDATE SET events = daily_buckets.events + excluded.events",
 };
 
 /// What newly stored events add to the rollups, worked out in memory so
@@ -518,7 +546,10 @@ impl Aggregate {
 
     /// Each rollup table's upsert with its rows, in key order (so that
     /// concurrent PostgreSQL transactions take row locks in one order).
-    pub(crate) fn tables(&self) -> [(&'static Upsert, Vec<Vec<Cell<'_>>>); 6] {
+    /// Counters are added to rows of `shard`: every transaction adds to
+    /// the counters of its day, so concurrent writers sharing one row
+    /// would take turns, each waiting for the other's commit.
+    pub(crate) fn tables(&self, shard: i64) -> [(&'static Upsert, Vec<Vec<Cell<'_>>>); 6] {
         let users = sorted(&self.users)
             .into_iter()
             .map(|(_, (first, last))| {
@@ -572,7 +603,7 @@ impl Aggregate {
             .iter()
             .flat_map(|(day, types)| {
                 types.iter().map(move |(t, v)| {
-                    let mut row = vec![day.into(), t.into()];
+                    let mut row = vec![day.into(), t.into(), shard.into()];
                     row.extend(v.map(Cell::from));
                     row
                 })
@@ -583,7 +614,13 @@ impl Aggregate {
             .iter()
             .flat_map(|(day, counts)| {
                 counts.iter().map(move |((metric, b), n)| {
-                    vec![day.into(), (*metric).into(), (*b).into(), (*n).into()]
+                    vec![
+                        day.into(),
+                        (*metric).into(),
+                        (*b).into(),
+                        shard.into(),
+                        (*n).into(),
+                    ]
                 })
             })
             .collect();
@@ -606,25 +643,24 @@ pub(crate) fn day(t: chrono::DateTime<chrono::Utc>) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
-/// The events of one user (`$1`), after `FROM`. PostgreSQL finds them by
-/// an index on `user_id`. SQLite has no such index (an insert would touch
-/// a random page of it; see its migration 0004): it looks through the days
-/// `daily_users` records for the user, which cover every stored event.
-pub(crate) const USER_EVENTS_POSTGRES: &str = "events WHERE user_id = $1";
-pub(crate) const USER_EVENTS_SQLITE: &str =
-    "events WHERE day IN (SELECT day FROM daily_users WHERE user_id = $1) AND user_id = $1";
-
-/// Deleting one user (`$1`): their events (found as `user_events` says)
-/// and every rollup row of theirs.
-pub(crate) fn delete_user(user_events: &str) -> [String; 5] {
-    [
-        "DELETE FROM users WHERE user_id = $1".into(),
-        format!("DELETE FROM {user_events}"),
-        "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)".into(),
-        "DELETE FROM projects WHERE user_id = $1".into(),
-        "DELETE FROM daily_users WHERE user_id = $1".into(),
-    ]
+/// The events of one user (`$1`), after `FROM`. No index on
+/// `events.user_id`: an insert would touch a random page of it (see the
+/// migrations 0004). They are found through the days `daily_users` records
+/// for the user, which cover every stored event, and an index on the day.
+macro_rules! user_events {
+    () => {
+        "events WHERE day IN (SELECT day FROM daily_users WHERE user_id = $1) AND user_id = $1"
+    };
 }
+
+/// Deleting one user (`$1`): their events and every rollup row of theirs.
+pub(crate) const DELETE_USER: [&str; 5] = [
+    "DELETE FROM users WHERE user_id = $1",
+    concat!("DELETE FROM ", user_events!()),
+    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
+    "DELETE FROM projects WHERE user_id = $1",
+    "DELETE FROM daily_users WHERE user_id = $1",
+];
 
 /// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
 pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING";
@@ -746,6 +782,7 @@ impl Store {
     /// before `COMMIT`. (SQLite has its own writer thread: `sqlite_writer`.)
     pub(crate) async fn write_postgres(
         pool: &PgPool,
+        shard: i64,
         events: &[&Arc<EventRow>],
         hashes: &HashMap<&str, &str>,
         quarantine: &[QuarantineRow],
@@ -759,15 +796,12 @@ impl Store {
         let deleted: HashSet<String> = if wanted.is_empty() {
             HashSet::new()
         } else {
-            let sql = format!(
-                "SELECT user_hash FROM deleted_users WHERE user_hash IN ({})",
-                from_json(&["text"])
-            );
-            let list: Vec<[&str; 1]> = wanted.iter().map(|h| [*h]).collect();
-            let found: Vec<String> = sqlx::query_scalar(&sql)
-                .bind(json(&list))
-                .fetch_all(&mut *tx)
-                .await?;
+            let list: Vec<&str> = wanted.into_iter().collect();
+            let found: Vec<String> =
+                sqlx::query_scalar("SELECT user_hash FROM deleted_users WHERE user_hash = ANY($1)")
+                    .bind(list)
+                    .fetch_all(&mut *tx)
+                    .await?;
             found.into_iter().collect()
         };
         let is_deleted = |e: &EventRow| {
@@ -787,10 +821,12 @@ impl Store {
             Vec::new()
         } else {
             let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| event_cells(e)).collect();
-            sqlx::query_scalar(&format!("{} RETURNING event_id", EVENTS.json_sql()))
-                .bind(json(&rows))
-                .fetch_all(&mut *tx)
-                .await?
+            sqlx::query_scalar_with(
+                &format!("{} RETURNING event_id", EVENTS.array_sql()),
+                column_arrays(&EVENTS, &rows)?,
+            )
+            .fetch_all(&mut *tx)
+            .await?
         };
         let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let mut rollup = Aggregate::default();
@@ -800,18 +836,16 @@ impl Store {
         {
             rollup.add(e);
         }
-        for (upsert, rows) in rollup.tables() {
+        for (upsert, rows) in rollup.tables(shard) {
             if !rows.is_empty() {
-                sqlx::query(&upsert.json_sql())
-                    .bind(json(&rows))
+                sqlx::query_with(&upsert.array_sql(), column_arrays(upsert, &rows)?)
                     .execute(&mut *tx)
                     .await?;
             }
         }
         if !quarantine.is_empty() {
             let rows: Vec<Vec<Cell<'_>>> = quarantine.iter().map(QuarantineRow::cells).collect();
-            sqlx::query(&QUARANTINE.json_sql())
-                .bind(json(&rows))
+            sqlx::query_with(&QUARANTINE.array_sql(), column_arrays(&QUARANTINE, &rows)?)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(PRUNE_QUARANTINE)
@@ -835,8 +869,8 @@ impl Store {
     ) -> sqlx::Result<bool> {
         let mut tx = pool.begin().await?;
         let mut found = 0;
-        for sql in delete_user(USER_EVENTS_POSTGRES) {
-            found += sqlx::query(&sql)
+        for sql in DELETE_USER {
+            found += sqlx::query(sql)
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?
@@ -1013,11 +1047,7 @@ impl Store {
             .bind(user_id)
             .fetch_all(pool)
             .await?;
-            let from = match self {
-                Store::Sqlite(_) => USER_EVENTS_SQLITE,
-                Store::Postgres(_) => USER_EVENTS_POSTGRES,
-            };
-            let events: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {from}")).bind(user_id).fetch_one(pool).await?;
+            let events: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", user_events!())).bind(user_id).fetch_one(pool).await?;
             let days_active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM daily_users WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
             Ok(Some(UserReport::new(user, projects, types, events, days_active)))
         })
@@ -1055,8 +1085,11 @@ impl Store {
             .bind(from).bind(to).fetch_one(pool).await?;
             let total_users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?;
             let commands: Vec<DailyEvents> = sqlx::query_as(
-                "SELECT day, event_type, events, errors, tables, columns, rows, builtin_assertions, custom_assertions, \
-                 passed_assertions, failed_assertions FROM daily_events WHERE day >= $1 AND day <= $2 ORDER BY day, event_type",
+                "SELECT day, event_type, CAST(SUM(events) AS BIGINT) AS events, CAST(SUM(errors) AS BIGINT) AS errors, \
+                 CAST(SUM(tables) AS BIGINT) AS tables, CAST(SUM(columns) AS BIGINT) AS columns, CAST(SUM(rows) AS BIGINT) AS rows, \
+                 CAST(SUM(builtin_assertions) AS BIGINT) AS builtin_assertions, CAST(SUM(custom_assertions) AS BIGINT) AS custom_assertions, \
+                 CAST(SUM(passed_assertions) AS BIGINT) AS passed_assertions, CAST(SUM(failed_assertions) AS BIGINT) AS failed_assertions \
+                 FROM daily_events WHERE day >= $1 AND day <= $2 GROUP BY day, event_type ORDER BY day, event_type",
             )
             .bind(from).bind(to).fetch_all(pool).await?;
             let buckets: Vec<(String, i64, i64)> = sqlx::query_as(

@@ -5,6 +5,10 @@
 //!
 //! PostgreSQL gets a few async writer tasks overlapping their transactions,
 //! each updating the rollups in the transaction that stores the events.
+//! Each has its own queue, and a request goes to the one its user hashes
+//! to, so one user's rollup rows are updated by one writer at a time;
+//! each adds to counters of its own shard. Concurrent transactions
+//! updating one row would take turns, each waiting for the other's commit.
 //! SQLite takes one writer at a time: it gets one thread owning one
 //! connection ([`crate::sqlite_writer`]), which binds rows to cached
 //! prepared statements and writes the rollups about once a second; reads
@@ -16,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::store::{EventRow, QuarantineRow, Store, Written};
@@ -27,6 +31,8 @@ const MAX_GROUP_REQUESTS: usize = 1024;
 const MAX_GROUP_EVENTS: usize = 20_000;
 /// PostgreSQL transactions in flight at once.
 const POSTGRES_WRITERS: usize = 4;
+/// Requests queued for a writer at most (then senders wait).
+const QUEUE: usize = 4096;
 
 /// One request's events.
 #[derive(Debug)]
@@ -58,7 +64,8 @@ static SQLITE_WRITERS: std::sync::Mutex<Vec<(PathBuf, mpsc::WeakSender<Job>)>> =
 
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    /// The writers' queues: one on SQLite, one per writer task on PostgreSQL.
+    queues: Arc<[mpsc::Sender<Job>]>,
     /// PostgreSQL (deletions go straight to it); `None` on SQLite.
     postgres: Option<sqlx::PgPool>,
 }
@@ -70,9 +77,9 @@ impl Writer {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Writer, Vec<tokio::task::JoinHandle<()>>)> {
-        let (tx, rx) = mpsc::channel::<Job>(4096);
         match store {
             Store::Sqlite(pool) => {
+                let (tx, rx) = mpsc::channel::<Job>(QUEUE);
                 let path: PathBuf = pool.connect_options().get_filename().to_path_buf();
                 let path = path.canonicalize().unwrap_or(path);
                 // One writer per SQLite file: service instances in one
@@ -84,7 +91,7 @@ impl Writer {
                     .find(|(p, _)| *p == path)
                     .and_then(|(_, w)| w.upgrade())
                 {
-                    return Ok((Writer { tx, postgres: None }, Vec::new()));
+                    return Ok((Writer::sqlite(tx), Vec::new()));
                 }
                 let lock_path = {
                     let mut name = path.as_os_str().to_owned();
@@ -120,50 +127,61 @@ impl Writer {
                 let handle = tokio::spawn(async move {
                     let _ = finished.await;
                 });
-                Ok((Writer { tx, postgres: None }, vec![handle]))
+                Ok((Writer::sqlite(tx), vec![handle]))
             }
             Store::Postgres(pool) => {
-                let rx = Arc::new(Mutex::new(rx));
-                let handles = (0..POSTGRES_WRITERS)
-                    .map(|_| {
-                        let (rx, pool, metrics) = (rx.clone(), pool.clone(), metrics.clone());
-                        tokio::spawn(async move {
-                            loop {
-                                let (jobs, _) = {
-                                    let mut rx = rx.lock().await;
-                                    let first = match rx.recv().await {
-                                        Some(Job::Store(batch)) => batch,
-                                        // Flushes and deletions go straight to PostgreSQL.
-                                        Some(_) => continue,
-                                        None => return,
-                                    };
-                                    gather(first, || rx.try_recv().ok())
-                                };
-                                let group = Group::of(&jobs);
-                                let result = Store::write_postgres(
-                                    &pool,
-                                    &group.events,
-                                    &group.hashes,
-                                    &group.quarantine,
-                                )
-                                .await
-                                .map_err(|e| e.to_string());
-                                let (size, started) = (group.events.len(), group.started);
-                                drop(group);
-                                settle(jobs, result, &metrics, size, started);
-                            }
-                        })
-                    })
-                    .collect();
+                let mut queues = Vec::new();
+                let mut handles = Vec::new();
+                for shard in 0..POSTGRES_WRITERS {
+                    let (tx, mut rx) = mpsc::channel::<Job>(QUEUE / POSTGRES_WRITERS);
+                    queues.push(tx);
+                    let (pool, metrics) = (pool.clone(), metrics.clone());
+                    handles.push(tokio::spawn(async move {
+                        loop {
+                            let first = match rx.recv().await {
+                                Some(Job::Store(batch)) => batch,
+                                // Flushes and deletions go straight to PostgreSQL.
+                                Some(_) => continue,
+                                None => return,
+                            };
+                            let (jobs, _) = gather(first, || rx.try_recv().ok());
+                            let group = Group::of(&jobs);
+                            let result = Store::write_postgres(
+                                &pool,
+                                shard as i64,
+                                &group.events,
+                                &group.hashes,
+                                &group.quarantine,
+                            )
+                            .await
+                            .map_err(|e| e.to_string());
+                            let (size, started) = (group.events.len(), group.started);
+                            drop(group);
+                            settle(jobs, result, &metrics, size, started);
+                        }
+                    }));
+                }
                 Ok((
                     Writer {
-                        tx,
+                        queues: queues.into(),
                         postgres: Some(pool),
                     },
                     handles,
                 ))
             }
         }
+    }
+
+    fn sqlite(tx: mpsc::Sender<Job>) -> Writer {
+        Writer {
+            queues: Arc::new([tx]),
+            postgres: None,
+        }
+    }
+
+    /// The SQLite writer's queue (flushes and deletions).
+    fn sqlite_queue(&self) -> &mpsc::Sender<Job> {
+        &self.queues[0]
     }
 
     /// Stores the events; `Err` when storage failed (nothing was stored).
@@ -173,8 +191,19 @@ impl Writer {
         hashes: HashMap<String, String>,
         quarantine: Vec<QuarantineRow>,
     ) -> Result<Vec<Written>, ()> {
+        // The queue of the first event's user (a request is mostly one
+        // user's events).
+        let queue = match events.first() {
+            Some(e) if self.queues.len() > 1 => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&e.user_id, &mut hasher);
+                let n = std::hash::Hasher::finish(&hasher) % self.queues.len() as u64;
+                &self.queues[n as usize]
+            }
+            _ => &self.queues[0],
+        };
         let (reply, answer) = oneshot::channel();
-        self.tx
+        queue
             .send(Job::Store(Batch {
                 events: events.into_iter().map(Arc::new).collect(),
                 hashes,
@@ -193,7 +222,7 @@ impl Writer {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
-        self.tx
+        self.sqlite_queue()
             .send(Job::Flush(reply))
             .await
             .map_err(|_| "the writer has stopped".to_string())?;
@@ -216,7 +245,7 @@ impl Writer {
                 .map_err(|e| e.to_string());
         }
         let (reply, answer) = oneshot::channel();
-        self.tx
+        self.sqlite_queue()
             .send(Job::DeleteUser {
                 user_id: user_id.to_string(),
                 hash: hash.to_string(),
