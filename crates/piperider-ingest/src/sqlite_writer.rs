@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::store::{
-    Aggregate, Cell, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
-    QuarantineRow, REMEMBER_DELETED_USER, Written, DELETE_USER, event_cells,
+    Aggregate, Cell, DELETE_USER, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
+    QuarantineRow, REMEMBER_DELETED_USER, Written, event_cells,
 };
 use crate::writer::{Group, Job, gather, settle};
 
