@@ -1511,11 +1511,11 @@ mod tests {
             runtime_version: format!("3.{n}"),
             app_version: format!("0.{n}"),
             initial_version: format!("0.{}", n % 3),
-            ci: (n % 4 == 0).then(|| "github_actions".into()),
+            ci: n.is_multiple_of(4).then(|| "github_actions".into()),
             project_id: p.map(|p| format!("project-{p}")),
             datasource_type: p.map(|p| ["sqlite", "postgres"][(n + p) % 2].into()),
-            stats: (n % 3 != 0).then(|| [n as i64, 10 * n as i64, 1000, 4, 1, 3, 2]),
-            status: ["ok", "error"][usize::from(n % 5 == 0)].into(),
+            stats: (!n.is_multiple_of(3)).then(|| [n as i64, 10 * n as i64, 1000, 4, 1, 3, 2]),
+            status: ["ok", "error"][usize::from(n.is_multiple_of(5))].into(),
             duration_ms: 5,
             country: (n % 2 == 0).then(|| "GB".into()),
             region: None,
@@ -1527,7 +1527,14 @@ mod tests {
     #[test]
     fn merged_rollups_equal_added_ones() {
         let events: Vec<Arc<EventRow>> = (0..60)
-            .map(|n| event(n, n % 4, (n % 3 != 0).then_some(n % 5), (n as i64 * 7) % 11))
+            .map(|n| {
+                event(
+                    n,
+                    n % 4,
+                    (!n.is_multiple_of(3)).then_some(n % 5),
+                    (n as i64 * 7) % 11,
+                )
+            })
             .collect();
         for split in [0, 1, 17, 30, 59, 60] {
             let mut all = Aggregate::default();

@@ -45,7 +45,7 @@ pub(crate) struct Batch {
     /// instead of adding each event (it adds them one by one only when
     /// some were not stored). `None` on PostgreSQL, whose writers are tasks
     /// on the same threads as the requests.
-    pub(crate) rollup: Option<Aggregate>,
+    pub(crate) rollup: Option<Box<Aggregate>>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Written>, ()>>,
 }
 
@@ -210,7 +210,7 @@ impl Writer {
         };
         let events: Vec<Arc<EventRow>> = events.into_iter().map(Arc::new).collect();
         let rollup = self.postgres.is_none().then(|| {
-            let mut rollup = Aggregate::default();
+            let mut rollup = Box::<Aggregate>::default();
             for e in &events {
                 rollup.add(e);
             }
