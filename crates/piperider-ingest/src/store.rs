@@ -1517,7 +1517,7 @@ mod tests {
             stats: (!n.is_multiple_of(3)).then(|| [n as i64, 10 * n as i64, 1000, 4, 1, 3, 2]),
             status: ["ok", "error"][usize::from(n.is_multiple_of(5))].into(),
             duration_ms: 5,
-            country: (n % 2 == 0).then(|| "GB".into()),
+            country: n.is_multiple_of(2).then(|| "GB".into()),
             region: None,
         })
     }
