@@ -30,7 +30,7 @@ use crate::store::{
     Aggregate, Cell, DELETE_USER, EVENTS, EventRow, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
     QuarantineRow, REMEMBER_DELETED_USER, Written, event_cells,
 };
-use crate::writer::{Batch, Group, Job, gather, settle};
+use crate::writer::{Group, Job, gather, settle};
 
 /// WAL frames after which the checkpointer holds the writer back for a
 /// moment to finish a checkpoint, so that the WAL starts over instead of
@@ -160,7 +160,9 @@ impl SqliteWriter {
                     carried = next;
                     let group = Group::of(&jobs);
                     let result = self
-                        .transact(|w, tx| w.store(tx, &jobs, &group.hashes, &group.quarantine))
+                        .transact(|w, tx| {
+                            w.store(tx, &group.events, &group.hashes, &group.quarantine)
+                        })
                         .map_err(|e| e.to_string());
                     let (size, started) = (group.events.len(), group.started);
                     drop(group);
@@ -265,7 +267,7 @@ impl SqliteWriter {
     fn store(
         &mut self,
         tx: &Transaction<'_>,
-        jobs: &[Batch],
+        events: &[&Arc<EventRow>],
         hashes: &HashMap<&str, &str>,
         quarantine: &[QuarantineRow],
     ) -> rusqlite::Result<Vec<Written>> {
@@ -288,42 +290,25 @@ impl SqliteWriter {
 
         // Each event in input order: dropped for a deleted user, accepted
         // when its id is inserted (the first time), otherwise a duplicate.
-        // Its rollup is held back: a request's own when all of its events
-        // were accepted, else each accepted event's. (Forgotten with the
-        // rest should the commit fail: `transact`.)
-        let mut outcomes = Vec::with_capacity(jobs.iter().map(|j| j.events.len()).sum());
+        let mut outcomes = Vec::with_capacity(events.len());
         {
             let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
-            for job in jobs {
-                let start = outcomes.len();
-                for e in &job.events {
-                    let outcome = if is_deleted(e) {
-                        Written::DeletedUser
+            for &e in events {
+                let outcome = if is_deleted(e) {
+                    Written::DeletedUser
+                } else {
+                    let row =
+                        std::iter::once(Cell::Int(Some(self.next_rowid))).chain(event_cells(e));
+                    if insert.execute(params_from_iter(row))? == 1 {
+                        self.next_rowid += 1;
+                        // Forgotten with the rest should the commit fail (`transact`).
+                        self.pending.add(e);
+                        Written::Accepted
                     } else {
-                        let row =
-                            std::iter::once(Cell::Int(Some(self.next_rowid))).chain(event_cells(e));
-                        if insert.execute(params_from_iter(row))? == 1 {
-                            self.next_rowid += 1;
-                            Written::Accepted
-                        } else {
-                            Written::Duplicate
-                        }
-                    };
-                    outcomes.push(outcome);
-                }
-                let mine = &outcomes[start..];
-                match &job.rollup {
-                    Some(rollup) if mine.iter().all(|o| *o == Written::Accepted) => {
-                        self.pending.merge(rollup);
+                        Written::Duplicate
                     }
-                    _ => {
-                        for (e, outcome) in job.events.iter().zip(mine) {
-                            if *outcome == Written::Accepted {
-                                self.pending.add(e);
-                            }
-                        }
-                    }
-                }
+                };
+                outcomes.push(outcome);
             }
         }
         if !quarantine.is_empty() {

@@ -23,7 +23,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::store::{Aggregate, EventRow, QuarantineRow, Store, Written};
+use crate::store::{EventRow, QuarantineRow, Store, Written};
 
 /// Most requests one transaction takes.
 const MAX_GROUP_REQUESTS: usize = 1024;
@@ -40,12 +40,6 @@ pub(crate) struct Batch {
     pub(crate) events: Vec<Arc<EventRow>>,
     pub(crate) hashes: HashMap<String, String>,
     pub(crate) quarantine: Vec<QuarantineRow>,
-    /// SQLite: the rollups of all its events, made by the request's own
-    /// task, so that the one writer thread merges a few keys per request
-    /// instead of adding each event (it adds them one by one only when
-    /// some were not stored). `None` on PostgreSQL, whose writers are tasks
-    /// on the same threads as the requests.
-    pub(crate) rollup: Option<Box<Aggregate>>,
     pub(crate) reply: oneshot::Sender<Result<Vec<Written>, ()>>,
 }
 
@@ -208,21 +202,12 @@ impl Writer {
             }
             _ => &self.queues[0],
         };
-        let events: Vec<Arc<EventRow>> = events.into_iter().map(Arc::new).collect();
-        let rollup = self.postgres.is_none().then(|| {
-            let mut rollup = Box::<Aggregate>::default();
-            for e in &events {
-                rollup.add(e);
-            }
-            rollup
-        });
         let (reply, answer) = oneshot::channel();
         queue
             .send(Job::Store(Batch {
-                events,
+                events: events.into_iter().map(Arc::new).collect(),
                 hashes,
                 quarantine,
-                rollup,
                 reply,
             }))
             .await
