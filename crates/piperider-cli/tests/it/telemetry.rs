@@ -278,6 +278,25 @@ fn show_prints_pending_events_and_reset_forgets_them() {
     assert_ne!(status["user_id"], "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b");
 }
 
+/// Replaces the telemetry folder with a plain file, once the sender the
+/// last command started has let go of it: it may still be writing in it
+/// after the command has returned.
+fn replace_dir_with_a_file(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(lock) = std::fs::File::open(dir.join("sender.lock")) {
+            let _ = lock.lock();
+        }
+        match std::fs::remove_dir_all(dir).and_then(|()| std::fs::write(dir, "not a folder")) {
+            Ok(()) => return,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("replacing {} with a file: {e}", dir.display()),
+        }
+    }
+}
+
 #[test]
 fn telemetry_never_changes_the_exit_code() {
     let sink = Sink::start(Mode::Accept);
@@ -300,8 +319,7 @@ fn telemetry_never_changes_the_exit_code() {
         "user_id: [broken\n"
     );
     std::fs::write(&profile, PIPERIDER_PROFILE).unwrap();
-    std::fs::remove_dir_all(user.home().join("telemetry")).unwrap();
-    std::fs::write(user.home().join("telemetry"), "not a folder").unwrap();
+    replace_dir_with_a_file(&user.home().join("telemetry"));
     assert_eq!(code(&user.run(&["run"])), 1);
     user.set("PIPERIDER_TELEMETRY_ENDPOINT", "::not a url::");
     std::fs::remove_file(user.home().join("telemetry")).unwrap();
