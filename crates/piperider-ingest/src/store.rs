@@ -643,10 +643,12 @@ pub(crate) fn day(t: chrono::DateTime<chrono::Utc>) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
-/// The events of one user (`$1`), after `FROM`. No index on
-/// `events.user_id`: an insert would touch a random page of it (see the
-/// migrations 0004). They are found through the days `daily_users` records
-/// for the user, which cover every stored event, and an index on the day.
+/// The events of one user (`$1`), after `FROM`. SQLite has no index on
+/// `events.user_id` (an insert would touch a random page of it; see its
+/// migration 0004): it finds them through the days `daily_users` records
+/// for the user, which cover every stored event, and its index on the day.
+/// PostgreSQL keeps the index, which it uses here: a deletion there runs in
+/// the request, and must end within the request timeout at any size.
 macro_rules! user_events {
     () => {
         "events WHERE day IN (SELECT day FROM daily_users WHERE user_id = $1) AND user_id = $1"

@@ -20,10 +20,3 @@ DROP INDEX projects_last_seen;
 ALTER TABLE users SET (fillfactor = 70);
 ALTER TABLE projects SET (fillfactor = 70);
 
--- As on SQLite (its migration 0004): an index on events.user_id put each
--- insert on a random page of it. A user's events are found through the
--- days `daily_users` records for the user, written in the transaction that
--- stores the events, and a BRIN index on the day, which costs an insert
--- next to nothing because events arrive in day order.
-DROP INDEX events_user;
-CREATE INDEX events_day_brin ON events USING brin (day);
