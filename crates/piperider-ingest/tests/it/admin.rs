@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{Db, Harness, USER, event, on_both};
 
@@ -14,6 +14,16 @@ async fn get_with(h: &Harness, path: &str, auth: Option<&str>) -> StatusCode {
     h.send("127.0.0.1", request.body(Body::empty()).unwrap())
         .await
         .0
+}
+
+/// The distribution of one metric in a stats answer.
+fn distribution<'a>(stats: &'a Value, metric: &str) -> &'a Value {
+    stats["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["metric"] == metric)
+        .unwrap_or_else(|| panic!("no distribution of {metric}: {stats}"))
 }
 
 on_both!(admin_needs_the_token, |db: Db| async move {
@@ -91,13 +101,10 @@ on_both!(
             json!([{"key": "postgres", "count": 1}, {"key": "sqlite", "count": 1}])
         );
         assert_eq!(stats["breakdowns"]["runtime_versions"][0]["key"], "3.11.7");
-        let rows = stats["distributions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["metric"] == "rows")
-            .unwrap();
-        assert_eq!(rows["buckets"], json!([{"key": "10-99", "count": 2}]));
+        assert_eq!(
+            distribution(&stats, "rows")["buckets"],
+            json!([{"key": "10-99", "count": 2}])
+        );
 
         // A range that excludes today is empty; a malformed range is a 400.
         let (_, old) = h
@@ -148,13 +155,10 @@ on_both!(counters_of_every_writer_add_up, |db: Db| async move {
         stats["commands"],
         json!([{"day": today, "event_type": "run", "events": 12, "errors": 0}])
     );
-    let rows = stats["distributions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["metric"] == "rows")
-        .unwrap();
-    assert_eq!(rows["buckets"], json!([{"key": "10-99", "count": 12}]));
+    assert_eq!(
+        distribution(&stats, "rows")["buckets"],
+        json!([{"key": "10-99", "count": 12}])
+    );
     h.finish().await;
 });
 
