@@ -93,7 +93,7 @@ fn next_event_id(now_ms: u64) -> uuid::Uuid {
 }
 
 /// A request body of `events` events of user `n % USERS`, stamped now.
-fn body(n: u64, events: usize) -> String {
+pub(crate) fn body(n: u64, events: usize) -> String {
     let now = chrono::Utc::now();
     let timestamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);

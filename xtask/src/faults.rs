@@ -3,6 +3,7 @@
 //! that every recorded event is stored exactly once. Each case is bounded
 //! in time and count.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,26 +93,35 @@ impl Backend {
 
     /// `GET path` with the admin token: the status and the body.
     fn get(&self, path: &str) -> Result<(u16, String)> {
+        self.request("GET", path, "")
+    }
+
+    /// One request with the admin token (and `body` as JSON when not
+    /// empty): the status and the body of the answer.
+    fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
         use std::io::{Read, Write};
+        let what = format!("{method} {path}");
         let mut stream =
-            std::net::TcpStream::connect(self.addr).map_err(|e| format!("GET {path}: {e}"))?;
+            std::net::TcpStream::connect(self.addr).map_err(|e| format!("{what}: {e}"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .map_err(|e| e.to_string())?;
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nhost: faults\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+            "{what} HTTP/1.1\r\nhost: faults\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
         )
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|e| format!("{what}: {e}"))?;
         let mut all = String::new();
         stream
             .read_to_string(&mut all)
-            .map_err(|e| format!("GET {path}: {e}"))?;
+            .map_err(|e| format!("{what}: {e}"))?;
         let status = all
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("GET {path}: no status in {all:?}"))?;
+            .ok_or_else(|| format!("{what}: no status in {all:?}"))?;
         let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         Ok((status, body.to_string()))
     }
@@ -128,8 +138,15 @@ impl Backend {
             .ok_or_else(|| format!("stats without totals.events: {body}"))
     }
 
-    /// Stored events, read straight from the database file.
+    /// Stored events, and how many distinct ids they have.
     fn stored(&self) -> Result<(i64, i64)> {
+        let ids = self.stored_ids()?;
+        let distinct = ids.iter().collect::<HashSet<_>>().len();
+        Ok((ids.len() as i64, distinct as i64))
+    }
+
+    /// The id of every stored event, read straight from the database file.
+    fn stored_ids(&self) -> Result<Vec<uuid::Uuid>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -141,13 +158,16 @@ impl Backend {
                 sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display()))
                     .await
                     .map_err(|e| e.to_string())?;
-            let row: (i64, i64) =
-                sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events")
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let ids: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM events")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
             conn.close().await.map_err(|e| e.to_string())?;
-            Ok(row)
+            ids.into_iter()
+                .map(|(id,)| {
+                    uuid::Uuid::parse_str(&id).map_err(|e| format!("event id {id:?}: {e}"))
+                })
+                .collect()
         })
     }
 }
@@ -292,6 +312,65 @@ fn runs_of(workers: Vec<std::thread::JoinHandle<Result<u64>>>) -> Result<u64> {
     Ok(runs)
 }
 
+/// Batches posted at once right before each interruption, and their events.
+const LAST_BATCHES: u64 = 4;
+const LAST_BATCH_EVENTS: usize = 250;
+
+/// Batches posted straight to the backend, all at once, just before it is
+/// killed or stopped: the ids of every event sent, and of those it
+/// answered were stored. The kill follows the last answer within
+/// microseconds. Had the backend answered before committing, its writer
+/// would then still be on the first of the four transactions' worth of
+/// events, which it takes one after another, while the answers, each
+/// parsed on its own request task, came early; the CLIs' own events, one
+/// per command, would rarely be caught in so short a window.
+#[derive(Default)]
+struct LastBatches {
+    sent: HashSet<uuid::Uuid>,
+    acknowledged: HashSet<uuid::Uuid>,
+    answered: u64,
+}
+
+impl LastBatches {
+    fn post(&mut self, backend: &Backend, round: u64) -> Result {
+        let bodies: Vec<String> = (0..LAST_BATCHES)
+            .map(|i| crate::bench_backend::body(round * LAST_BATCHES + i, LAST_BATCH_EVENTS))
+            .collect();
+        for body in &bodies {
+            let request: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| e.to_string())?;
+            for event in request["events"].as_array().into_iter().flatten() {
+                let id = event["event_id"].as_str().unwrap_or_default();
+                self.sent.insert(
+                    uuid::Uuid::parse_str(id).map_err(|e| format!("event id {id:?}: {e}"))?,
+                );
+            }
+        }
+        let answers: Vec<_> = std::thread::scope(|scope| {
+            let posts: Vec<_> = bodies
+                .iter()
+                .map(|body| scope.spawn(|| backend.request("POST", "/v1/batch", body)))
+                .collect();
+            posts.into_iter().map(|p| p.join()).collect()
+        });
+        for answer in answers {
+            // Not answered (the backend was still starting): nothing was promised.
+            let Ok(Ok((200, answer))) = answer else {
+                continue;
+            };
+            let answer: piperider_event::BatchResponse = serde_json::from_str(&answer)
+                .map_err(|e| format!("the answer to a batch: {e}: {answer}"))?;
+            self.answered += 1;
+            self.acknowledged
+                .extend(answer.results.iter().filter_map(|r| {
+                    use piperider_event::ResultStatus::{Accepted, Duplicate};
+                    matches!(r.status, Accepted | Duplicate).then_some(r.event_id?)
+                }));
+        }
+        Ok(())
+    }
+}
+
 fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) -> Result {
     let addr = free_addr()?;
     let endpoint = format!("http://{addr}");
@@ -303,11 +382,13 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
     let workers = cli_workers(&users, &endpoint, &stop, 600, Duration::ZERO);
     let started = Instant::now();
     let mut kills = 0;
+    let mut last = LastBatches::default();
     while workers.iter().any(|w| !w.is_finished()) {
         if started.elapsed() > Duration::from_secs(240) {
             stop.store(true, Ordering::Relaxed);
         }
         std::thread::sleep(Duration::from_millis(350));
+        last.post(&backend, kills)?;
         if graceful {
             backend.terminate()?;
         } else {
@@ -319,11 +400,34 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
     }
     let mut runs = runs_of(workers)?;
     drain(&users, &endpoint, &mut runs)?;
-    let (stored, distinct) = backend.stored()?;
+    let ids = backend.stored_ids()?;
+    let all = ids.len() as i64;
+    let (last_stored, from_clis): (Vec<_>, Vec<_>) =
+        ids.into_iter().partition(|id| last.sent.contains(id));
+    let last_stored: HashSet<_> = last_stored.into_iter().collect();
+    let lost = last.acknowledged.difference(&last_stored).count();
+    let stored = from_clis.len() as i64;
+    let distinct = from_clis.iter().collect::<HashSet<_>>().len() as i64;
     let signal = if graceful { "SIGTERM" } else { "SIGKILL" };
     eprintln!(
-        "xtask: faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct)"
+        "xtask: faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct); \
+         {} of {} events acknowledged just before a {signal} are stored",
+        last.acknowledged.len() - lost,
+        last.acknowledged.len()
     );
+    if lost > 0 {
+        return Err(format!(
+            "{lost} events answered as stored right before a {signal} were not stored: \
+             the backend answered before committing"
+        ));
+    }
+    if last.answered * 2 < kills * LAST_BATCHES {
+        return Err(format!(
+            "only {} of the {} batches posted before a {signal} were answered: the case tested too little",
+            last.answered,
+            kills * LAST_BATCHES
+        ));
+    }
     for (home, _) in &users {
         let dropped =
             std::fs::read_to_string(home.join("telemetry/dropped-events")).unwrap_or_default();
@@ -338,20 +442,21 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
             "only {kills} kills happened: the case tested too little"
         ));
     }
-    exactly_once(&backend, runs, stored, distinct)
+    exactly_once(&backend, runs, (stored, distinct), all)
 }
 
-/// Every recorded event stored once, and counted once by the rollups.
-fn exactly_once(backend: &Backend, runs: u64, stored: i64, distinct: i64) -> Result {
+/// Every recorded event stored once (`stored` of them, with `distinct`
+/// ids), and all `all` events in the database counted once by the rollups.
+fn exactly_once(backend: &Backend, runs: u64, (stored, distinct): (i64, i64), all: i64) -> Result {
     if stored != runs as i64 || distinct != stored {
         return Err(format!(
             "{runs} events recorded, {stored} stored ({distinct} distinct): not exactly once"
         ));
     }
     let rolled_up = backend.rolled_up()?;
-    if rolled_up != stored {
+    if rolled_up != all {
         return Err(format!(
-            "{stored} events stored but the rollups count {rolled_up}"
+            "{all} events stored but the rollups count {rolled_up}"
         ));
     }
     Ok(())
@@ -429,7 +534,7 @@ fn storage_away_loses_nothing(work: &Path) -> Result {
             "readyz failed only {unready} of 2 times while the database was away"
         ));
     }
-    exactly_once(&backend, runs, stored, distinct)
+    exactly_once(&backend, runs, (stored, distinct), stored)
 }
 
 /// A tmpfs mounted for the length of a case; unmounted when dropped.
