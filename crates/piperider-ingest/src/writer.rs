@@ -262,23 +262,34 @@ impl Writer {
 
 /// `first` and the store jobs queued behind it (from `next`), up to the
 /// group limits; a job of another kind ends the group and is handed back.
-pub(crate) fn gather(
-    first: Batch,
-    mut next: impl FnMut() -> Option<Job>,
-) -> (Vec<Batch>, Option<Job>) {
-    let mut events = first.events.len();
+pub(crate) fn gather(first: Batch, next: impl FnMut() -> Option<Job>) -> (Vec<Batch>, Option<Job>) {
     let mut jobs = vec![first];
+    let other = gather_into(&mut jobs, next);
+    (jobs, other)
+}
+
+/// Adds the store jobs queued (from `next`) to `jobs`, up to the group
+/// limits; a job of another kind ends the group and is handed back.
+pub(crate) fn gather_into(
+    jobs: &mut Vec<Batch>,
+    mut next: impl FnMut() -> Option<Job>,
+) -> Option<Job> {
+    let mut events = events_in(jobs);
     while jobs.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
         match next() {
             Some(Job::Store(batch)) => {
                 events += batch.events.len();
                 jobs.push(batch);
             }
-            Some(other) => return (jobs, Some(other)),
-            None => break,
+            other => return other,
         }
     }
-    (jobs, None)
+    None
+}
+
+/// Events in a group of jobs.
+pub(crate) fn events_in(jobs: &[Batch]) -> usize {
+    jobs.iter().map(|j| j.events.len()).sum()
 }
 
 /// The events, user hashes and quarantined events of a group of jobs, as
