@@ -260,8 +260,7 @@ impl Writer {
     }
 }
 
-/// `first` and the store jobs queued behind it (from `next`), up to the
-/// group limits; a job of another kind ends the group and is handed back.
+/// A group: `first` and the store jobs queued behind it (see [`gather_into`]).
 pub(crate) fn gather(first: Batch, next: impl FnMut() -> Option<Job>) -> (Vec<Batch>, Option<Job>) {
     let mut jobs = vec![first];
     let other = gather_into(&mut jobs, next);
