@@ -1,7 +1,7 @@
 //! Fault injection, run by `cargo xtask test` on release binaries: kill
 //! the backend while real CLIs deliver, start many CLIs at once, and check
-//! that every recorded event is stored exactly once. Each case is bounded
-//! in time and count.
+//! that every recorded event is stored exactly once and every event the
+//! backend acknowledged is stored. Each case is bounded in time and count.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
