@@ -140,9 +140,7 @@ impl Backend {
 
     /// Stored events, and how many distinct ids they have.
     fn stored(&self) -> Result<(i64, i64)> {
-        let ids = self.stored_ids()?;
-        let distinct = ids.iter().collect::<HashSet<_>>().len();
-        Ok((ids.len() as i64, distinct as i64))
+        Ok(count_distinct(&self.stored_ids()?))
     }
 
     /// The id of every stored event, read straight from the database file.
@@ -170,6 +168,12 @@ impl Backend {
                 .collect()
         })
     }
+}
+
+/// How many ids, and how many distinct ones.
+fn count_distinct(ids: &[uuid::Uuid]) -> (i64, i64) {
+    let distinct = ids.iter().collect::<HashSet<_>>().len();
+    (ids.len() as i64, distinct as i64)
 }
 
 impl Drop for Backend {
@@ -406,8 +410,7 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
         ids.into_iter().partition(|id| last.sent.contains(id));
     let last_stored: HashSet<_> = last_stored.into_iter().collect();
     let lost = last.acknowledged.difference(&last_stored).count();
-    let stored = from_clis.len() as i64;
-    let distinct = from_clis.iter().collect::<HashSet<_>>().len() as i64;
+    let (stored, distinct) = count_distinct(&from_clis);
     let signal = if graceful { "SIGTERM" } else { "SIGKILL" };
     eprintln!(
         "xtask: faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct); \
