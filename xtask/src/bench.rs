@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use piperider_testkit::{Mode, Sink};
 use serde_json::{Value, json};
 
-use crate::{Result, root, run_step, sample};
+use crate::{Result, run_step, sample};
 
 struct Settings {
     cli_iterations: usize,
@@ -27,7 +27,7 @@ pub(crate) fn run(quick: bool) -> Result {
         "release build",
         &["piperider-cli", "piperider-ingest", "xtask"],
     )?;
-    let mut cmd = std::process::Command::new(root().join("target/release/xtask"));
+    let mut cmd = std::process::Command::new(crate::binary("release", "xtask"));
     cmd.arg("bench-run");
     if quick {
         cmd.arg("--quick");
@@ -40,7 +40,7 @@ pub(crate) fn run_measurements(quick: bool) -> Result {
         cli_iterations: if quick { 41 } else { 121 },
         isolated_iterations: if quick { 11 } else { 31 },
     };
-    let exe = root().join("target/release/piperider");
+    let exe = crate::binary("release", "piperider");
     let work = std::env::temp_dir().join(format!("piperider-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -67,7 +67,7 @@ pub(crate) fn run_measurements(quick: bool) -> Result {
         }),
     );
 
-    let dir = root().join("target/bench");
+    let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("report.json");
     let text =

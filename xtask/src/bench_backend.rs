@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use crate::Result;
 use crate::load::{self, BodyFn};
-use crate::{Result, root};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// Connections of the latency phase.
@@ -160,7 +160,7 @@ struct Backend {
 impl Backend {
     fn start(database_url: &str) -> Result<Backend> {
         let addr = free_port()?;
-        let child = Command::new(root().join("target/release/piperider-ingest"))
+        let child = Command::new(crate::binary("release", "piperider-ingest"))
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -457,7 +457,7 @@ struct NoopServer {
 
 impl NoopServer {
     fn start() -> Result<NoopServer> {
-        let mut child = Command::new(root().join("target/release/xtask"))
+        let mut child = Command::new(crate::binary("release", "xtask"))
             .arg("noop-server")
             .stdout(Stdio::piped())
             .spawn()

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, root, run_step, sample};
+use crate::{Result, cargo, run_step, sample};
 
 const DEFAULT_PORT: u16 = 8700;
 
 fn data_dir() -> PathBuf {
-    root().join("target/piperider-dev")
+    crate::target_dir().join("piperider-dev")
 }
 
 /// The admin token, made once and kept in the data folder.
@@ -74,27 +74,27 @@ pub(crate) fn run() -> Result {
         ));
     }
     run_step(
-        "build piperider and piperider-ingest",
+        "build piperider and piperider-demo-cloud",
         cargo().args([
             "build",
             "--quiet",
             "-p",
             "piperider-cli",
             "-p",
-            "piperider-ingest",
+            "piperider-demo-cloud",
         ]),
     )?;
     let dir = data_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let token = admin_token(&dir)?;
-    let bin = root().join("target/debug");
-    let mut ingest = Command::new(bin.join("piperider-ingest"))
+    let bin = crate::target_dir().join("debug");
+    // The backend with the demo Cloud site beside it (never in the production binary).
+    let mut ingest = Command::new(bin.join("piperider-demo-cloud"))
         .args(["--listen", &addr.to_string()])
         .arg("--database-url")
         .arg(format!("sqlite:{}", dir.join("ingest.db").display()))
         .arg("--admin-token-file")
         .arg(dir.join("admin-token"))
-        .arg("--demo-cloud")
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting piperider-ingest: {e}"))?;

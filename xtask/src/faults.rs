@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{Result, root, sample};
+use crate::{Result, sample};
 
 const TOKEN: &str = "faults-admin-token-0123456789";
 
@@ -33,7 +33,7 @@ impl Backend {
     }
 
     fn restart(&mut self) -> Result {
-        let child = Command::new(root().join("target/release/piperider-ingest"))
+        let child = Command::new(crate::binary("release", "piperider-ingest"))
             .args([
                 "--listen",
                 &self.addr.to_string(),
@@ -210,7 +210,7 @@ fn user(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
 
 fn piperider(home: &Path, project: &Path, endpoint: &str, args: &[&str]) -> Command {
     let mut cmd = crate::piperider_command(
-        &root().join("target/release/piperider"),
+        &crate::binary("release", "piperider"),
         home,
         project,
         endpoint,

@@ -112,6 +112,34 @@ pub(crate) fn piperider_command(
     cmd
 }
 
+/// Cargo's target directory for this workspace: `CARGO_TARGET_DIR` or the
+/// build configuration's, as `cargo metadata` reports it (never assumed to
+/// be `target/` under the root).
+pub(crate) fn target_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let from_cargo = cargo()
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["target_directory"].as_str().map(PathBuf::from));
+        from_cargo
+            .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| root().join("target"))
+    })
+    .clone()
+}
+
+/// A binary built in `profile` (`debug` or `release`).
+pub(crate) fn binary(profile: &str, name: &str) -> PathBuf {
+    target_dir()
+        .join(profile)
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());

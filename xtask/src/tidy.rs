@@ -47,7 +47,15 @@ const LAYERS: &[Layer] = &[
     Layer {
         krate: "piperider-consent",
         internal: &["piperider-event"],
-        forbidden: &["sqlx", "ureq", "clap", "serde_yaml"],
+        forbidden: &[
+            "axum",
+            "hyper",
+            "tokio",
+            "sqlx",
+            "ureq",
+            "clap",
+            "serde_yaml",
+        ],
     },
     Layer {
         krate: "piperider-collector",
@@ -57,6 +65,16 @@ const LAYERS: &[Layer] = &[
     Layer {
         krate: "piperider-ingest",
         internal: &["piperider-event", "piperider-consent"],
+        forbidden: &[
+            "ureq",
+            "piperider-profile",
+            "piperider-collector",
+            "piperider-cli",
+        ],
+    },
+    Layer {
+        krate: "piperider-demo-cloud",
+        internal: &["piperider-ingest", "piperider-consent", "piperider-event"],
         forbidden: &[
             "ureq",
             "piperider-profile",

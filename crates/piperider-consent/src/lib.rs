@@ -15,9 +15,11 @@
 //! No IO: times come in as arguments.
 
 mod cookie;
+mod http;
 mod record;
 
 pub use cookie::{COOKIE_NAME, CookieCodec};
+pub use http::{ConsentAnswer, cookie_value, gpc, set_cookie};
 pub use record::{
     Choice, ConsentId, ConsentRecord, ConsentState, FORMAT_VERSION, Policy, Purpose, state,
 };

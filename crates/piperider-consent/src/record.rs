@@ -19,7 +19,7 @@ pub enum Purpose {
 }
 
 /// What the visitor chose on the banner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
     AcceptAll,
@@ -43,7 +43,7 @@ impl Choice {
 }
 
 /// Where a visitor stands. Pending is treated as a refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentState {
     /// No valid, current decision: show the banner, track nothing.

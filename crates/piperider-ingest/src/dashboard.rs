@@ -3,66 +3,18 @@
 //! figures for a date range, drawn on the server as SVG (no script, no
 //! network asset), readable with zero, one or thousands of points.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, TimeDelta};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
-use crate::AppState;
+use crate::admin::Range;
+use crate::edge::body::Expected;
+use crate::edge::{Admin, Form, Query, SESSION_COOKIE, SESSION_TTL, session_of};
 use crate::error::ApiError;
-use crate::store::Count;
-
-const SESSION_COOKIE: &str = "piperider_admin";
-const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-
-/// Admin sessions, in memory: a restart logs everyone out.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, Instant>>);
-
-impl Sessions {
-    fn create(&self) -> String {
-        let id = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        if let Ok(mut map) = self.0.lock() {
-            map.retain(|_, t| t.elapsed() < SESSION_TTL);
-            map.insert(id.clone(), Instant::now());
-        }
-        id
-    }
-
-    fn valid(&self, id: &str) -> bool {
-        self.0
-            .lock()
-            .is_ok_and(|map| map.get(id).is_some_and(|t| t.elapsed() < SESSION_TTL))
-    }
-
-    fn end(&self, id: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(id);
-        }
-    }
-}
-
-fn session_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.to_string())
-}
+use crate::state::AppState;
+use crate::storage::reports::Count;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -88,6 +40,10 @@ pub(crate) struct Login {
     token: String,
 }
 
+impl Expected for Login {
+    const EXPECTED: &'static str = "with the field `token`";
+}
+
 fn login_page(message: &str) -> Response {
     shell(
         "Log in",
@@ -103,10 +59,7 @@ fn login_page(message: &str) -> Response {
 
 /// `POST /admin/login`.
 pub(crate) async fn login(State(app): State<AppState>, Form(form): Form<Login>) -> Response {
-    let expected = app.config.admin_token.as_deref().unwrap_or("");
-    let ok =
-        !expected.is_empty() && bool::from(form.token.trim().as_bytes().ct_eq(expected.as_bytes()));
-    if !ok {
+    if !app.is_admin_token(&form.token) {
         return login_page("That is not the admin token.");
     }
     let id = app.admin_sessions.create();
@@ -123,22 +76,15 @@ pub(crate) async fn login(State(app): State<AppState>, Form(form): Form<Login>) 
 /// `POST /admin/logout`.
 pub(crate) async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_of(&headers) {
-        app.admin_sessions.end(&id);
+        app.admin_sessions.end(id);
     }
     let mut r = Redirect::to("/admin").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "piperider_admin=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct Range {
-    from: Option<String>,
-    to: Option<String>,
 }
 
 /// A horizontal bar chart of counts by key.
@@ -225,22 +171,21 @@ fn section(title: &str, chart: String) -> String {
 
 /// `GET /admin`.
 pub(crate) async fn page(
+    admin: Option<Admin>,
     State(app): State<AppState>,
-    headers: HeaderMap,
     Query(range): Query<Range>,
 ) -> Result<Response, ApiError> {
-    if !session_of(&headers).is_some_and(|id| app.admin_sessions.valid(&id)) {
+    if admin.is_none() {
         return Ok(login_page(
             "Log in with the admin token to see the figures.",
         ));
     }
-    let (from, to) = crate::admin::date_range(range.from.as_deref(), range.to.as_deref())?;
-    let stats = crate::admin::load_stats(&app, from, to).await?;
+    let (from, to) = range.days()?;
+    let stats = app.store.stats(from, to).await?;
     let cloud = app
         .store
         .cloud_stats(&from.to_string(), &to.to_string())
-        .await
-        .map_err(|e| app.storage_error(e))?;
+        .await?;
     let commands_per_day: Vec<Count> = stats
         .daily_totals
         .iter()
@@ -266,7 +211,7 @@ pub(crate) async fn page(
         "<header><b>piperider-ingest</b> dashboard<form method=get action=/admin>From <input type=date name=from value={from}> to <input type=date name=to value={to}> <button type=submit>Show</button></form>\
          <form method=post action=/admin/logout><button type=submit>Log out</button></form></header><main>\
          <div class=kpis><div><b id=active-users>{}</b>active users</div><div><b>{}</b>users in all</div><div><b>{}</b>active projects</div><div><b id=commands>{}</b>commands</div><div><b>{}</b>rows profiled</div></div>",
-        stats.active_users, stats.total_users, stats.active_projects, t.events, t.rows
+        stats.active_users, stats.total_users, stats.active_projects, t.events, t.figures.rows
     );
     for (title, chart) in [
         (
@@ -280,18 +225,18 @@ pub(crate) async fn page(
         (
             "Tables, columns and rows profiled",
             bars(&figures(&[
-                ("tables", t.tables),
-                ("columns", t.columns),
-                ("rows", t.rows),
+                ("tables", t.figures.tables),
+                ("columns", t.figures.columns),
+                ("rows", t.figures.rows),
             ])),
         ),
         (
             "Assertions",
             bars(&figures(&[
-                ("built-in", t.builtin_assertions),
-                ("custom", t.custom_assertions),
-                ("passed", t.passed_assertions),
-                ("failed", t.failed_assertions),
+                ("built-in", t.figures.builtin_assertions),
+                ("custom", t.figures.custom_assertions),
+                ("passed", t.figures.passed_assertions),
+                ("failed", t.figures.failed_assertions),
             ])),
         ),
         ("Countries", b("countries")),

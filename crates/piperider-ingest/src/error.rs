@@ -13,6 +13,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("not found")]
     NotFound,
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request timeout")]
+    Timeout,
     #[error("payload too large: {0}")]
     TooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -37,6 +43,24 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "nothing is stored under that id".into(),
+                None,
+            ),
+            ApiError::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "there is no such route; see /openapi.json".into(),
+                None,
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see /openapi.json".into(),
+                None,
+            ),
+            ApiError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request took too long; nothing more was done".into(),
                 None,
             ),
             ApiError::TooLarge(r) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.clone(), None),
@@ -77,5 +101,16 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    /// A storage failure: logged here (its text names no client input sent
+    /// back), answered as 503 with nothing stored.
+    fn from(e: crate::storage::StorageError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::Unavailable {
+            retry_after_secs: 5,
+        }
     }
 }

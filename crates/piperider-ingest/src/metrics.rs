@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,7 +11,6 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -57,15 +55,11 @@ pub(crate) struct Metrics {
     pub(crate) events: Family<EventLabels, Counter>,
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) request_seconds: Family<RequestLabels, Histogram>,
-    pub(crate) commit_events: Histogram,
-    pub(crate) commit_requests: Histogram,
-    pub(crate) commit_seconds: Histogram,
-    /// 1 from a failed group commit until a commit (or a readiness probe) succeeds.
-    pub(crate) storage_failing: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The service's registry, with the storage writers' figures in it.
+    pub(crate) fn new(commits: &crate::storage::CommitMetrics) -> Self {
         let mut registry = Registry::with_prefix("piperider_ingest");
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
@@ -87,39 +81,12 @@ impl Default for Metrics {
             "HTTP request latency",
             request_seconds.clone(),
         );
-        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register(
-            "commit_events",
-            "Events per group commit",
-            commit_events.clone(),
-        );
-        let commit_requests = Histogram::new(exponential_buckets(1.0, 2.0, 10));
-        registry.register(
-            "commit_requests",
-            "Requests per group commit",
-            commit_requests.clone(),
-        );
-        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        registry.register(
-            "commit_duration_seconds",
-            "Time of one group commit",
-            commit_seconds.clone(),
-        );
-        let storage_failing = Gauge::default();
-        registry.register(
-            "storage_failing",
-            "1 while storage is failing: the last group commit failed and no later commit or readiness probe succeeded",
-            storage_failing.clone(),
-        );
+        commits.register(&mut registry);
         Metrics {
             registry,
             events,
             requests,
             request_seconds,
-            commit_events,
-            commit_requests,
-            commit_seconds,
-            storage_failing,
         }
     }
 }
@@ -142,14 +109,14 @@ impl Metrics {
 /// it. Never the address, the query string or a path parameter. A plain
 /// tower layer: it costs no allocation per request beyond its future.
 #[derive(Debug, Clone)]
-pub(crate) struct ObserveLayer(pub(crate) Arc<Metrics>);
+pub(crate) struct ObserveLayer(pub(crate) crate::state::AppState);
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            metrics: self.0.clone(),
+            app: self.0.clone(),
         }
     }
 }
@@ -157,7 +124,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct Observe<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    app: crate::state::AppState,
 }
 
 impl<S> tower::Service<Request> for Observe<S>
@@ -181,8 +148,9 @@ where
         let method = request.method().clone();
         let started = Instant::now();
         let response = self.inner.call(request);
-        let metrics = self.metrics.clone();
+        let app = self.app.clone();
         Box::pin(async move {
+            let metrics = &app.metrics;
             let response = response.await?;
             let took = started.elapsed();
             let labels = RequestLabels {

@@ -1,16 +1,120 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 document whose schemas are
-//! generated from the same Rust types the service reads and writes.
+//! `GET /openapi.json`: an OpenAPI 3.1 document of every route, every
+//! status it can answer and every content type, whose schemas are
+//! generated from the same Rust types the service reads and writes. A test
+//! holds its paths and methods against the router's ([`crate::edge::routes`]).
 
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use piperider_consent::ConsentAnswer;
 use piperider_event::{Batch, BatchResponse, CliEvent, CloudEvent, DeletionRequest};
 
-use crate::store::{Stats, UserReport};
+use crate::edge::body::{MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES};
+use crate::storage::reports::{Stats, UserReport};
 
 fn reference<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> Value {
     generator.subschema_for::<T>().to_value()
+}
+
+/// The one error shape every refusal takes.
+fn error_schema() -> Value {
+    json!({"type": "object", "required": ["error", "reason"], "additionalProperties": false,
+        "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}})
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// A response: `content` may be null (no body).
+fn response(description: &str, content: Value) -> Value {
+    let mut r = json!({"description": description});
+    if !content.is_null() {
+        r["content"] = content;
+    }
+    r
+}
+
+/// An error response in the one error shape.
+fn error(description: &str) -> Value {
+    response(
+        description,
+        json_content(json!({"$ref": "#/components/schemas/Error"})),
+    )
+}
+
+/// The statuses every route may answer whatever it does.
+fn common(responses: &mut Map<String, Value>) {
+    responses.insert(
+        "408".into(),
+        error("The request took longer than the configured timeout"),
+    );
+    responses.insert("405".into(), error("The route does not take this method"));
+}
+
+/// The statuses of a route behind the admission layer.
+fn admitted(responses: &mut Map<String, Value>) {
+    responses.insert("413".into(), error(&format!("The body is larger than {MAX_BODY_BYTES} bytes as sent or {MAX_DECOMPRESSED_BYTES} decompressed")));
+    responses.insert(
+        "429".into(),
+        error(
+            "Rate limited: too many requests from this address (or for this user); see Retry-After",
+        ),
+    );
+}
+
+/// The statuses of a route with a JSON body.
+fn json_body(responses: &mut Map<String, Value>) {
+    responses.insert(
+        "400".into(),
+        error("The body is not what the route takes (the reason says what is)"),
+    );
+    responses.insert(
+        "415".into(),
+        error("Content-Type is not application/json, or Content-Encoding is neither gzip nor none"),
+    );
+}
+
+fn unavailable(responses: &mut Map<String, Value>) {
+    responses.insert(
+        "503".into(),
+        error("Storage unavailable; nothing was stored; see Retry-After"),
+    );
+}
+
+fn admin(responses: &mut Map<String, Value>) {
+    responses.insert(
+        "401".into(),
+        error("No admin token (Authorization: Bearer) or dashboard session"),
+    );
+}
+
+/// One operation: its summary, request body, own responses and the shared ones `extra` adds.
+fn op(
+    summary: &str,
+    body: Option<Value>,
+    own: Value,
+    extra: &[fn(&mut Map<String, Value>)],
+) -> Value {
+    let mut responses = own.as_object().cloned().unwrap_or_default();
+    common(&mut responses);
+    for add in extra {
+        add(&mut responses);
+    }
+    let mut o = json!({"summary": summary, "responses": responses});
+    if let Some(content) = body {
+        o["requestBody"] = json!({"required": true, "content": content});
+    }
+    o
+}
+
+fn user_id_parameter() -> Value {
+    json!([{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}])
+}
+
+fn text(media: &str) -> Value {
+    json!({media: {"schema": {"type": "string"}}})
 }
 
 pub(crate) fn document() -> Value {
@@ -24,76 +128,102 @@ pub(crate) fn document() -> Value {
     let stats = reference::<Stats>(&mut generator);
     let user = reference::<UserReport>(&mut generator);
     let cloud_event = reference::<CloudEvent>(&mut generator);
-    let schemas = generator.take_definitions(true);
-    let error = json!({"description": "An error", "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"error": {"type": "string"}, "reason": {"type": "string"}}}}}});
-    let bearer = json!([{"admin": []}]);
+    let consent = reference::<ConsentAnswer>(&mut generator);
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert("Error".into(), error_schema());
+    let decision = json!({"type": "object", "required": ["choice"], "additionalProperties": false,
+        "properties": {"choice": {"enum": ["accept_all", "necessary_only"]}, "source": {"enum": ["banner", "settings"]}}});
+    let login = json!({"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}});
+    let range = json!([
+        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}}
+    ]);
+    let html = text("text/html");
+    let redirect = json!({"303": response("Redirected to the dashboard", Value::Null)});
+    let mut stats_op = op(
+        "Dashboard figures for a date range (default: the last 30 days)",
+        None,
+        json!({"200": response("Figures", json_content(stats)), "400": error("A date is not YYYY-MM-DD, `from` is after `to`, or the range is over ten years")}),
+        &[admin, unavailable],
+    );
+    stats_op["security"] = json!([{"admin": []}]);
+    stats_op["parameters"] = range.clone();
+    let mut user_get = op(
+        "Everything stored about one user",
+        None,
+        json!({"200": response("The user", json_content(user)), "400": error("Not a user id"), "404": error("Nothing is stored for that id")}),
+        &[admin, unavailable],
+    );
+    let mut user_delete = op(
+        "Delete everything stored about one user",
+        None,
+        json!({"204": response("Deleted", Value::Null), "400": error("Not a user id")}),
+        &[admin, unavailable],
+    );
+    for o in [&mut user_get, &mut user_delete] {
+        o["security"] = json!([{"admin": []}]);
+        o["parameters"] = user_id_parameter();
+    }
+    let mut dashboard = op(
+        "The dashboard (or its log-in page without a session)",
+        None,
+        json!({"200": response("HTML", html.clone()), "400": error("A date is not YYYY-MM-DD, or the range is wrong")}),
+        &[unavailable],
+    );
+    dashboard["parameters"] = range;
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "piperider-ingest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "PipeRider telemetry ingestion, privacy and admin API."
+            "description": "PipeRider telemetry ingestion, privacy, Cloud consent and admin API. Every refusal is a JSON object {\"error\", \"reason\"}; a reason never repeats the input."
         },
         "paths": {
-            "/v1/batch": {"post": {
-                "summary": "Store a batch of CLI events (gzip allowed; at most 500 events, 1 MiB compressed, 8 MiB decompressed)",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": batch}}},
-                "responses": {
-                    "200": {"description": "A result per event, in input order: accepted, duplicate or rejected (with the field and reason). Sent only after the events are committed.",
-                            "content": {"application/json": {"schema": batch_response}}},
-                    "400": {"description": "A malformed envelope (or every event rejected: the body then lists why, event by event)"},
-                    "413": error, "415": error,
-                    "429": {"description": "Rate limited; see Retry-After"},
-                    "503": {"description": "Storage unavailable; nothing stored; see Retry-After"}
-                }
-            }},
-            "/v1/deletion-requests": {"post": {
-                "summary": "Delete everything stored for a user id; later events for it are dropped",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": deletion}}},
-                "responses": {"202": {"description": "Deleted"}, "400": error, "429": error, "503": error}
-            }},
+            "/v1/batch": {"post": op(
+                &format!("Store a batch of CLI events (gzip allowed; at most {} events)", piperider_event::limits::MAX_BATCH_EVENTS),
+                Some(json_content(batch)),
+                json!({
+                    "200": response("A result per event, in input order: accepted, duplicate or rejected (with the field and reason). Sent only after the events are committed.", json_content(batch_response.clone())),
+                    "400": response("A malformed envelope (the one error shape), or every event rejected (a result per event)", json!({"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Error"}, batch_response]}}}))
+                }),
+                &[json_body, admitted, unavailable])},
+            "/v1/deletion-requests": {"post": op(
+                "Delete everything stored for a user id; later events for it are dropped",
+                Some(json_content(deletion)),
+                json!({"202": response("Deleted", Value::Null)}),
+                &[json_body, admitted, unavailable])},
             "/v1/consent": {
-                "post": {
-                    "summary": "Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["choice"], "additionalProperties": false,
-                        "properties": {"choice": {"enum": ["accept_all", "necessary_only"]}, "source": {"enum": ["banner", "settings"]}}}}}},
-                    "responses": {"200": {"description": "The state now (granted or denied), with Set-Cookie"}, "400": error}
-                },
-                "get": {"summary": "The state the request's consent cookie gives (pending, granted, denied)", "responses": {"200": {"description": "The state"}}}
+                "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
+                    Some(json_content(decision)),
+                    json!({"200": response("The state now (granted or denied), with Set-Cookie", json_content(consent.clone()))}),
+                    &[json_body, admitted, unavailable]),
+                "get": op("The state the request's consent cookie gives (pending, granted, denied)", None,
+                    json!({"200": response("The state", json_content(consent))}), &[admitted])
             },
-            "/v1/cloud/events": {"post": {
-                "summary": "Store one Cloud event, only for a request with a valid, current Accept All cookie",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": cloud_event}}},
-                "responses": {"204": {"description": "Stored with consent; without consent nothing is stored and the answer is the same"}, "400": error}
-            }},
-            "/v1/admin/stats": {"get": {
-                "summary": "Dashboard figures for a date range",
-                "security": bearer,
-                "parameters": [
-                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
-                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}}
-                ],
-                "responses": {"200": {"description": "Figures", "content": {"application/json": {"schema": stats}}}, "400": error, "401": error}
-            }},
-            "/v1/admin/users/{user_id}": {
-                "get": {
-                    "summary": "Everything stored about one user",
-                    "security": bearer,
-                    "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
-                    "responses": {"200": {"description": "The user", "content": {"application/json": {"schema": user}}}, "401": error, "404": error}
-                },
-                "delete": {
-                    "summary": "Delete everything stored about one user",
-                    "security": bearer,
-                    "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
-                    "responses": {"204": {"description": "Deleted"}, "401": error}
-                }
-            },
-            "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "The database is reachable", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OpenMetrics text"}}}}
+            "/v1/cloud/events": {"post": op(
+                "Store one Cloud event, only for a request with a valid, current Accept All cookie",
+                Some(json_content(cloud_event)),
+                json!({"204": response("Stored with consent; without consent nothing is stored and the answer is the same", Value::Null)}),
+                &[json_body, admitted, unavailable])},
+            "/admin/login": {"post": op("Log in to the dashboard with the admin token (a session cookie)", Some(login),
+                json!({"303": response("Logged in: redirected to the dashboard, with Set-Cookie", Value::Null),
+                       "200": response("Not the admin token: the log-in page again", html.clone()),
+                       "400": error("The form has no token"),
+                       "415": error("Content-Type is not application/x-www-form-urlencoded")}),
+                &[admitted])},
+            "/admin/logout": {"post": op("End the dashboard session", None, redirect, &[])},
+            "/admin": {"get": dashboard},
+            "/v1/admin/stats": {"get": stats_op},
+            "/v1/admin/users/{user_id}": {"get": user_get, "delete": user_delete},
+            "/consent.js": {"get": op("The Cloud consent banner and consent-gated tracker", None,
+                json!({"200": response("The script", text("text/javascript"))}), &[])},
+            "/healthz": {"get": op("The process is up", None, json!({"200": response("ok", text("text/plain"))}), &[])},
+            "/readyz": {"get": op("The database is reachable (and writable after a failed commit)", None,
+                json!({"200": response("ready", text("text/plain"))}), &[unavailable])},
+            "/metrics": {"get": op("Prometheus metrics", None,
+                json!({"200": response("OpenMetrics text", text("application/openmetrics-text"))}), &[])},
+            "/openapi.json": {"get": op("This document", None,
+                json!({"200": response("OpenAPI 3.1", json_content(json!({"type": "object"})))}), &[])}
         },
         "components": {
             "schemas": schemas,

@@ -3,8 +3,8 @@
 
 mod admin;
 mod bad_input;
-mod browser;
 mod cloud;
+mod edge;
 mod fuzz;
 mod ingest;
 mod operations;
@@ -162,7 +162,7 @@ impl Harness {
         config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
         tune(&mut config);
         let store = Store::connect(&url).await.unwrap();
-        let (state, _writers) = AppState::new(config, store, geo_fixture()).await.unwrap();
+        let state = AppState::new(config, store, geo_fixture()).await.unwrap();
         Some(Harness {
             state,
             dir,
@@ -202,9 +202,9 @@ impl Harness {
 
     /// Another service instance on the same database, with its configuration changed.
     pub(crate) async fn with_config(&self, tune: impl FnOnce(&mut Config)) -> Harness {
-        let mut config = (*self.state.config_for_tests()).clone();
+        let mut config = self.state.config().clone();
         tune(&mut config);
-        let (state, _writers) = AppState::new(config, self.store().clone(), geo_fixture())
+        let state = AppState::new(config, self.store().clone(), geo_fixture())
             .await
             .unwrap();
         Harness {

@@ -60,19 +60,18 @@ impl Site {
                 .unwrap();
             runtime.block_on(async move {
                 let mut config = piperider_ingest::Config::for_database(&url);
-                config.demo_cloud = true;
                 config.admin_token = Some(DASHBOARD_TOKEN.into());
                 config.consent_policy_version = policy;
                 let store = piperider_ingest::Store::connect(&url).await.unwrap();
-                let (app_state, _w) = piperider_ingest::AppState::new(
+                let app_state = piperider_ingest::AppState::new(
                     config,
-                    store,
+                    store.clone(),
                     piperider_ingest::Geo::default(),
                 )
                 .await
                 .unwrap();
                 *shared.lock().unwrap() = Some(app_state.clone());
-                let router = piperider_ingest::app(app_state);
+                let router = piperider_ingest::app(app_state).merge(piperider_demo_cloud::routes());
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 axum::serve(
                     listener,
@@ -83,6 +82,8 @@ impl Site {
                 })
                 .await
                 .unwrap();
+                // The writer lets go of the file, for the next site on it.
+                store.close().await;
             });
         });
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -136,6 +137,7 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
+        self.state.lock().unwrap().take();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -633,7 +635,7 @@ fn the_dashboard_shows_real_events_as_charts() {
         return;
     };
     // Real events: CLI runs through the ingestion endpoint, Cloud visits through the browser.
-    let events: Vec<Value> = (0..3).map(|_| crate::event(crate::USER)).collect();
+    let events: Vec<Value> = (0..3).map(|_| crate::event()).collect();
     let mut answer = ureq::post(site.url("/v1/batch"))
         .header("content-type", "application/json")
         .send(json!({"events": events}).to_string())
@@ -704,7 +706,7 @@ fn the_dashboard_shows_real_events_as_charts() {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(png.as_str().unwrap())
         .unwrap();
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artefacts");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-artefacts");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("dashboard.png"), &bytes).unwrap();
     assert!(bytes.len() > 10_000, "an empty screenshot");

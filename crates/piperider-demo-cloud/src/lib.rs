@@ -1,4 +1,5 @@
-//! A small PipeRider-Cloud-like site (`--demo-cloud`), so a person or a
+//! A small PipeRider-Cloud-like site, served beside the backend by the
+//! `piperider-demo-cloud` binary (`cargo xtask dev`), so a person or a
 //! browser test can perform every tracked action: log in and out (a
 //! strictly necessary, HttpOnly session cookie), a report list with upload
 //! and share, a comparison with a choice of sources, a historical trend
@@ -12,17 +13,14 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::AppState;
-
 const SESSION_COOKIE: &str = "piperider_session";
 
 fn logged_in(headers: &HeaderMap) -> bool {
-    headers
+    let values = headers
         .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .any(|p| p.trim().starts_with(&format!("{SESSION_COOKIE}=")))
+        .into_iter()
+        .filter_map(|v| v.to_str().ok());
+    piperider_consent::cookie_value(values, SESSION_COOKIE).is_some_and(|v| !v.is_empty())
 }
 
 fn page(route: &str, title: &str, headers: &HeaderMap, body: &str) -> Html<String> {
@@ -148,7 +146,8 @@ async fn submit(Query(next): Query<Next>) -> Response {
 }
 
 /// The demo site's routes.
-pub(crate) fn routes() -> Router<AppState> {
+/// The site's pages and form actions, to merge into the service's router.
+pub fn routes() -> Router {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login_page).post(login))

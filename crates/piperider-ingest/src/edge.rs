@@ -1,0 +1,200 @@
+//! The HTTP edge: every route, and every rule that holds across routes as
+//! one layer or one extractor.
+//!
+//! - Client routes (`/v1/batch`, `/v1/deletion-requests`, `/v1/consent`,
+//!   `/v1/cloud/events`, `/admin/login`) pass the [`admission`] layer: the
+//!   client's address under one proxy-trust rule, its rate limit, the body
+//!   limit.
+//! - Admin routes take the [`auth::Admin`] extractor.
+//! - Inputs come through the [`body`] extractors; every refusal, an unknown
+//!   route or method and a timeout included, is the one JSON error shape.
+//! - Every request is counted and timed ([`crate::metrics::ObserveLayer`])
+//!   and given at most the configured time.
+//!
+//! The route list is written once, in [`app`]; [`routes`] reads it back so a
+//! test can hold it against `/openapi.json`.
+
+mod admission;
+mod auth;
+pub(crate) mod body;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+pub(crate) use admission::{Client, Limits, canonical};
+pub(crate) use auth::{Admin, SESSION_COOKIE, SESSION_TTL, Sessions, session_of};
+pub(crate) use body::{Form, Json, JsonBody, PathText, Query};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{admin, cloud, dashboard, ingest, openapi};
+
+/// Whether a route faces anonymous clients (admission) or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Face {
+    Client,
+    Other,
+}
+
+/// One method of one route.
+struct Entry {
+    path: &'static str,
+    method: &'static str,
+    face: Face,
+    route: MethodRouter<AppState>,
+}
+
+fn entry<H, T>(method: &'static str, path: &'static str, face: Face, handler: H) -> Entry
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = axum::http::Method::from_bytes(method.as_bytes())
+        .ok()
+        .and_then(|m| MethodFilter::try_from(m).ok())
+        .expect("the table names standard methods");
+    Entry {
+        path,
+        method,
+        face,
+        route: on(filter, handler),
+    }
+}
+
+/// The service's routes, written once.
+fn table() -> Vec<Entry> {
+    use Face::{Client, Other};
+    vec![
+        entry("POST", "/v1/batch", Client, ingest::batch),
+        entry(
+            "POST",
+            "/v1/deletion-requests",
+            Client,
+            ingest::deletion_request,
+        ),
+        entry("POST", "/v1/consent", Client, cloud::decide),
+        entry("GET", "/v1/consent", Client, cloud::current),
+        entry("POST", "/v1/cloud/events", Client, cloud::event),
+        entry("POST", "/admin/login", Client, dashboard::login),
+        entry("GET", "/admin", Other, dashboard::page),
+        entry("POST", "/admin/logout", Other, dashboard::logout),
+        entry("GET", "/v1/admin/stats", Other, admin::stats),
+        entry("GET", "/v1/admin/users/{user_id}", Other, admin::user),
+        entry(
+            "DELETE",
+            "/v1/admin/users/{user_id}",
+            Other,
+            admin::delete_user,
+        ),
+        entry("GET", "/consent.js", Other, consent_script),
+        entry("GET", "/healthz", Other, || async { "ok" }),
+        entry("GET", "/readyz", Other, readyz),
+        entry("GET", "/metrics", Other, metrics_text),
+        entry("GET", "/openapi.json", Other, || async {
+            axum::Json(openapi::document())
+        }),
+    ]
+}
+
+/// Every route as (path, method in upper case), in the router's order:
+/// what a test holds against `/openapi.json`.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    table().into_iter().map(|e| (e.path, e.method)).collect()
+}
+
+/// The client routes' paths (those behind the admission layer).
+pub fn client_routes() -> Vec<(&'static str, &'static str)> {
+    table()
+        .into_iter()
+        .filter(|e| e.face == Face::Client)
+        .map(|e| (e.path, e.method))
+        .collect()
+}
+
+/// The router: ingestion, privacy, Cloud, admin and operations endpoints.
+pub fn app(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let admission = axum::middleware::from_fn_with_state(state.clone(), admission::admit);
+    let mut paths: BTreeMap<&str, MethodRouter<AppState>> = BTreeMap::new();
+    for e in table() {
+        let route = match e.face {
+            Face::Client => e.route.layer(admission.clone()),
+            Face::Other => e.route,
+        };
+        let merged = match paths.remove(e.path) {
+            Some(other) => other.merge(route),
+            None => route,
+        };
+        paths.insert(e.path, merged);
+    }
+    let mut router = Router::new();
+    for (path, methods) in paths {
+        router = router.route(
+            path,
+            methods.fallback(|| async { ApiError::MethodNotAllowed }),
+        );
+    }
+    router
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(timeout_as_json))
+        .layer(crate::metrics::ObserveLayer(state.clone()))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// The timeout layer's bare 408, in the one JSON error shape.
+async fn timeout_as_json(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return ApiError::Timeout.into_response();
+    }
+    response
+}
+
+async fn consent_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        piperider_consent::BROWSER_SCRIPT,
+    )
+        .into_response()
+}
+
+/// Ready when the database answers and, after a failed commit, a write
+/// could start again (SQLite's write lock can be taken).
+async fn readyz(State(app): State<AppState>) -> Response {
+    let store = app.store.clone();
+    // Its own task: a probe outliving the deadline still finishes (and rolls back).
+    let check = tokio::spawn(async move { store.ready(store.failing()).await });
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(Ok(()))) => (StatusCode::OK, "ready").into_response(),
+        _ => ApiError::Unavailable {
+            retry_after_secs: 5,
+        }
+        .into_response(),
+    }
+}
+
+async fn metrics_text(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,221 @@
+//! Admission: what every client request passes before its handler runs,
+//! as one layer on the client routes. It finds the client's address (one
+//! proxy-trust rule), checks the address's rate limit, and refuses a body
+//! declared larger than the limit; the body extractors cap what is read
+//! ([`super::body`]). The address is kept in the request for the geo
+//! lookup only, and is never stored, logged or put in a metric.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+
+use super::body::MAX_BODY_BYTES;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Token buckets per client address and per user id (in memory only).
+#[derive(Debug)]
+pub(crate) struct Limits {
+    ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    user: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+fn quota(per_second: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(per_second)?;
+    let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+fn refused(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    use governor::clock::Clock;
+    let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+    ApiError::TooManyRequests {
+        retry_after_secs: wait.as_secs() + 1,
+    }
+}
+
+impl Limits {
+    pub(crate) fn new(config: &Config) -> Self {
+        Limits {
+            ip: quota(config.rate_limit_ip).map(RateLimiter::keyed),
+            user: quota(config.rate_limit_user).map(RateLimiter::keyed),
+        }
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        match &self.ip {
+            Some(limiter) => limiter.check_key(&ip).map_err(refused),
+            None => Ok(()),
+        }
+    }
+
+    /// One request carrying `user`'s events.
+    pub(crate) fn check_user(&self, user: &str) -> Result<(), ApiError> {
+        match &self.user {
+            Some(limiter) => limiter.check_key(&user.to_string()).map_err(refused),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets idle buckets, so memory follows recent clients only.
+    pub(crate) fn shrink(&self) {
+        if let Some(l) = &self.ip {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.user {
+            l.retain_recent();
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:81.2.69.142`) as IPv4.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Who sent a request, as far as it can be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Client {
+    /// The client's address: the peer, or, when the peer is a trusted
+    /// proxy, the right-most address in `X-Forwarded-For` that is not a
+    /// trusted proxy itself.
+    pub(crate) ip: IpAddr,
+    /// Whether the client reached the site over https, as a trusted proxy
+    /// says (`X-Forwarded-Proto`).
+    pub(crate) https: bool,
+}
+
+impl Client {
+    /// The one proxy-trust rule: headers count only from a trusted peer,
+    /// and an untrusted peer cannot choose its own country.
+    pub(crate) fn of(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Client {
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&canonical(ip)));
+        let peer_ip = canonical(peer.ip());
+        if !is_trusted(peer_ip) {
+            return Client {
+                ip: peer_ip,
+                https: false,
+            };
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        let ip = forwarded
+            .into_iter()
+            .rev()
+            .map(canonical)
+            .find(|ip| !is_trusted(*ip))
+            .unwrap_or(peer_ip);
+        let https = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        Client { ip, https }
+    }
+}
+
+/// The admission layer's function (`axum::middleware::from_fn_with_state`).
+pub(crate) async fn admit(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = Client::of(peer, request.headers(), &app.config.trusted_proxies);
+    if let Err(e) = app.limits.check_ip(client.ip) {
+        return e.into_response();
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return ApiError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+            .into_response();
+    }
+    request.extensions_mut().insert(client);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h
+    }
+
+    fn ip(peer: &str, xff: &str, trusted: &[IpNet]) -> IpAddr {
+        Client::of(peer.parse().unwrap(), &headers(xff), trusted).ip
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ];
+        let addr = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            ip("127.0.0.1:5000", "81.2.69.142", &trusted),
+            addr("81.2.69.142")
+        );
+        assert_eq!(
+            ip("192.0.2.7:5000", "81.2.69.142", &trusted),
+            addr("192.0.2.7")
+        );
+        // A client-supplied entry to the left of the proxy chain is ignored.
+        assert_eq!(
+            ip("127.0.0.1:5000", "1.2.3.4, 81.2.69.142, 10.1.1.1", &trusted),
+            addr("81.2.69.142")
+        );
+        let alone = Client::of(
+            "127.0.0.1:5000".parse().unwrap(),
+            &HeaderMap::new(),
+            &trusted,
+        );
+        assert_eq!(
+            alone,
+            Client {
+                ip: addr("127.0.0.1"),
+                https: false
+            }
+        );
+        // An IPv4-mapped peer is the same peer, for the address and for https alike.
+        let mapped = Client::of(
+            "[::ffff:127.0.0.1]:1".parse().unwrap(),
+            &headers("81.2.69.142"),
+            &trusted,
+        );
+        assert_eq!(
+            mapped,
+            Client {
+                ip: addr("81.2.69.142"),
+                https: true
+            }
+        );
+        let stranger = Client::of(
+            "192.0.2.7:1".parse().unwrap(),
+            &headers("81.2.69.142"),
+            &trusted,
+        );
+        assert!(!stranger.https, "an untrusted peer cannot claim https");
+    }
+}

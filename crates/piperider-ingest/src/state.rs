@@ -1,0 +1,79 @@
+//! What every request handler shares: the configuration, the store, the
+//! GeoIP reader, the rate limits, the metrics, the consent cookie's codec
+//! and policy, and the dashboard's sessions.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::edge::{Limits, Sessions};
+use crate::geo::Geo;
+use crate::metrics::Metrics;
+use crate::storage::{StorageError, Store};
+
+/// Everything a request handler needs. Every request clones it (once per
+/// extractor), so its clones share one allocation.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares among its clones.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) geo: Geo,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    /// Signs and checks Cloud consent cookies (its secret lives in the database).
+    pub(crate) consent_codec: piperider_consent::CookieCodec,
+    pub(crate) consent_policy: piperider_consent::Policy,
+    /// Logged-in dashboard sessions.
+    pub(crate) admin_sessions: Sessions,
+}
+
+impl AppState {
+    /// The state of a service on `store` (whose writers it shares with
+    /// every other user of the store): reads (or makes) the consent
+    /// cookie's secret.
+    pub async fn new(config: Config, store: Store, geo: Geo) -> Result<AppState, StorageError> {
+        let consent_secret = store
+            .setting("consent_cookie_secret", || {
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )
+            })
+            .await?;
+        Ok(AppState(Arc::new(Shared {
+            metrics: Metrics::new(store.commit_metrics()),
+            admin_sessions: Sessions::default(),
+            consent_codec: piperider_consent::CookieCodec::new(consent_secret.as_bytes()),
+            consent_policy: piperider_consent::Policy::new(config.consent_policy_version),
+            limits: Limits::new(&config),
+            config,
+            store,
+            geo,
+        })))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration this state runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A consent cookie value this server would have set for `record`.
+    pub fn consent_cookie_for_tests(&self, record: &piperider_consent::ConsentRecord) -> String {
+        self.consent_codec.encode(record)
+    }
+}

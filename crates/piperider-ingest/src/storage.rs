@@ -1,0 +1,338 @@
+//! The storage layer: the one way to read or write the telemetry database,
+//! on SQLite (embedded default) or PostgreSQL (production).
+//!
+//! A [`Store`] owns its writers: [`Store::connect`] runs the migrations and
+//! starts them, every clone shares them, and [`Store::close`] drains them.
+//! Writes are group-committed ([`group`]) by the backend's own writer
+//! ([`sqlite`], [`postgres`]) and acknowledged only once durable; reads of
+//! the rollups ([`reports`]) first make them include every acknowledged
+//! event.
+//!
+//! Dependencies run one way: `schema` and `rows` know no other module;
+//! `rollup` builds on them; `group` on `rows`; the two backends on all of
+//! those; this file on the backends; `reports` and `cloud` only on this
+//! file's pools.
+
+mod cloud;
+mod error;
+mod group;
+mod postgres;
+pub mod reports;
+mod rollup;
+mod rows;
+mod schema;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::StorageError;
+pub(crate) use group::CommitMetrics;
+pub use group::Written;
+pub use rows::Figures;
+pub(crate) use rows::{EventRow, QuarantineRow};
+
+use group::{Batch, Job};
+
+/// The telemetry database and its writers. Cloning is cheap: clones share
+/// the pool and the writers.
+#[derive(Debug, Clone)]
+pub struct Store(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    backend: Backend,
+    /// The writers' queues: one on SQLite, one per writer task on PostgreSQL.
+    queues: Box<[mpsc::Sender<Job>]>,
+    /// The writers, awaited by [`Store::close`].
+    writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    metrics: CommitMetrics,
+    /// Salt of the hashes that remember deleted users.
+    salt: String,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has: for
+/// statements both databases take as they are.
+macro_rules! on_pool {
+    ($backend:expr, $pool:ident => $body:expr) => {
+        match $backend {
+            $crate::storage::Backend::Sqlite($pool) => $body,
+            $crate::storage::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The salted hash by which a deleted user is remembered.
+fn hash_user(salt: &str, user_id: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(salt.as_bytes())
+        .chain_update([0])
+        .chain_update(user_id.as_bytes())
+        .finalize();
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A setting of the database, created with `make()` the first time it is asked for.
+async fn setting(
+    backend: &Backend,
+    key: &str,
+    make: impl FnOnce() -> String,
+) -> Result<String, StorageError> {
+    let value = make();
+    on_pool!(backend, pool => {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(&value)
+            .execute(pool)
+            .await?;
+        Ok(sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(pool)
+            .await?)
+    })
+}
+
+impl Store {
+    /// Connects (creating an SQLite file if needed), runs the embedded
+    /// migrations and starts the writers. Must run within a tokio runtime.
+    pub async fn connect(url: &str) -> Result<Store, StorageError> {
+        let metrics = CommitMetrics::default();
+        let (backend, queues, writers) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                let pool = postgres::connect(url).await?;
+                let (queues, writers) = postgres::start(&pool, &metrics);
+                (Backend::Postgres(pool), queues, writers)
+            } else if url.starts_with("sqlite:") {
+                let (pool, path) = sqlite::connect_pool(url).await?;
+                let (queue, writer) = sqlite::start(&path, &metrics)?;
+                (Backend::Sqlite(pool), vec![queue], vec![writer])
+            } else {
+                return Err(StorageError::UnsupportedUrl);
+            };
+        let salt = setting(&backend, "user_hash_salt", || {
+            uuid::Uuid::new_v4().simple().to_string()
+        })
+        .await?;
+        Ok(Store(Arc::new(Inner {
+            backend,
+            queues: queues.into(),
+            writers: Mutex::new(writers),
+            metrics,
+            salt,
+        })))
+    }
+
+    /// The writers' figures (commit sizes and times, failing storage).
+    pub(crate) fn commit_metrics(&self) -> &CommitMetrics {
+        &self.0.metrics
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.0.backend, Backend::Sqlite(_))
+    }
+
+    /// Whether the database answers and, with `write`, whether a write
+    /// could start now (SQLite's write lock can be taken, and is given
+    /// back at once; for PostgreSQL an answer is enough).
+    pub async fn ready(&self, write: bool) -> Result<(), StorageError> {
+        on_pool!(&self.0.backend, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        match &self.0.backend {
+            Backend::Sqlite(pool) if write => {
+                pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await?;
+            }
+            _ => {}
+        }
+        self.0.metrics.failing.set(0);
+        Ok(())
+    }
+
+    /// Whether the last group commit failed (until a commit or a readiness probe succeeds).
+    pub(crate) fn failing(&self) -> bool {
+        self.0.metrics.failing.get() != 0
+    }
+
+    /// Lets the writers finish what was queued before this call, waits for
+    /// them, and closes the pool. Writes made after it fail with
+    /// [`StorageError::WriterStopped`].
+    pub async fn close(&self) {
+        for queue in &self.0.queues {
+            let _ = queue.send(Job::Stop).await;
+        }
+        let writers =
+            std::mem::take(&mut *self.0.writers.lock().unwrap_or_else(|e| e.into_inner()));
+        for writer in writers {
+            let _ = writer.await;
+        }
+        on_pool!(&self.0.backend, pool => pool.close().await)
+    }
+
+    /// A setting, created with `make()` the first time it is asked for.
+    pub(crate) async fn setting(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StorageError> {
+        setting(&self.0.backend, key, make).await
+    }
+
+    /// The queue of `user_id`'s writer: one user's rollup rows are updated
+    /// by one writer at a time.
+    fn queue_of(&self, user_id: Option<&str>) -> &mpsc::Sender<Job> {
+        let queues = &self.0.queues;
+        match user_id {
+            Some(user) if queues.len() > 1 => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(user, &mut hasher);
+                let n = std::hash::Hasher::finish(&hasher) % queues.len() as u64;
+                &queues[n as usize]
+            }
+            _ => &queues[0],
+        }
+    }
+
+    /// Stores valid events (each once: `event_id` is unique) and keeps the
+    /// invalid ones in the quarantine, in one group commit; returns what
+    /// became of each event, in order, once it is durable. Events of users
+    /// who asked for deletion are dropped. On `Err` nothing was stored.
+    pub(crate) async fn write(
+        &self,
+        events: Vec<EventRow>,
+        quarantine: Vec<QuarantineRow>,
+    ) -> Result<Vec<Written>, StorageError> {
+        let hashes: HashMap<String, String> = events
+            .iter()
+            .map(|e| (e.user_id.clone(), hash_user(&self.0.salt, &e.user_id)))
+            .collect();
+        // A request is mostly one user's events: the first one's queue.
+        let queue = self.queue_of(events.first().map(|e| e.user_id.as_str()));
+        let (reply, answer) = oneshot::channel();
+        let batch = Batch {
+            events: events.into_iter().map(Arc::new).collect(),
+            hashes,
+            quarantine,
+            reply,
+        };
+        queue
+            .send(Job::Store(batch))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        answer.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Makes the rollups include every event acknowledged so far (SQLite
+    /// holds them back for up to a second; PostgreSQL never does).
+    pub(crate) async fn flush(&self) -> Result<(), StorageError> {
+        if !self.is_sqlite() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue_of(None)
+            .send(Job::Flush(reply))
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        answer.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Deletes everything stored about a user and remembers the salted
+    /// hash of the id, so later events for it are dropped; whether
+    /// anything was stored.
+    pub(crate) async fn delete_user(
+        &self,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let hash = hash_user(&self.0.salt, user_id);
+        if let Backend::Postgres(pool) = &self.0.backend {
+            return postgres::delete_user(pool, user_id, &hash, now_ms).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue_of(None)
+            .send(Job::DeleteUser {
+                user_id: user_id.to_string(),
+                hash,
+                now_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
+        answer.await.map_err(|_| StorageError::WriterStopped)?
+    }
+
+    /// Deletes raw events older than `before_ms` (the rollups stay).
+    pub(crate) async fn prune_events(&self, before_ms: i64) -> Result<u64, StorageError> {
+        on_pool!(&self.0.backend, pool => Ok(sqlx::query("DELETE FROM events WHERE ts < $1").bind(before_ms).execute(pool).await?.rows_affected()))
+    }
+
+    /// `SELECT COUNT(*)` of a table (operations and tests).
+    async fn count(&self, table: &str) -> Result<i64, StorageError> {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        on_pool!(&self.0.backend, pool => Ok(sqlx::query_scalar(&sql).fetch_one(pool).await?))
+    }
+
+    pub async fn count_events(&self) -> Result<i64, StorageError> {
+        self.count("events").await
+    }
+
+    pub async fn count_cloud_events(&self) -> Result<i64, StorageError> {
+        self.count("cloud_events").await
+    }
+
+    pub async fn count_consent_decisions(&self) -> Result<i64, StorageError> {
+        self.count("consent_audit").await
+    }
+
+    pub async fn count_quarantined(&self) -> Result<i64, StorageError> {
+        self.count("quarantine").await
+    }
+
+    /// Every row of a table as text, for audits such as "no address is
+    /// stored anywhere" (PostgreSQL; an SQLite database is a file to read).
+    pub async fn table_as_text(&self, table: &str) -> Result<String, StorageError> {
+        if !table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(sqlx::Error::Protocol("not a table name".into()).into());
+        }
+        match &self.0.backend {
+            Backend::Postgres(pool) => {
+                let sql =
+                    format!("SELECT COALESCE(string_agg(t::text, E'\\n'), '') FROM {table} t");
+                Ok(sqlx::query_scalar(&sql).fetch_one(pool).await?)
+            }
+            Backend::Sqlite(_) => {
+                Err(sqlx::Error::Protocol("read the SQLite file instead".into()).into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_user_is_remembered_by_the_salted_sha256_in_hex() {
+        // sha256(b"salt\0" + user id), as computed by Python's hashlib.
+        assert_eq!(
+            hash_user("salt", "0123456789abcdef0123456789abcdef"),
+            "a34fa5a6d765f7c8289522649018124c4372a69816aea7a8c0fe7511cb34ccb8"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! What can go wrong in the storage layer. Handlers turn any of these into
+//! a 503 (`ApiError: From<StorageError>`); the text is logged, never sent.
+
+use std::path::PathBuf;
+
+/// A storage failure. Nothing of the request that met it was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database URL names no supported database.
+    #[error("unsupported database URL (use sqlite:path.db or postgres://...)")]
+    UnsupportedUrl,
+    /// An SQLite store given as an in-memory database: the writer thread
+    /// opens the file again, so it must be one.
+    #[error(
+        "the SQLite store must be a file (sqlite:path/to/telemetry.db), not an in-memory database"
+    )]
+    InMemorySqlite,
+    /// Another process holds the SQLite file's writer lock.
+    #[error(
+        "another process is writing to {0}: an SQLite store takes one piperider-ingest at a time (run several on PostgreSQL)"
+    )]
+    SqliteBusy(PathBuf),
+    /// A file next to the store (the writer lock) could not be opened.
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The WAL could not be synced after a commit.
+    #[error("syncing {path}: {message}")]
+    Sync { path: PathBuf, message: String },
+    /// A statement failed (sqlx: reads, PostgreSQL writes, migrations).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A statement of the SQLite writer failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A writer thread could not be started.
+    #[error("starting a writer thread: {0}")]
+    Thread(std::io::Error),
+    /// The writer has stopped (the store is closing or was closed).
+    #[error("the writer has stopped")]
+    WriterStopped,
+    /// A failure shared by every request of one group commit.
+    #[error("group commit failed: {0}")]
+    Group(std::sync::Arc<StorageError>),
+}
+
+impl StorageError {
+    /// This error for one of several requests that shared it.
+    pub(crate) fn shared(self: &std::sync::Arc<Self>) -> StorageError {
+        StorageError::Group(self.clone())
+    }
+}

@@ -1,0 +1,340 @@
+//! The rows the storage layer writes: a stored event, a quarantined one,
+//! and the values of a row as the databases take them. The columns of the
+//! `events` table are named once, in [`super::schema::EVENTS`]; a row is
+//! turned into values in that order and read back by column name.
+
+use piperider_event::CliEvent;
+
+/// The seven figures a data command reports, by name. The wire format's
+/// `stats`, an event row's figures, a day's sums and a report's totals all
+/// use this one list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct Figures {
+    pub tables: i64,
+    pub columns: i64,
+    pub rows: i64,
+    pub builtin_assertions: i64,
+    pub custom_assertions: i64,
+    pub passed_assertions: i64,
+    pub failed_assertions: i64,
+}
+
+impl Figures {
+    /// The figures' names, in the order of [`Figures::values`] (and of the
+    /// tables' columns).
+    pub const NAMES: [&'static str; 7] = [
+        "tables",
+        "columns",
+        "rows",
+        "builtin_assertions",
+        "custom_assertions",
+        "passed_assertions",
+        "failed_assertions",
+    ];
+
+    /// The values in the order of [`Figures::NAMES`].
+    pub fn values(&self) -> [i64; 7] {
+        [
+            self.tables,
+            self.columns,
+            self.rows,
+            self.builtin_assertions,
+            self.custom_assertions,
+            self.passed_assertions,
+            self.failed_assertions,
+        ]
+    }
+
+    /// The figures from values in the order of [`Figures::NAMES`].
+    pub fn from_values(v: [i64; 7]) -> Figures {
+        let [
+            tables,
+            columns,
+            rows,
+            builtin_assertions,
+            custom_assertions,
+            passed_assertions,
+            failed_assertions,
+        ] = v;
+        Figures {
+            tables,
+            columns,
+            rows,
+            builtin_assertions,
+            custom_assertions,
+            passed_assertions,
+            failed_assertions,
+        }
+    }
+
+    /// Adds `other` figure by figure.
+    pub fn add(&mut self, other: &Figures) {
+        let (a, b) = (self.values(), other.values());
+        *self = Figures::from_values(std::array::from_fn(|i| a[i] + b[i]));
+    }
+}
+
+/// One stored event: the wire event flattened, plus when it arrived and
+/// where from (country and region only).
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub(crate) event_id: String,
+    pub(crate) received_at: i64,
+    pub(crate) ts: i64,
+    pub(crate) day: String,
+    pub(crate) event_type: String,
+    pub(crate) user_id: String,
+    pub(crate) device_id: String,
+    pub(crate) os: String,
+    pub(crate) arch: String,
+    pub(crate) os_version: String,
+    pub(crate) runtime_name: String,
+    pub(crate) runtime_version: String,
+    pub(crate) app_version: String,
+    pub(crate) initial_version: String,
+    pub(crate) ci: Option<String>,
+    pub(crate) project_id: Option<String>,
+    pub(crate) datasource_type: Option<String>,
+    pub(crate) stats: Option<Figures>,
+    pub(crate) status: String,
+    pub(crate) duration_ms: i64,
+    pub(crate) country: Option<String>,
+    pub(crate) region: Option<String>,
+}
+
+/// The UTC day of a time as the tables keep it, 'YYYY-MM-DD' (without
+/// parsing a format string per event).
+pub(crate) fn day(t: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Datelike;
+    let d = t.date_naive();
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl EventRow {
+    /// The row of a valid wire event received at `received_at` from
+    /// `country` and `region` (the address itself is not passed here).
+    pub(crate) fn new(
+        event: CliEvent,
+        country: Option<String>,
+        region: Option<String>,
+        received_at: i64,
+    ) -> EventRow {
+        let (project_id, datasource_type) = match event.project {
+            Some(p) => (Some(p.project_id.into()), p.datasource_type),
+            None => (None, None),
+        };
+        EventRow {
+            event_id: event.event_id.to_string(),
+            received_at,
+            ts: event.timestamp.timestamp_millis(),
+            day: day(event.timestamp),
+            event_type: event.event_type.to_string(),
+            user_id: event.user_id.into(),
+            device_id: event.device_id.into(),
+            os: event.platform.os,
+            arch: event.platform.arch,
+            os_version: event.platform.os_version,
+            runtime_name: event.runtime.name,
+            runtime_version: event.runtime.version,
+            app_version: event.app_version,
+            initial_version: event.initial_version,
+            ci: event.ci,
+            project_id,
+            datasource_type,
+            stats: event.stats.map(|s| Figures {
+                tables: int(s.tables),
+                columns: int(s.columns),
+                rows: int(s.rows),
+                builtin_assertions: int(s.builtin_assertions),
+                custom_assertions: int(s.custom_assertions),
+                passed_assertions: int(s.passed_assertions),
+                failed_assertions: int(s.failed_assertions),
+            }),
+            status: event.outcome.status.as_str().to_string(),
+            duration_ms: int(event.outcome.duration_ms),
+            country,
+            region,
+        }
+    }
+
+    /// The row's values in [`super::schema::EVENTS`] column order.
+    pub(crate) fn cells(&self) -> [Cell<'_>; 28] {
+        let s = self
+            .stats
+            .map(|s| s.values().map(Some))
+            .unwrap_or([None; 7]);
+        [
+            (&self.event_id).into(),
+            self.received_at.into(),
+            self.ts.into(),
+            (&self.day).into(),
+            (&self.event_type).into(),
+            (&self.user_id).into(),
+            (&self.device_id).into(),
+            (&self.os).into(),
+            (&self.arch).into(),
+            (&self.os_version).into(),
+            (&self.runtime_name).into(),
+            (&self.runtime_version).into(),
+            (&self.app_version).into(),
+            (&self.initial_version).into(),
+            (&self.ci).into(),
+            (&self.project_id).into(),
+            (&self.datasource_type).into(),
+            s[0].into(),
+            s[1].into(),
+            s[2].into(),
+            s[3].into(),
+            s[4].into(),
+            s[5].into(),
+            s[6].into(),
+            (&self.status).into(),
+            self.duration_ms.into(),
+            (&self.country).into(),
+            (&self.region).into(),
+        ]
+    }
+
+    /// A stored event read back by column name (the SQLite writer's recovery).
+    pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+        let mut stats = [None; 7];
+        for (value, name) in stats.iter_mut().zip(Figures::NAMES) {
+            *value = r.get::<_, Option<i64>>(name)?;
+        }
+        Ok(EventRow {
+            event_id: r.get("event_id")?,
+            received_at: r.get("received_at")?,
+            ts: r.get("ts")?,
+            day: r.get("day")?,
+            event_type: r.get("event_type")?,
+            user_id: r.get("user_id")?,
+            device_id: r.get("device_id")?,
+            os: r.get("os")?,
+            arch: r.get("arch")?,
+            os_version: r.get("os_version")?,
+            runtime_name: r.get("runtime_name")?,
+            runtime_version: r.get("runtime_version")?,
+            app_version: r.get("app_version")?,
+            initial_version: r.get("initial_version")?,
+            ci: r.get("ci")?,
+            project_id: r.get("project_id")?,
+            datasource_type: r.get("datasource_type")?,
+            stats: stats
+                .iter()
+                .all(Option::is_some)
+                .then(|| Figures::from_values(stats.map(|v| v.unwrap_or(0)))),
+            status: r.get("status")?,
+            duration_ms: r.get("duration_ms")?,
+            country: r.get("country")?,
+            region: r.get("region")?,
+        })
+    }
+}
+
+/// An invalid event kept for inspection: why, and its first bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct QuarantineRow {
+    pub(crate) received_at: i64,
+    pub(crate) field: String,
+    pub(crate) reason: String,
+    pub(crate) size: i64,
+    pub(crate) excerpt: String,
+}
+
+impl QuarantineRow {
+    /// The row's values in [`super::schema::QUARANTINE`] column order.
+    pub(crate) fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            self.received_at.into(),
+            (&self.field).into(),
+            (&self.reason).into(),
+            self.size.into(),
+            (&self.excerpt).into(),
+        ]
+    }
+}
+
+/// One value of a row handed to the database: text or an integer, either
+/// possibly null. PostgreSQL gets rows as one array per column, the SQLite
+/// writer binds them to a prepared statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+impl<'a> From<&'a str> for Cell<'a> {
+    fn from(v: &'a str) -> Self {
+        Cell::Text(Some(v))
+    }
+}
+impl<'a> From<&'a String> for Cell<'a> {
+    fn from(v: &'a String) -> Self {
+        Cell::Text(Some(v))
+    }
+}
+impl<'a> From<&'a Option<String>> for Cell<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Cell::Text(v.as_deref())
+    }
+}
+impl From<i64> for Cell<'_> {
+    fn from(v: i64) -> Self {
+        Cell::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Cell<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Cell::Int(v)
+    }
+}
+
+impl<'a> Cell<'a> {
+    /// The integer of an integer column (a text cell there is a bug).
+    pub(crate) fn int(self) -> Option<i64> {
+        match self {
+            Cell::Int(v) => v,
+            Cell::Text(_) => unreachable!("text in an integer column"),
+        }
+    }
+
+    /// The text of a text column (an integer cell there is a bug).
+    pub(crate) fn text(self) -> Option<&'a str> {
+        match self {
+            Cell::Text(v) => v,
+            Cell::Int(_) => unreachable!("an integer in a text column"),
+        }
+    }
+}
+
+impl rusqlite::ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Cell::Text(v) => v.to_sql(),
+            Cell::Int(v) => v.to_sql(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_names_follow_the_events_columns() {
+        let names: Vec<&str> = super::super::schema::EVENTS
+            .columns
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        let at = names.iter().position(|n| *n == "tables").unwrap();
+        assert_eq!(&names[at..at + 7], &Figures::NAMES[..]);
+        let f = Figures::from_values([1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(f.rows, 3);
+        assert_eq!(f.values(), [1, 2, 3, 4, 5, 6, 7]);
+    }
+}

@@ -1,0 +1,311 @@
+//! The tables the storage layer writes, each named once with its columns
+//! (and their kind) and its conflict rule, the statements that delete and
+//! prune, and the SQLite settings. Both databases take the same statements
+//! wherever they can: `$n` placeholders, `ON CONFLICT`, `CASE` instead of
+//! `min`/`max`/`LEAST`. The tables themselves are created by the
+//! migrations in `migrations/{sqlite,postgres}/`.
+
+use std::time::Duration;
+
+/// What a multi-row `INSERT` does with a row whose key is already stored.
+#[derive(Debug)]
+pub(crate) enum OnConflict {
+    /// Nothing (no key: every row is new).
+    None,
+    /// Keep the stored row (`ON CONFLICT (key) DO NOTHING`).
+    Keep(&'static str),
+    /// Add every other column to the stored row's (counters).
+    Add(&'static str),
+    /// A clause of its own.
+    Clause(&'static str),
+}
+
+/// A multi-row `INSERT` into one table: its columns (with their kind,
+/// `text` or `int`) and what it does on a conflict. The row source differs
+/// by database: an array per column on PostgreSQL, one bound row at a time
+/// on SQLite.
+#[derive(Debug)]
+pub(crate) struct Upsert {
+    pub(crate) table: &'static str,
+    pub(crate) columns: &'static [(&'static str, &'static str)],
+    pub(crate) on_conflict: OnConflict,
+}
+
+impl Upsert {
+    /// The column names, comma-separated.
+    pub(crate) fn names(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(n, _)| *n).collect();
+        names.join(", ")
+    }
+
+    fn conflict_clause(&self) -> String {
+        match &self.on_conflict {
+            OnConflict::None => String::new(),
+            OnConflict::Keep(key) => format!("ON CONFLICT ({key}) DO NOTHING"),
+            OnConflict::Add(key) => {
+                let keys: Vec<&str> = key.split(", ").collect();
+                let sums: Vec<String> = self
+                    .columns
+                    .iter()
+                    .filter(|(n, _)| !keys.contains(n))
+                    .map(|(n, _)| format!("{n} = {t}.{n} + excluded.{n}", t = self.table))
+                    .collect();
+                format!("ON CONFLICT ({key}) DO UPDATE SET {}", sums.join(", "))
+            }
+            OnConflict::Clause(clause) => (*clause).to_string(),
+        }
+    }
+
+    /// The statement with `source` (a `VALUES` or `SELECT`) as its rows.
+    pub(crate) fn sql(&self, source: &str) -> String {
+        format!(
+            "INSERT INTO {} ({}) {source} {}",
+            self.table,
+            self.names(),
+            self.conflict_clause()
+        )
+    }
+
+    /// The statement taking one row as `?1..?n` (SQLite).
+    pub(crate) fn row_sql(&self) -> String {
+        let marks: Vec<String> = (1..=self.columns.len()).map(|i| format!("?{i}")).collect();
+        self.sql(&format!("VALUES ({})", marks.join(", ")))
+    }
+}
+
+/// Raw events, once per `event_id`.
+pub(crate) const EVENTS: Upsert = Upsert {
+    table: "events",
+    columns: &[
+        ("event_id", "text"),
+        ("received_at", "int"),
+        ("ts", "int"),
+        ("day", "text"),
+        ("event_type", "text"),
+        ("user_id", "text"),
+        ("device_id", "text"),
+        ("os", "text"),
+        ("arch", "text"),
+        ("os_version", "text"),
+        ("runtime_name", "text"),
+        ("runtime_version", "text"),
+        ("app_version", "text"),
+        ("initial_version", "text"),
+        ("ci", "text"),
+        ("project_id", "text"),
+        ("datasource_type", "text"),
+        ("tables", "int"),
+        ("columns", "int"),
+        ("rows", "int"),
+        ("builtin_assertions", "int"),
+        ("custom_assertions", "int"),
+        ("passed_assertions", "int"),
+        ("failed_assertions", "int"),
+        ("status", "text"),
+        ("duration_ms", "int"),
+        ("country", "text"),
+        ("region", "text"),
+    ],
+    on_conflict: OnConflict::Keep("event_id"),
+};
+
+/// Users: earliest and latest sighting; attributes of the latest event.
+pub(crate) const USERS: Upsert = Upsert {
+    table: "users",
+    columns: &[
+        ("user_id", "text"),
+        ("first_seen", "int"),
+        ("first_day", "text"),
+        ("last_seen", "int"),
+        ("country", "text"),
+        ("region", "text"),
+        ("os", "text"),
+        ("arch", "text"),
+        ("os_version", "text"),
+        ("device_id", "text"),
+        ("runtime_name", "text"),
+        ("runtime_version", "text"),
+        ("app_version", "text"),
+        ("initial_version", "text"),
+        ("ci", "text"),
+    ],
+    on_conflict: OnConflict::Clause(
+        "ON CONFLICT (user_id) DO UPDATE SET \
+         first_day = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_day ELSE users.first_day END, \
+         first_seen = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.first_seen ELSE users.first_seen END, \
+         country = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.country, users.country) ELSE users.country END, \
+         region = CASE WHEN excluded.last_seen >= users.last_seen THEN COALESCE(excluded.region, users.region) ELSE users.region END, \
+         os = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os ELSE users.os END, \
+         arch = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.arch ELSE users.arch END, \
+         os_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.os_version ELSE users.os_version END, \
+         device_id = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.device_id ELSE users.device_id END, \
+         runtime_name = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_name ELSE users.runtime_name END, \
+         runtime_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.runtime_version ELSE users.runtime_version END, \
+         app_version = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.app_version ELSE users.app_version END, \
+         initial_version = CASE WHEN excluded.first_seen < users.first_seen THEN excluded.initial_version ELSE users.initial_version END, \
+         ci = CASE WHEN excluded.last_seen >= users.last_seen THEN excluded.ci ELSE users.ci END, \
+         last_seen = CASE WHEN excluded.last_seen > users.last_seen THEN excluded.last_seen ELSE users.last_seen END",
+    ),
+};
+
+/// Projects: first and last sighting, initial and current version.
+pub(crate) const PROJECTS: Upsert = Upsert {
+    table: "projects",
+    columns: &[
+        ("project_id", "text"),
+        ("user_id", "text"),
+        ("first_seen", "int"),
+        ("last_seen", "int"),
+        ("initial_version", "text"),
+        ("current_version", "text"),
+    ],
+    on_conflict: OnConflict::Clause(
+        "ON CONFLICT (project_id) DO UPDATE SET \
+         user_id = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.user_id ELSE projects.user_id END, \
+         initial_version = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.initial_version ELSE projects.initial_version END, \
+         current_version = CASE WHEN excluded.last_seen >= projects.last_seen THEN excluded.current_version ELSE projects.current_version END, \
+         first_seen = CASE WHEN excluded.first_seen < projects.first_seen THEN excluded.first_seen ELSE projects.first_seen END, \
+         last_seen = CASE WHEN excluded.last_seen > projects.last_seen THEN excluded.last_seen ELSE projects.last_seen END",
+    ),
+};
+
+/// The data source types each project has used.
+pub(crate) const DATASOURCES: Upsert = Upsert {
+    table: "project_datasources",
+    columns: &[("project_id", "text"), ("datasource_type", "text")],
+    on_conflict: OnConflict::Keep("project_id, datasource_type"),
+};
+
+/// Daily active users.
+pub(crate) const DAILY_USERS: Upsert = Upsert {
+    table: "daily_users",
+    columns: &[("day", "text"), ("user_id", "text")],
+    on_conflict: OnConflict::Keep("day, user_id"),
+};
+
+/// Commands per day with their sums, in rows of the writer's shard (see
+/// [`super::rollup::Aggregate::tables`]).
+pub(crate) const DAILY_EVENTS: Upsert = Upsert {
+    table: "daily_events",
+    columns: &[
+        ("day", "text"),
+        ("event_type", "text"),
+        ("shard", "int"),
+        ("events", "int"),
+        ("errors", "int"),
+        ("tables", "int"),
+        ("columns", "int"),
+        ("rows", "int"),
+        ("builtin_assertions", "int"),
+        ("custom_assertions", "int"),
+        ("passed_assertions", "int"),
+        ("failed_assertions", "int"),
+    ],
+    on_conflict: OnConflict::Add("day, event_type, shard"),
+};
+
+/// Distributions: events per day, metric and power-of-ten bucket, in rows
+/// of the writer's shard.
+pub(crate) const DAILY_BUCKETS: Upsert = Upsert {
+    table: "daily_buckets",
+    columns: &[
+        ("day", "text"),
+        ("metric", "text"),
+        ("bucket", "int"),
+        ("shard", "int"),
+        ("events", "int"),
+    ],
+    on_conflict: OnConflict::Add("day, metric, bucket, shard"),
+};
+
+/// Invalid events kept for inspection.
+pub(crate) const QUARANTINE: Upsert = Upsert {
+    table: "quarantine",
+    columns: &[
+        ("received_at", "int"),
+        ("field", "text"),
+        ("reason", "text"),
+        ("size", "int"),
+        ("excerpt", "text"),
+    ],
+    on_conflict: OnConflict::None,
+};
+
+/// Newest quarantined events kept.
+pub(crate) const QUARANTINE_KEEP: i64 = 10_000;
+
+/// Keeps the newest [`QUARANTINE_KEEP`] quarantined events (`$1`).
+pub(crate) const PRUNE_QUARANTINE: &str =
+    "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - $1";
+
+/// The events of one user (`$1`), after `FROM`. SQLite has no index on
+/// `events.user_id` (an insert would touch a random page of it; see its
+/// migration 0004): it finds them through the days `daily_users` records
+/// for the user, which cover every stored event, and its index on the day.
+/// PostgreSQL keeps the index, which it uses here: a deletion there runs in
+/// the request, and must end within the request timeout at any size.
+macro_rules! user_events {
+    () => {
+        "events WHERE day IN (SELECT day FROM daily_users WHERE user_id = $1) AND user_id = $1"
+    };
+}
+pub(crate) use user_events;
+
+/// Deleting one user (`$1`): their events and every rollup row of theirs.
+pub(crate) const DELETE_USER: [&str; 5] = [
+    "DELETE FROM users WHERE user_id = $1",
+    concat!("DELETE FROM ", user_events!()),
+    "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
+    "DELETE FROM projects WHERE user_id = $1",
+    "DELETE FROM daily_users WHERE user_id = $1",
+];
+
+/// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
+pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING";
+
+/// How long an SQLite connection waits for the file's lock.
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of every SQLite connection, the sqlx pool's and the
+/// writer's alike. Durability differs by who acknowledges a commit: see
+/// [`sqlite_synchronous`].
+pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 3] = [
+    // Index pages stay in memory instead of being read back per insert.
+    ("cache_size", "-32768"),
+    ("temp_store", "memory"),
+    // Checkpoints run on the writer's own thread (`sqlite::checkpointer`);
+    // this is only a backstop should that thread fall behind.
+    ("wal_autocheckpoint", "262144"),
+];
+
+/// `synchronous` for an SQLite connection. The writer's commits are made
+/// durable by its syncer threads (an `fdatasync` of the WAL) before they
+/// are acknowledged, so the writer need not wait for the disk (`NORMAL`;
+/// SQLite still syncs before each checkpoint). The pool's few writes
+/// (settings, consent decisions, Cloud events, retention) are acknowledged
+/// as soon as they commit, so each reaches the disk first (`FULL`).
+pub(crate) fn sqlite_synchronous(writer: bool) -> &'static str {
+    if writer { "NORMAL" } else { "FULL" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_every_column_but_the_key() {
+        assert_eq!(
+            DAILY_BUCKETS.row_sql(),
+            "INSERT INTO daily_buckets (day, metric, bucket, shard, events) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (day, metric, bucket, shard) DO UPDATE SET events = daily_buckets.events + excluded.events"
+        );
+        let sql = DAILY_EVENTS.row_sql();
+        for name in super::super::rows::Figures::NAMES {
+            assert!(
+                sql.contains(&format!("{name} = daily_events.{name} + excluded.{name}")),
+                "{sql}"
+            );
+        }
+        assert!(!sql.contains("shard = "), "{sql}");
+    }
+}

@@ -1,0 +1,475 @@
+//! SQLite: one writer thread owning one connection. It takes every job
+//! queued (group commit), binds each row to a cached prepared statement in
+//! one `BEGIN IMMEDIATE` transaction, and answers each request only after
+//! `COMMIT` and an `fdatasync` of the WAL, done by syncer threads for every
+//! commit made meanwhile while the writer goes on with the next group
+//! ([`wal`]).
+//!
+//! Rollups are held back in memory and written about once a second, in the
+//! transaction of a group, so that a user seen a thousand times in that
+//! second costs one upsert, not a thousand. The `rollup_watermark` setting,
+//! written with them, names the last event they include; events are given
+//! increasing rowids by this writer, so after a crash the events past the
+//! watermark are rolled up again at start. Reads of the rollups and
+//! deletions go through this writer ([`Job::Flush`], [`Job::DeleteUser`]),
+//! which writes what it holds back first.
+//!
+//! The schema and migrations belong to the sqlx pool, which opens the file
+//! first; reads, settings, Cloud events and retention go through that pool,
+//! and SQLite's lock orders them with this writer. One process writes a
+//! file: a lock file beside it keeps a second process out.
+
+mod wal;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params_from_iter};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::StorageError;
+use super::group::{
+    CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, settle,
+};
+use super::rollup::Aggregate;
+use super::rows::{Cell, EventRow, QuarantineRow};
+use super::schema::{
+    DELETE_USER, EVENTS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER,
+    SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, sqlite_synchronous,
+};
+use wal::{Settle, checkpointer, syncer, wal_path};
+
+/// Threads syncing the WAL, so that syncs overlap.
+const SYNCERS: usize = 3;
+/// A group of fewer events than this, on a busy writer, waits [`HOLD`]
+/// for more before its transaction starts: under a stream of single-event
+/// requests a commit (its WAL writes and `fdatasync`) then serves several
+/// times more events, for about the same cost.
+const HOLD_BELOW_EVENTS: usize = 32;
+const HOLD: Duration = Duration::from_micros(300);
+/// The writer counts as busy when its previous group started this recently;
+/// an idle writer never holds a request back.
+const BUSY_WITHIN: Duration = Duration::from_millis(2);
+/// How long rollups are held back at most (while events keep coming).
+const ROLLUP_EVERY: Duration = Duration::from_secs(1);
+/// How many events' rollups are held back at most.
+const ROLLUP_MAX_EVENTS: usize = 200_000;
+const WATERMARK: &str = "rollup_watermark";
+
+/// Opens (creating if needed) the store file through sqlx and runs the
+/// embedded migrations; returns the pool and the file's path.
+pub(crate) async fn connect_pool(url: &str) -> Result<(SqlitePool, PathBuf), StorageError> {
+    // The writer thread opens the same file: an in-memory database would be a different one.
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StorageError::InMemorySqlite);
+    }
+    let synchronous = SqliteSynchronous::from_str(sqlite_synchronous(false))
+        .map_err(|e| StorageError::Database(sqlx::Error::Configuration(e.into())))?;
+    let mut options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    for (name, value) in SQLITE_PRAGMAS {
+        options = options.pragma(name, value);
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    let path = pool.connect_options().get_filename().to_path_buf();
+    let path = path.canonicalize().unwrap_or(path);
+    Ok((pool, path))
+}
+
+/// Starts the writer thread of the file at `path`; it stops once its queue
+/// is closed and drained, and the returned task ends with it.
+pub(crate) fn start(
+    path: &Path,
+    metrics: &CommitMetrics,
+) -> Result<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>), StorageError> {
+    let lock_path = {
+        let mut name = path.as_os_str().to_owned();
+        name.push("-writer.lock");
+        PathBuf::from(name)
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StorageError::File {
+            path: lock_path.clone(),
+            source,
+        })?;
+    if lock.try_lock().is_err() {
+        return Err(StorageError::SqliteBusy(path.to_path_buf()));
+    }
+    let writer = SqliteWriter::open(path)?;
+    let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+    let metrics = metrics.clone();
+    // Its own thread, not the runtime's blocking pool: a runtime shut down
+    // while a `Store` is still held must not wait for it.
+    let (done, finished) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            writer.run(rx, &metrics);
+            // Unlocked once the last commit is done.
+            drop(lock);
+            let _ = done.send(());
+        })
+        .map_err(StorageError::Thread)?;
+    let handle = tokio::spawn(async move {
+        let _ = finished.await;
+    });
+    Ok((tx, handle))
+}
+
+/// Opens a connection to an existing store file, for the writer or the checkpointer.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", sqlite_synchronous(true))?;
+    for (name, value) in SQLITE_PRAGMAS {
+        conn.pragma_update(None, name, value)?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// The threads beside the writer: syncers and the checkpointer.
+struct Helpers {
+    /// Held while a transaction runs; the checkpointer takes it to finish a checkpoint.
+    gate: Arc<Mutex<()>>,
+    to_sync: std::sync::mpsc::Sender<Settle>,
+    syncers: Vec<std::thread::JoinHandle<()>>,
+    stop: std::sync::mpsc::Sender<()>,
+    checkpoints: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helpers {
+    fn start(path: &Path) -> Helpers {
+        let gate = Arc::new(Mutex::new(()));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpoints = {
+            let (gate, path) = (gate.clone(), path.to_path_buf());
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpointer(&path, &gate, &stopped))
+                .ok()
+        };
+        let (to_sync, syncing) = std::sync::mpsc::channel::<Settle>();
+        let syncing = Arc::new(Mutex::new(syncing));
+        let syncers = (0..SYNCERS)
+            .filter_map(|_| {
+                let (wal, syncing) = (wal_path(path), syncing.clone());
+                std::thread::Builder::new()
+                    .name("sqlite-sync".into())
+                    .spawn(move || syncer(&wal, &syncing))
+                    .ok()
+            })
+            .collect();
+        Helpers {
+            gate,
+            to_sync,
+            syncers,
+            stop,
+            checkpoints,
+        }
+    }
+
+    /// Runs `then` with the outcome once everything committed so far is on disk.
+    fn after_sync(&self, wal: &Path, then: impl FnOnce(Result<(), StorageError>) + Send + 'static) {
+        let wal = wal.to_path_buf();
+        let _ = self.to_sync.send(Box::new(move |synced| {
+            then(synced.map_err(|message| StorageError::Sync { path: wal, message }));
+        }));
+    }
+
+    /// Waits for the syncers to answer every commit, then for a last checkpoint.
+    fn stop(self) {
+        drop(self.to_sync);
+        for thread in self.syncers {
+            let _ = thread.join();
+        }
+        drop(self.stop);
+        if let Some(thread) = self.checkpoints {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct SqliteWriter {
+    path: PathBuf,
+    conn: Option<Connection>,
+    /// Rollups of committed events not yet written.
+    pending: Aggregate,
+    since: Instant,
+    /// The rowid the next stored event gets.
+    next_rowid: i64,
+    /// Whether `pending` must be rebuilt from the stored events first.
+    recover: bool,
+}
+
+impl SqliteWriter {
+    /// Opens the writer's connection and rolls up any events a crash left
+    /// past the watermark.
+    fn open(path: &Path) -> Result<SqliteWriter, StorageError> {
+        let mut writer = SqliteWriter {
+            path: path.to_path_buf(),
+            conn: None,
+            pending: Aggregate::default(),
+            since: Instant::now(),
+            next_rowid: 1,
+            recover: true,
+        };
+        writer.transact(|_, _| Ok(()))?;
+        if writer.pending.events() > 0 {
+            let events = writer.pending.events();
+            writer.transact(|w, tx| w.write_pending(tx))?;
+            tracing::info!(events, "rolled up events stored before an unclean stop");
+        }
+        Ok(writer)
+    }
+
+    /// Holds back the rollups of every event past the stored watermark
+    /// (after a start, or a failed transaction that may have dropped some).
+    fn recover(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let watermark: i64 = conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [WATERMARK],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
+            r.get(0)
+        })?;
+        self.next_rowid = last.max(watermark) + 1;
+        let mut pending = Aggregate::default();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {} FROM events WHERE rowid > ?1 ORDER BY rowid",
+            EVENTS.names()
+        ))?;
+        let mut rows = statement.query([watermark])?;
+        while let Some(row) = rows.next()? {
+            pending.add(&Arc::new(EventRow::from_sqlite(row)?));
+        }
+        self.pending = pending;
+        self.recover = false;
+        Ok(())
+    }
+
+    /// Serves the queue until every sender is gone, then writes what it
+    /// holds back. After a failed transaction the connection is opened
+    /// afresh for the next one.
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &CommitMetrics) {
+        let helpers = Helpers::start(&self.path);
+        let wal = wal_path(&self.path);
+        let mut carried: Option<Job> = None;
+        let mut last_group: Option<Instant> = None;
+        loop {
+            let Some(job) = carried.take().or_else(|| rx.blocking_recv()) else {
+                break;
+            };
+            let _writing = helpers.gate.lock().unwrap_or_else(|e| e.into_inner());
+            match job {
+                Job::Store(first) => {
+                    let (mut jobs, mut next) = gather(first, || rx.try_recv().ok());
+                    if next.is_none()
+                        && events_in(&jobs) < HOLD_BELOW_EVENTS
+                        && last_group.is_some_and(|t| t.elapsed() < BUSY_WITHIN)
+                    {
+                        std::thread::sleep(HOLD);
+                        next = gather_into(&mut jobs, || rx.try_recv().ok());
+                    }
+                    last_group = Some(Instant::now());
+                    carried = next;
+                    let group = Group::of(&jobs);
+                    let result = self.transact(|w, tx| w.store(tx, &group));
+                    let (size, started) = (group.events.len(), group.started);
+                    drop(group);
+                    let metrics = metrics.clone();
+                    helpers.after_sync(&wal, move |synced| {
+                        let result = result.and_then(|w| synced.map(|()| w));
+                        settle(jobs, result, &metrics, size, started);
+                    });
+                }
+                Job::Flush(reply) => {
+                    let _ = reply.send(self.transact(|w, tx| w.write_pending(tx)));
+                }
+                Job::DeleteUser {
+                    user_id,
+                    hash,
+                    now_ms,
+                    reply,
+                } => {
+                    let result = self.transact(|w, tx| w.delete_user(tx, &user_id, &hash, now_ms));
+                    helpers.after_sync(&wal, move |synced| {
+                        let _ = reply.send(result.and_then(|found| synced.map(|()| found)));
+                    });
+                }
+                Job::Stop => break,
+            }
+        }
+        if self.pending.events() > 0
+            && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
+        {
+            tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
+        }
+        helpers.stop();
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction and commits it. On
+    /// failure the connection is opened afresh next time and the held-back
+    /// rollups are rebuilt from what was stored.
+    fn transact<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self, &Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = (|| {
+            if self.recover {
+                self.recover(&conn)?;
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = body(self, &tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        match result {
+            Ok(out) => {
+                self.conn = Some(conn);
+                Ok(out)
+            }
+            Err(e) => {
+                self.recover = true;
+                Err(StorageError::Sqlite(e))
+            }
+        }
+    }
+
+    /// Writes the held-back rollups and the watermark (everything stored so far).
+    fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        // One writer: one shard.
+        for (upsert, rows) in self.pending.tables(0) {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut statement = tx.prepare_cached(&upsert.row_sql())?;
+            for row in &rows {
+                statement.execute(params_from_iter(row))?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![WATERMARK, (self.next_rowid - 1).to_string()],
+        )?;
+        // Forgotten here: were the commit to fail, the events past the
+        // watermark are rolled up again when the writer next opens.
+        self.pending = Aggregate::default();
+        self.since = Instant::now();
+        Ok(())
+    }
+
+    /// Deletes one user after writing the held-back rollups; whether anything was stored.
+    fn delete_user(
+        &mut self,
+        tx: &Transaction<'_>,
+        user_id: &str,
+        hash: &str,
+        now_ms: i64,
+    ) -> rusqlite::Result<bool> {
+        self.write_pending(tx)?;
+        let mut found = 0;
+        for sql in DELETE_USER {
+            found += tx.execute(sql, [user_id])?;
+        }
+        tx.execute(REMEMBER_DELETED_USER, rusqlite::params![hash, now_ms])?;
+        Ok(found > 0)
+    }
+
+    /// Stores a group of events: the events of deleted users are dropped,
+    /// the rest inserted once each (`event_id` is unique), and the invalid
+    /// events quarantined. The rollups of the new events are held back, or
+    /// written with the held-back ones when those are due.
+    fn store(&mut self, tx: &Transaction<'_>, group: &Group<'_>) -> rusqlite::Result<Vec<Written>> {
+        let mut deleted: HashSet<&str> = HashSet::new();
+        {
+            let mut lookup =
+                tx.prepare_cached("SELECT 1 FROM deleted_users WHERE user_hash = ?1")?;
+            for &hash in group.hashes.values() {
+                if lookup.exists([hash])? {
+                    deleted.insert(hash);
+                }
+            }
+        }
+        // Each event in input order: dropped for a deleted user, accepted
+        // when its id is inserted (the first time), otherwise a duplicate.
+        let mut outcomes = Vec::with_capacity(group.events.len());
+        {
+            let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
+            for &e in &group.events {
+                let outcome = if group.is_deleted(e, &deleted) {
+                    Written::DeletedUser
+                } else {
+                    let row = std::iter::once(Cell::Int(Some(self.next_rowid))).chain(e.cells());
+                    if insert.execute(params_from_iter(row))? == 1 {
+                        self.next_rowid += 1;
+                        // Forgotten with the rest should the commit fail (`transact`).
+                        self.pending.add(e);
+                        Written::Accepted
+                    } else {
+                        Written::Duplicate
+                    }
+                };
+                outcomes.push(outcome);
+            }
+        }
+        quarantine(tx, &group.quarantine)?;
+        if self.since.elapsed() >= ROLLUP_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
+            self.write_pending(tx)?;
+        }
+        Ok(outcomes)
+    }
+}
+
+fn quarantine(tx: &Transaction<'_>, rows: &[QuarantineRow]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut statement = tx.prepare_cached(&QUARANTINE.row_sql())?;
+    for row in rows {
+        statement.execute(params_from_iter(row.cells()))?;
+    }
+    tx.execute(PRUNE_QUARANTINE, [QUARANTINE_KEEP])?;
+    Ok(())
+}
+
+/// `INSERT` of one event with the rowid this writer gives it (made once:
+/// the statement cache is looked up by this text for every group).
+static INSERT_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let marks: Vec<String> = (1..=EVENTS.columns.len() + 1)
+        .map(|i| format!("?{i}"))
+        .collect();
+    EVENTS
+        .sql(&format!("VALUES ({})", marks.join(", ")))
+        .replacen("INSERT INTO events (", "INSERT INTO events (rowid, ", 1)
+});
