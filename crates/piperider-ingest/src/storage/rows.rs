@@ -5,68 +5,47 @@
 
 use piperider_event::CliEvent;
 
-/// The seven figures a data command reports, by name. The wire format's
-/// `stats`, an event row's figures, a day's sums and a report's totals all
-/// use this one list.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-pub struct Figures {
-    pub tables: i64,
-    pub columns: i64,
-    pub rows: i64,
-    pub builtin_assertions: i64,
-    pub custom_assertions: i64,
-    pub passed_assertions: i64,
-    pub failed_assertions: i64,
+/// Writes [`Figures`] and its list of names from one list of fields.
+macro_rules! figures {
+    ($($name:ident),* $(,)?) => {
+        /// The seven figures a data command reports, by name. The wire
+        /// format's `stats`, an event row's figures, a day's sums and a
+        /// report's totals all use this one list.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+        pub struct Figures {
+            $(pub $name: i64,)*
+        }
+
+        impl Figures {
+            /// The figures' names, in the order of [`Figures::values`]
+            /// (and of the tables' columns).
+            pub const NAMES: [&'static str; 7] = [$(stringify!($name)),*];
+
+            /// The values in the order of [`Figures::NAMES`].
+            pub fn values(&self) -> [i64; 7] {
+                [$(self.$name),*]
+            }
+
+            /// The figures from values in the order of [`Figures::NAMES`].
+            pub fn from_values(values: [i64; 7]) -> Figures {
+                let [$($name),*] = values;
+                Figures { $($name),* }
+            }
+        }
+    };
 }
 
+figures!(
+    tables,
+    columns,
+    rows,
+    builtin_assertions,
+    custom_assertions,
+    passed_assertions,
+    failed_assertions,
+);
+
 impl Figures {
-    /// The figures' names, in the order of [`Figures::values`] (and of the
-    /// tables' columns).
-    pub const NAMES: [&'static str; 7] = [
-        "tables",
-        "columns",
-        "rows",
-        "builtin_assertions",
-        "custom_assertions",
-        "passed_assertions",
-        "failed_assertions",
-    ];
-
-    /// The values in the order of [`Figures::NAMES`].
-    pub fn values(&self) -> [i64; 7] {
-        [
-            self.tables,
-            self.columns,
-            self.rows,
-            self.builtin_assertions,
-            self.custom_assertions,
-            self.passed_assertions,
-            self.failed_assertions,
-        ]
-    }
-
-    /// The figures from values in the order of [`Figures::NAMES`].
-    pub fn from_values(v: [i64; 7]) -> Figures {
-        let [
-            tables,
-            columns,
-            rows,
-            builtin_assertions,
-            custom_assertions,
-            passed_assertions,
-            failed_assertions,
-        ] = v;
-        Figures {
-            tables,
-            columns,
-            rows,
-            builtin_assertions,
-            custom_assertions,
-            passed_assertions,
-            failed_assertions,
-        }
-    }
-
     /// Adds `other` figure by figure.
     pub fn add(&mut self, other: &Figures) {
         let (a, b) = (self.values(), other.values());

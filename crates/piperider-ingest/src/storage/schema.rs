@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use super::rows::Figures;
+
 /// What a multi-row `INSERT` does with a row whose key is already stored.
 #[derive(Debug)]
 pub(crate) enum OnConflict {
@@ -73,10 +75,44 @@ impl Upsert {
     }
 }
 
-/// Raw events, once per `event_id`.
-pub(crate) const EVENTS: Upsert = Upsert {
-    table: "events",
-    columns: &[
+/// A column: its name and kind (`text` or `int`).
+type Column = (&'static str, &'static str);
+
+/// The figures' columns, in [`Figures::NAMES`] order.
+const FIGURE_COLUMNS: [Column; 7] = {
+    let mut columns = [("", "int"); 7];
+    let mut i = 0;
+    while i < 7 {
+        columns[i].0 = Figures::NAMES[i];
+        i += 1;
+    }
+    columns
+};
+
+/// `head`, the figures' columns, then `tail`, as one list (`N` is the
+/// sum of the three lengths).
+const fn with_figures<const H: usize, const T: usize, const N: usize>(
+    head: [Column; H],
+    tail: [Column; T],
+) -> [Column; N] {
+    assert!(H + 7 + T == N, "N is the number of columns");
+    let mut columns = [("", ""); N];
+    let mut i = 0;
+    while i < N {
+        columns[i] = if i < H {
+            head[i]
+        } else if i < H + 7 {
+            FIGURE_COLUMNS[i - H]
+        } else {
+            tail[i - H - 7]
+        };
+        i += 1;
+    }
+    columns
+}
+
+const EVENT_COLUMNS: [Column; 28] = with_figures(
+    [
         ("event_id", "text"),
         ("received_at", "int"),
         ("ts", "int"),
@@ -94,20 +130,32 @@ pub(crate) const EVENTS: Upsert = Upsert {
         ("ci", "text"),
         ("project_id", "text"),
         ("datasource_type", "text"),
-        ("tables", "int"),
-        ("columns", "int"),
-        ("rows", "int"),
-        ("builtin_assertions", "int"),
-        ("custom_assertions", "int"),
-        ("passed_assertions", "int"),
-        ("failed_assertions", "int"),
+    ],
+    [
         ("status", "text"),
         ("duration_ms", "int"),
         ("country", "text"),
         ("region", "text"),
     ],
+);
+
+/// Raw events, once per `event_id`.
+pub(crate) const EVENTS: Upsert = Upsert {
+    table: "events",
+    columns: &EVENT_COLUMNS,
     on_conflict: OnConflict::Keep("event_id"),
 };
+
+const DAILY_EVENT_COLUMNS: [Column; 12] = with_figures(
+    [
+        ("day", "text"),
+        ("event_type", "text"),
+        ("shard", "int"),
+        ("events", "int"),
+        ("errors", "int"),
+    ],
+    [],
+);
 
 /// Users: earliest and latest sighting; attributes of the latest event.
 pub(crate) const USERS: Upsert = Upsert {
@@ -187,20 +235,7 @@ pub(crate) const DAILY_USERS: Upsert = Upsert {
 /// [`super::rollup::Aggregate::tables`]).
 pub(crate) const DAILY_EVENTS: Upsert = Upsert {
     table: "daily_events",
-    columns: &[
-        ("day", "text"),
-        ("event_type", "text"),
-        ("shard", "int"),
-        ("events", "int"),
-        ("errors", "int"),
-        ("tables", "int"),
-        ("columns", "int"),
-        ("rows", "int"),
-        ("builtin_assertions", "int"),
-        ("custom_assertions", "int"),
-        ("passed_assertions", "int"),
-        ("failed_assertions", "int"),
-    ],
+    columns: &DAILY_EVENT_COLUMNS,
     on_conflict: OnConflict::Add("day, event_type, shard"),
 };
 
