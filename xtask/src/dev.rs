@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Result, cargo, run_step, sample};
+use crate::{Result, run_step};
 
 const DEFAULT_PORT: u16 = 8700;
 
@@ -73,16 +73,10 @@ pub(crate) fn run() -> Result {
             "port {port} is busy: stop what listens on {addr} (another `cargo xtask dev`?) or choose another with PIPERIDER_DEV_PORT=8701"
         ));
     }
-    run_step(
-        "build piperider and piperider-demo-cloud",
-        cargo().args([
-            "build",
-            "--quiet",
-            "-p",
-            "piperider-cli",
-            "-p",
-            "piperider-demo-cloud",
-        ]),
+    crate::build(
+        "build piperider, piperider-demo-cloud and the sample data source",
+        "debug",
+        &["piperider-cli", "piperider-demo-cloud", "piperider-bench"],
     )?;
     let dir = data_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -133,7 +127,12 @@ pub(crate) fn run() -> Result {
 fn sample_run(bin: &Path, dir: &Path, endpoint: &str) -> Result {
     let project = dir.join("sample-project");
     std::fs::create_dir_all(&project).map_err(|e| e.to_string())?;
-    sample::shop_db(&project.join("shop.db"))?;
+    run_step(
+        "sample data source",
+        Command::new(bin.join("piperider-bench"))
+            .arg("sample-db")
+            .arg(project.join("shop.db")),
+    )?;
     let home = dir.join("home");
     let piperider = |args: &[&str]| {
         Command::new(bin.join("piperider"))
@@ -170,38 +169,26 @@ fn sample_run(bin: &Path, dir: &Path, endpoint: &str) -> Result {
     Ok(())
 }
 
+/// Waits for Ctrl-C or SIGTERM, then stops the backend with SIGTERM (its
+/// acknowledged events are committed) and waits for it to exit.
 fn wait_for_ctrl_c(ingest: &mut Child) -> Result {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let terminated = runtime.block_on(async {
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
-        loop {
-            #[cfg(unix)]
-            let terminate = term.recv();
-            #[cfg(not(unix))]
-            let terminate = std::future::pending::<Option<()>>();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(false),
-                _ = terminate => return Ok(true),
-                () = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if let Ok(Some(status)) = ingest.try_wait() {
-                        return Err(format!("piperider-ingest stopped ({status})"));
-                    }
-                }
-            }
+    let (tx, stop) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+    loop {
+        if stop.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
         }
-    })?;
-    if terminated {
-        // Only this process was told to stop: stop the backend too (its acknowledged events are committed).
-        let _ = ingest.kill();
-        let _ = ingest.wait();
-        return Ok(());
+        if let Ok(Some(status)) = ingest.try_wait() {
+            return Err(format!("piperider-ingest stopped ({status})"));
+        }
     }
-    // The terminal sent the same Ctrl-C to piperider-ingest: let it finish its commits.
+    // A Ctrl-C in the terminal reached the backend too; SIGTERM is then a no-op.
+    let _ = Command::new("kill")
+        .args(["-TERM", &ingest.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = ingest.try_wait() {
@@ -212,5 +199,5 @@ fn wait_for_ctrl_c(ingest: &mut Child) -> Result {
     }
     let _ = ingest.kill();
     let _ = ingest.wait();
-    Err("piperider-ingest did not stop within 15 s of Ctrl-C and was killed".into())
+    Err("piperider-ingest did not stop within 15 s and was killed".into())
 }

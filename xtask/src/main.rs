@@ -7,13 +7,8 @@
 //! - `bench`    the speed targets, as ratios measured in one run
 //! - `dev`      the whole stack on SQLite
 
-mod bench;
-mod bench_backend;
 mod codegen;
 mod dev;
-mod faults;
-mod load;
-mod sample;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -46,13 +41,10 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["lint"] => lint(),
         ["tidy"] => tidy::run(),
-        ["bench"] => bench::run(false),
-        ["bench", "--quick"] => bench::run(true),
-        ["faults"] => match faults::run() {
-            Ok((passed, 0)) => {
-                println!("faults: {passed} passed, 0 failed");
-                Ok(())
-            }
+        ["bench"] => bench(&["bench"]),
+        ["bench", "--quick"] => bench(&["bench", "--quick"]),
+        ["faults"] => match faults() {
+            Ok((_, 0)) => Ok(()),
             Ok((passed, failed)) => Err(format!("faults: {passed} passed, {failed} failed")),
             Err(e) => Err(e),
         },
@@ -65,9 +57,6 @@ fn main() -> ExitCode {
             Ok(n) => fuzz_for(std::time::Duration::from_secs(n)),
             Err(_) => Err(format!("--seconds takes a number, not {n:?}")),
         },
-        ["bench-run"] => bench::run_measurements(false),
-        ["bench-run", "--quick"] => bench::run_measurements(true),
-        ["noop-server"] => bench_backend::noop_server(),
         ["dev"] => dev::run(),
         ["help" | "--help" | "-h"] | [] => {
             print!("{USAGE}");
@@ -89,27 +78,6 @@ pub(crate) fn root() -> PathBuf {
         .parent()
         .expect("xtask lives one level under the workspace root")
         .to_path_buf()
-}
-
-/// `exe` (a `piperider` binary) in `project`, with a clean environment:
-/// `home` as its home and `~/.piperider`, telemetry sent to `endpoint`,
-/// output discarded.
-pub(crate) fn piperider_command(
-    exe: &Path,
-    home: &Path,
-    project: &Path,
-    endpoint: &str,
-) -> Command {
-    let mut cmd = Command::new(exe);
-    cmd.current_dir(project)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("PIPERIDER_HOME", home)
-        .env("PIPERIDER_TELEMETRY_ENDPOINT", endpoint)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    cmd
 }
 
 /// Cargo's target directory for this workspace: `CARGO_TARGET_DIR` or the
@@ -158,14 +126,62 @@ pub(crate) fn run_step(name: &str, cmd: &mut Command) -> Result {
     }
 }
 
-/// Builds `packages` in release, as the bench and the fault suite run them.
-pub(crate) fn release_build(name: &str, packages: &[&str]) -> Result {
+/// Builds `packages` in `profile` (`debug` or `release`).
+pub(crate) fn build(name: &str, profile: &str, packages: &[&str]) -> Result {
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--quiet"]);
+    cmd.args(["build", "--quiet"]);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
     for p in packages {
         cmd.args(["-p", p]);
     }
     run_step(name, &mut cmd)
+}
+
+/// The load tools (`crates/piperider-bench`) and the binaries they drive,
+/// built in release; the tools find those binaries beside their own.
+fn bench_binaries(name: &str) -> Result<PathBuf> {
+    build(
+        name,
+        "release",
+        &["piperider-cli", "piperider-ingest", "piperider-bench"],
+    )?;
+    Ok(binary("release", "piperider-bench"))
+}
+
+/// `cargo xtask bench`: `piperider-bench bench` on release binaries.
+fn bench(args: &[&str]) -> Result {
+    let exe = bench_binaries("release build")?;
+    run_step("measurements", Command::new(exe).args(args))
+}
+
+/// The fault-injection cases on release binaries: (passed, failed), from
+/// the last line of `piperider-bench faults`.
+fn faults() -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let exe = bench_binaries("release build for the fault-injection suite")?;
+    let mut child = Command::new(exe)
+        .arg("faults")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting piperider-bench: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut counts = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading piperider-bench's output: {e}"))?;
+        println!("{line}");
+        // "faults: 5 passed, 0 failed"
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        if let ["faults:", passed, "passed", failed, "failed"] = words.as_slice() {
+            counts = passed.parse().ok().zip(failed.parse().ok());
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    match counts {
+        Some(counts) if status.success() => Ok(counts),
+        _ => Err(format!("piperider-bench faults failed ({status})")),
+    }
 }
 
 fn in_ci() -> bool {
@@ -219,7 +235,7 @@ fn test() -> Result {
         &mut totals,
     );
     eprintln!("xtask: == fault injection (release binaries)");
-    let fault_cases = faults::run();
+    let fault_cases = faults();
     if let Ok((passed, failed)) = &fault_cases {
         totals.passed += passed;
         totals.failed += failed;

@@ -3,7 +3,8 @@
 //! - Layering: each crate may depend only on the workspace crates listed
 //!   below, and never, even transitively, on the third-party crates listed
 //!   as forbidden for it (the event crate knows no HTTP, SQL or YAML, the
-//!   CLI side no axum or sqlx, the backend no ureq).
+//!   CLI side no axum or sqlx, the backend no ureq, xtask no server or
+//!   database stack).
 //! - clap only in crates that build a binary.
 //! - Every crate lives one level under `crates/`, its directory named as its
 //!   package, opts into `[lints] workspace = true`, and takes every
@@ -97,9 +98,21 @@ const LAYERS: &[Layer] = &[
         forbidden: &["axum", "sqlx", "ureq", "tokio"],
     },
     Layer {
-        krate: "xtask",
+        krate: "piperider-bench",
         internal: &["piperider-event", "piperider-testkit"],
-        forbidden: &[],
+        forbidden: &[
+            "ureq",
+            "piperider-profile",
+            "piperider-collector",
+            "piperider-cli",
+            "piperider-ingest",
+        ],
+    },
+    Layer {
+        krate: "xtask",
+        internal: &["piperider-event"],
+        // Its tasks start in seconds: the load tools and their servers live in piperider-bench.
+        forbidden: &["axum", "sqlx", "tokio", "hyper"],
     },
 ];
 

@@ -1,4 +1,4 @@
-//! The sample data source: `xtask/sample/shop.sql` loaded into a SQLite file.
+//! The sample data source: `sample/shop.sql` (in this crate) loaded into a SQLite file.
 
 use std::path::Path;
 

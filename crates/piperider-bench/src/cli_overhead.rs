@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick]`: the speed targets, measured as ratios in
-//! one run on this machine, written to `target/bench/report.json`.
+//! one run on this machine, written to `<target dir>/bench/report.json`.
 //!
 //! CLI overhead: the wall time of a real `piperider run` with telemetry on,
 //! against the same command with `DO_NOT_TRACK=1`, interleaved run by run, in
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use piperider_testkit::{Mode, Sink};
 use serde_json::{Value, json};
 
-use crate::{Result, run_step, sample};
+use crate::{Result, median, sample, spool_len};
 
 struct Settings {
     cli_iterations: usize,
@@ -20,44 +20,27 @@ struct Settings {
     isolated_iterations: usize,
 }
 
-/// Builds everything in release (the load generator too, so it is never
-/// the bottleneck) and runs the measurements from the release xtask.
+/// The whole bench: the CLI's overhead, then the backend's figures;
+/// writes the report and prints its table.
 pub(crate) fn run(quick: bool) -> Result {
-    crate::release_build(
-        "release build",
-        &["piperider-cli", "piperider-ingest", "xtask"],
-    )?;
-    let mut cmd = std::process::Command::new(crate::binary("release", "xtask"));
-    cmd.arg("bench-run");
-    if quick {
-        cmd.arg("--quick");
-    }
-    run_step("measurements", &mut cmd)
-}
-
-pub(crate) fn run_measurements(quick: bool) -> Result {
     let settings = Settings {
         cli_iterations: if quick { 41 } else { 121 },
         isolated_iterations: if quick { 11 } else { 31 },
     };
-    let exe = crate::binary("release", "piperider");
-    let work = std::env::temp_dir().join(format!("piperider-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-
+    let work = crate::work_dir("bench")?;
     let mut report = serde_json::Map::new();
     if std::env::var_os("PIPERIDER_BENCH_ONLY").is_some() {
-        let backend = crate::bench_backend::run(quick)?;
-        crate::bench_backend::print(&backend);
+        let backend = crate::backend::run(quick)?;
+        crate::backend::print(&backend);
         return Ok(());
     }
-    let cli = cli_overhead(&exe, &work, &settings);
+    let cli = cli_overhead(&work, &settings);
     let _ = std::fs::remove_dir_all(&work);
     let cli = cli?;
     report.insert("cli_overhead_ms".into(), cli.0);
     report.insert("cli_overhead_ratio".into(), cli.1);
     report.insert("cli_overhead_isolated".into(), cli.2);
-    let backend = crate::bench_backend::run(quick)?;
+    let backend = crate::backend::run(quick)?;
     report.extend(backend);
     report.insert(
         "machine".into(),
@@ -74,8 +57,8 @@ pub(crate) fn run_measurements(quick: bool) -> Result {
         serde_json::to_string_pretty(&Value::Object(report.clone())).map_err(|e| e.to_string())?;
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     print_table(&report);
-    crate::bench_backend::print(&report);
-    eprintln!("xtask: wrote {}", path.display());
+    crate::backend::print(&report);
+    eprintln!("bench: wrote {}", path.display());
     Ok(())
 }
 
@@ -125,22 +108,14 @@ fn project(work: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((project, home))
 }
 
-fn timed(
-    exe: &Path,
-    project: &Path,
-    home: &Path,
-    endpoint: &str,
-    telemetry: bool,
-) -> Result<Duration> {
-    let mut cmd = crate::piperider_command(exe, home, project, endpoint);
+fn timed(project: &Path, home: &Path, endpoint: &str, telemetry: bool) -> Result<Duration> {
+    let mut cmd = crate::piperider_command(home, project, endpoint);
     cmd.arg("run");
     if !telemetry {
         cmd.env("DO_NOT_TRACK", "1");
     }
     let started = Instant::now();
-    let status = cmd
-        .status()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let status = cmd.status().map_err(|e| format!("piperider: {e}"))?;
     let took = started.elapsed();
     if !status.success() {
         return Err(format!(
@@ -150,25 +125,16 @@ fn timed(
     Ok(took)
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Overhead from runs taken in on/off pairs: the median of the pairwise
 /// differences and of the pairwise ratios. Pairing cancels the slow drift
 /// of a shared machine, which otherwise dwarfs a sub-millisecond effect.
 fn paired(on: &[f64], off: &[f64]) -> (f64, f64) {
     let diffs = on.iter().zip(off).map(|(a, b)| a - b).collect();
     let ratios = on.iter().zip(off).map(|(a, b)| a / b).collect();
-    let round = |x: f64| (x * 1000.0).round() / 1000.0;
-    (round(median(diffs)), round(median(ratios)))
-}
-
-fn spool_len(home: &Path) -> usize {
-    std::fs::read_dir(home.join("telemetry/spool"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    (
+        crate::round(median(diffs), 3),
+        crate::round(median(ratios), 3),
+    )
 }
 
 /// Whether a sender process holds the sender lock.
@@ -182,7 +148,7 @@ fn sender_running(home: &Path) -> bool {
 /// Overhead when no sender lingers from an earlier command, so each
 /// command pays for starting one: the case of a person running commands
 /// minutes apart.
-fn isolated(exe: &Path, work: &Path, endpoint: &str, iterations: usize) -> Result<Value> {
+fn isolated(work: &Path, endpoint: &str, iterations: usize) -> Result<Value> {
     let (project, home) = project(work, "isolated")?;
     let settle = |home: &Path| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -190,7 +156,7 @@ fn isolated(exe: &Path, work: &Path, endpoint: &str, iterations: usize) -> Resul
             std::thread::sleep(Duration::from_millis(10));
         }
     };
-    timed(exe, &project, &home, endpoint, true)?;
+    timed(&project, &home, endpoint, true)?;
     settle(&home);
     let (mut on, mut off) = (Vec::new(), Vec::new());
     // Each run follows the same wait, so neither finds the machine warmer,
@@ -198,7 +164,7 @@ fn isolated(exe: &Path, work: &Path, endpoint: &str, iterations: usize) -> Resul
     for i in 0..iterations {
         for telemetry in [i % 2 == 0, i % 2 == 1] {
             std::thread::sleep(Duration::from_millis(50));
-            let took = timed(exe, &project, &home, endpoint, telemetry)?.as_secs_f64() * 1e3;
+            let took = timed(&project, &home, endpoint, telemetry)?.as_secs_f64() * 1e3;
             if telemetry {
                 on.push(took)
             } else {
@@ -209,14 +175,14 @@ fn isolated(exe: &Path, work: &Path, endpoint: &str, iterations: usize) -> Resul
     }
     let (ms, ratio) = paired(&on, &off);
     eprintln!(
-        "xtask: bench isolated: telemetry on {:.2} ms, off {:.2} ms (medians of {iterations})",
+        "bench isolated: telemetry on {:.2} ms, off {:.2} ms (medians of {iterations})",
         median(on),
         median(off)
     );
     Ok(json!({ "ms": ms, "ratio": ratio }))
 }
 
-fn cli_overhead(exe: &Path, work: &Path, settings: &Settings) -> Result<(Value, Value, Value)> {
+fn cli_overhead(work: &Path, settings: &Settings) -> Result<(Value, Value, Value)> {
     let up = Sink::start(Mode::Accept);
     let blackhole = Sink::start(Mode::Blackhole);
     let conditions = [
@@ -229,8 +195,8 @@ fn cli_overhead(exe: &Path, work: &Path, settings: &Settings) -> Result<(Value, 
     for (name, endpoint) in conditions {
         let (project, home) = project(work, name)?;
         // Warm the page cache and the backoff state.
-        timed(exe, &project, &home, &endpoint, true)?;
-        timed(exe, &project, &home, &endpoint, false)?;
+        timed(&project, &home, &endpoint, true)?;
+        timed(&project, &home, &endpoint, false)?;
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for i in 0..settings.cli_iterations {
             // Alternate which goes first, so drift hits both alike.
@@ -240,7 +206,7 @@ fn cli_overhead(exe: &Path, work: &Path, settings: &Settings) -> Result<(Value, 
                 [false, true]
             };
             for telemetry in order {
-                let took = timed(exe, &project, &home, &endpoint, telemetry)?.as_secs_f64() * 1e3;
+                let took = timed(&project, &home, &endpoint, telemetry)?.as_secs_f64() * 1e3;
                 if telemetry {
                     on.push(took)
                 } else {
@@ -257,7 +223,7 @@ fn cli_overhead(exe: &Path, work: &Path, settings: &Settings) -> Result<(Value, 
         }
         let (d, r) = paired(&on, &off);
         eprintln!(
-            "xtask: bench {name}: telemetry on {:.2} ms, off {:.2} ms (medians of {})",
+            "bench {name}: telemetry on {:.2} ms, off {:.2} ms (medians of {})",
             median(on),
             median(off),
             settings.cli_iterations
@@ -265,7 +231,7 @@ fn cli_overhead(exe: &Path, work: &Path, settings: &Settings) -> Result<(Value, 
         ms.insert(name.into(), json!(d));
         ratio.insert(name.into(), json!(r));
     }
-    let isolated = isolated(exe, work, &up.endpoint(), settings.isolated_iterations)?;
+    let isolated = isolated(work, &up.endpoint(), settings.isolated_iterations)?;
     if up.events().is_empty() {
         return Err("the benchmark's telemetry never reached the sink: the sink_up figures would be meaningless".into());
     }

@@ -4,182 +4,52 @@
 //! backend acknowledged is stored. Each case is bounded in time and count.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{Result, sample};
+use crate::launcher::{Backend, Log};
+use crate::{Result, sample, spool_len};
 
-const TOKEN: &str = "faults-admin-token-0123456789";
-
-struct Backend {
-    child: Option<Child>,
-    addr: SocketAddr,
-    db: PathBuf,
+/// The id of every stored event, read straight from the SQLite file `db`.
+fn stored_ids(db: &Path) -> Result<Vec<uuid::Uuid>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM events")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.close().await.map_err(|e| e.to_string())?;
+        ids.into_iter()
+            .map(|(id,)| uuid::Uuid::parse_str(&id).map_err(|e| format!("event id {id:?}: {e}")))
+            .collect()
+    })
 }
 
-impl Backend {
-    fn start(addr: SocketAddr, db: &Path) -> Result<Backend> {
-        let mut b = Backend {
-            child: None,
-            addr,
-            db: db.to_path_buf(),
-        };
-        b.restart()?;
-        Ok(b)
-    }
+/// Stored events in the SQLite file `db`, and how many distinct ids they have.
+fn stored(db: &Path) -> Result<(i64, i64)> {
+    Ok(count_distinct(&stored_ids(db)?))
+}
 
-    fn restart(&mut self) -> Result {
-        let child = Command::new(crate::binary("release", "piperider-ingest"))
-            .args([
-                "--listen",
-                &self.addr.to_string(),
-                "--rate-limit-ip",
-                "0",
-                "--rate-limit-user",
-                "0",
-            ])
-            .arg("--database-url")
-            .arg(format!("sqlite:{}", self.db.display()))
-            .args(["--admin-token", TOKEN])
-            .env("PIPERIDER_INGEST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting piperider-ingest: {e}"))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            if Instant::now() > deadline {
-                return Err("piperider-ingest did not come back within 20 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    /// SIGTERM: the service stops accepting, finishes in-flight requests and commits, and exits.
-    fn terminate(&mut self) -> Result {
-        if let Some(mut c) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !status.success() {
-                return Err("kill -TERM failed".into());
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while c.try_wait().map_err(|e| e.to_string())?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    return Err("piperider-ingest did not stop within 15 s of SIGTERM".into());
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        Ok(())
-    }
-
-    /// SIGKILL: no shutdown, no last commit.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// `GET path` with the admin token: the status and the body.
-    fn get(&self, path: &str) -> Result<(u16, String)> {
-        self.request("GET", path, "")
-    }
-
-    /// One request with the admin token (and `body` as JSON when not
-    /// empty): the status and the body of the answer.
-    fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let what = format!("{method} {path}");
-        let mut stream =
-            std::net::TcpStream::connect(self.addr).map_err(|e| format!("{what}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "{what} HTTP/1.1\r\nhost: faults\r\nauthorization: Bearer {TOKEN}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(|e| format!("{what}: {e}"))?;
-        let mut all = String::new();
-        stream
-            .read_to_string(&mut all)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = all
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{what}: no status in {all:?}"))?;
-        let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        Ok((status, body.to_string()))
-    }
-
-    /// Events counted by the rollups (the stats API's total).
-    fn rolled_up(&self) -> Result<i64> {
-        let (status, body) = self.get("/v1/admin/stats")?;
-        if status != 200 {
-            return Err(format!("GET /v1/admin/stats answered {status}: {body}"));
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        v["totals"]["events"]
-            .as_i64()
-            .ok_or_else(|| format!("stats without totals.events: {body}"))
-    }
-
-    /// Stored events, and how many distinct ids they have.
-    fn stored(&self) -> Result<(i64, i64)> {
-        Ok(count_distinct(&self.stored_ids()?))
-    }
-
-    /// The id of every stored event, read straight from the database file.
-    fn stored_ids(&self) -> Result<Vec<uuid::Uuid>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            use sqlx::Connection;
-            sqlx::any::install_default_drivers();
-            let mut conn =
-                sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", self.db.display()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            let ids: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM events")
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.close().await.map_err(|e| e.to_string())?;
-            ids.into_iter()
-                .map(|(id,)| {
-                    uuid::Uuid::parse_str(&id).map_err(|e| format!("event id {id:?}: {e}"))
-                })
-                .collect()
-        })
-    }
+/// A backend on the SQLite file `db`.
+fn backend(db: &Path, log: Log) -> Result<Backend> {
+    Backend::start(&format!("sqlite:{}", db.display()), log)
 }
 
 /// How many ids, and how many distinct ones.
 fn count_distinct(ids: &[uuid::Uuid]) -> (i64, i64) {
     let distinct = ids.iter().collect::<HashSet<_>>().len();
     (ids.len() as i64, distinct as i64)
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A CLI user with a profile, in a project with the sample database.
@@ -209,30 +79,10 @@ fn user(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
 }
 
 fn piperider(home: &Path, project: &Path, endpoint: &str, args: &[&str]) -> Command {
-    let mut cmd = crate::piperider_command(
-        &crate::binary("release", "piperider"),
-        home,
-        project,
-        endpoint,
-    );
+    let mut cmd = crate::piperider_command(home, project, endpoint);
     cmd.args(args)
         .env("PIPERIDER_TELEMETRY_RETRY_BASE_MS", "100");
     cmd
-}
-
-fn spool_len(home: &Path) -> usize {
-    std::fs::read_dir(home.join("telemetry/spool"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-fn free_addr() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map_err(|e| e.to_string())
 }
 
 /// Runs `cmd` to completion, which must exit 0.
@@ -338,7 +188,7 @@ struct LastBatches {
 impl LastBatches {
     fn post(&mut self, backend: &Backend, round: u64) -> Result {
         let bodies: Vec<String> = (0..LAST_BATCHES)
-            .map(|i| crate::bench_backend::body(round * LAST_BATCHES + i, LAST_BATCH_EVENTS))
+            .map(|i| crate::events::body(round * LAST_BATCHES + i, LAST_BATCH_EVENTS))
             .collect();
         for body in &bodies {
             let request: serde_json::Value =
@@ -376,9 +226,9 @@ impl LastBatches {
 }
 
 fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) -> Result {
-    let addr = free_addr()?;
-    let endpoint = format!("http://{addr}");
-    let mut backend = Backend::start(addr, &work.join(format!("{name}.db")))?;
+    let db = work.join(format!("{name}.db"));
+    let mut backend = backend(&db, Log::Silent)?;
+    let endpoint = format!("http://{}", backend.addr);
     let users: Vec<_> = (0..4)
         .map(|i| user(work, &format!("{name}-{i}")))
         .collect::<Result<_>>()?;
@@ -404,7 +254,7 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
     }
     let mut runs = runs_of(workers)?;
     drain(&users, &endpoint, &mut runs)?;
-    let ids = backend.stored_ids()?;
+    let ids = stored_ids(&db)?;
     let all = ids.len() as i64;
     let (last_stored, from_clis): (Vec<_>, Vec<_>) =
         ids.into_iter().partition(|id| last.sent.contains(id));
@@ -413,7 +263,7 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
     let (stored, distinct) = count_distinct(&from_clis);
     let signal = if graceful { "SIGTERM" } else { "SIGKILL" };
     eprintln!(
-        "xtask: faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct); \
+        "faults: {kills} {signal}s during {runs} commands; {stored} events stored ({distinct} distinct); \
          {} of {} events acknowledged just before a {signal} are stored",
         last.acknowledged.len() - lost,
         last.acknowledged.len()
@@ -456,7 +306,7 @@ fn exactly_once(backend: &Backend, runs: u64, (stored, distinct): (i64, i64), al
             "{runs} events recorded, {stored} stored ({distinct} distinct): not exactly once"
         ));
     }
-    let rolled_up = backend.rolled_up()?;
+    let rolled_up = i64::try_from(backend.rolled_up()?).unwrap_or(i64::MAX);
     if rolled_up != all {
         return Err(format!(
             "{all} events stored but the rollups count {rolled_up}"
@@ -470,10 +320,9 @@ fn exactly_once(backend: &Backend, runs: u64, (stored, distinct): (i64, i64), al
 /// 503 with `Retry-After`, `readyz` fails, the CLIs keep their events and
 /// deliver them once the database is back, each exactly once.
 fn storage_away_loses_nothing(work: &Path) -> Result {
-    let addr = free_addr()?;
-    let endpoint = format!("http://{addr}");
     let db = work.join("away.db");
-    let backend = Backend::start(addr, &db)?;
+    let backend = backend(&db, Log::Silent)?;
+    let endpoint = format!("http://{}", backend.addr);
     let users: Vec<_> = (0..4)
         .map(|i| user(work, &format!("away-{i}")))
         .collect::<Result<_>>()?;
@@ -525,9 +374,9 @@ fn storage_away_loses_nothing(work: &Path) -> Result {
         })
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum();
-    let (stored, distinct) = backend.stored()?;
+    let (stored, distinct) = stored(&db)?;
     eprintln!(
-        "xtask: faults: two outages during {runs} commands: {refused} batches answered 503, readyz failed {unready} of 2 times; {stored} events stored ({distinct} distinct)"
+        "faults: two outages during {runs} commands: {refused} batches answered 503, readyz failed {unready} of 2 times; {stored} events stored ({distinct} distinct)"
     );
     if refused < 1.0 {
         return Err("no batch was answered 503 during the outages: the case tested nothing".into());
@@ -611,14 +460,12 @@ fn fill(dir: &Path, spare: usize) -> Result {
 /// hundred bytes): `piperider run` still succeeds with its own exit code
 /// and writes its results; once there is room again, telemetry resumes.
 fn full_spool_disk(work: &Path) -> Result {
-    let addr = free_addr()?;
-    let endpoint = format!("http://{addr}");
-    let backend = Backend::start(addr, &work.join("full.db"))?;
+    let db = work.join("full.db");
+    let backend = backend(&db, Log::Silent)?;
+    let endpoint = format!("http://{}", backend.addr);
     let (home, project) = user(work, "full")?;
     let Some(disk) = Tmpfs::mount(&home.join("telemetry"), "16k")? else {
-        eprintln!(
-            "xtask: faults: SKIPPED the full-disk case: cannot mount a tmpfs here (needs root)"
-        );
+        eprintln!("faults: SKIPPED the full-disk case: cannot mount a tmpfs here (needs root)");
         return Ok(());
     };
     for spare in [0, 300, 900] {
@@ -642,9 +489,9 @@ fn full_spool_disk(work: &Path) -> Result {
     ok(piperider(&home, &project, &endpoint, &["run"]))?;
     runs += 1;
     drain(&[(home.clone(), project.clone())], &endpoint, &mut runs)?;
-    let (stored, distinct) = backend.stored()?;
+    let (stored, distinct) = stored(&db)?;
     eprintln!(
-        "xtask: faults: 3 commands on a full spool disk exited 0 with their results; {stored} event(s) stored after room came back"
+        "faults: 3 commands on a full spool disk exited 0 with their results; {stored} event(s) stored after room came back"
     );
     if stored < 1 || distinct != stored {
         return Err(format!(
@@ -657,9 +504,9 @@ fn full_spool_disk(work: &Path) -> Result {
 
 /// Twenty CLIs started at once: twenty events, each once, and profiles intact.
 fn twenty_at_once(work: &Path) -> Result {
-    let addr = free_addr()?;
-    let endpoint = format!("http://{addr}");
-    let backend = Backend::start(addr, &work.join("twenty.db"))?;
+    let db = work.join("twenty.db");
+    let backend = backend(&db, Log::Silent)?;
+    let endpoint = format!("http://{}", backend.addr);
     let (home, project) = user(work, "twenty")?;
     let profile_before =
         std::fs::read_to_string(home.join("profile.yml")).map_err(|e| e.to_string())?;
@@ -678,7 +525,7 @@ fn twenty_at_once(work: &Path) -> Result {
     }
     let mut runs = 20;
     drain(&[(home.clone(), project)], &endpoint, &mut runs)?;
-    let (stored, distinct) = backend.stored()?;
+    let (stored, distinct) = stored(&db)?;
     if stored != runs as i64 || distinct != stored {
         return Err(format!(
             "{runs} events recorded, {stored} stored ({distinct} distinct)"
@@ -699,13 +546,7 @@ type Case = fn(&Path) -> Result;
 
 /// Runs every case; returns (passed, failed).
 pub(crate) fn run() -> Result<(u64, u64)> {
-    crate::release_build(
-        "release build for the fault-injection suite",
-        &["piperider-cli", "piperider-ingest"],
-    )?;
-    let work = std::env::temp_dir().join(format!("piperider-faults-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let work = crate::work_dir("faults")?;
     let cases: [(&str, Case); 5] = [
         (
             "the backend killed with SIGKILL during delivery loses nothing and stores nothing twice",

@@ -5,16 +5,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::Result;
+use crate::events::body;
+use crate::launcher::{ADMIN_TOKEN, Backend, Log, Process};
 use crate::load::{self, BodyFn};
-
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+use crate::{Result, median, round};
 /// Connections of the latency phase.
 const CONNECTIONS: usize = 64;
 /// The no-op endpoint and single-event requests are each measured at these
@@ -26,9 +26,8 @@ const SWEEP: [usize; 2] = [64, 256];
 /// Alternating rounds of the no-op and single-event measurements.
 const ROUNDS: usize = 3;
 const BATCH_CONNECTIONS: usize = 16;
-const USERS: u64 = 1_000;
 
-/// `xtask noop-server`: an axum endpoint that reads the body and answers
+/// `piperider-bench noop-server`: an axum endpoint that reads the body and answers
 /// 200 with a fixed JSON body. Prints its address on stdout.
 pub(crate) fn noop_server() -> Result {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -48,95 +47,6 @@ pub(crate) fn noop_server() -> Result {
     })
 }
 
-/// One `run` event of user `n % USERS`, appended to `out`: a fresh
-/// time-ordered id, as the collector makes them, and the time of the
-/// request. User, device and project ids look like real ones: random hex,
-/// not a counter padded with zeros. Written piece by piece: the load
-/// generator shares the machine with the backend, so its own work per
-/// event is kept to a few hundred nanoseconds.
-fn push_event(out: &mut String, n: u64, now_ms: u64, timestamp: &str) {
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.push_str("{\"schema_version\":1,\"event_id\":\"");
-    out.push_str(next_event_id(now_ms).hyphenated().encode_lower(&mut id));
-    out.push_str("\",\"event_type\":\"run\",\"timestamp\":\"");
-    out.push_str(timestamp);
-    out.push_str("\",\"user_id\":\"");
-    out.push_str(&IDS.users[(n % USERS) as usize]);
-    out.push_str("\",\"device_id\":\"");
-    out.push_str(&IDS.devices[(n % USERS) as usize]);
-    out.push_str(
-        "\",\"platform\":{\"os\":\"linux\",\"arch\":\"x86_64\",\"os_version\":\"6.1.0\"},\
-         \"runtime\":{\"name\":\"python\",\"version\":\"3.11.7\"},\"app_version\":\"0.2.0\",\"initial_version\":\"0.1.0\",\
-         \"ci\":null,\"project\":{\"project_id\":\"",
-    );
-    out.push_str(&IDS.projects[(n % (USERS * 2)) as usize]);
-    out.push_str(
-        "\",\"datasource_type\":\"postgres\"},\
-         \"stats\":{\"tables\":12,\"columns\":140,\"rows\":250000,\"builtin_assertions\":40,\"custom_assertions\":3,\
-         \"passed_assertions\":41,\"failed_assertions\":2},\"outcome\":{\"status\":\"ok\",\"duration_ms\":2300}}",
-    );
-}
-
-/// A UUIDv7 of `now_ms` whose random bits are a process-wide counter
-/// through splitmix64, all 64 of them: unique in the run, and spread like
-/// the random bits of `Uuid::now_v7`, which costs ten times as much.
-fn next_event_id(now_ms: u64) -> uuid::Uuid {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let h = splitmix64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    // The builder keeps 12 bits of the first two bytes and 62 of the last
-    // eight: the top 12 bits of `h` go to the former, the other 52 to the
-    // latter's low bits.
-    let mut bits = [0u8; 10];
-    bits[..2].copy_from_slice(&((h >> 52) as u16).to_be_bytes());
-    bits[2..].copy_from_slice(&(h & ((1 << 52) - 1)).to_be_bytes());
-    uuid::Builder::from_unix_timestamp_millis(now_ms, &bits).into_uuid()
-}
-
-/// A request body of `events` events of user `n % USERS`, stamped now.
-pub(crate) fn body(n: u64, events: usize) -> String {
-    let now = chrono::Utc::now();
-    let timestamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-    let mut out = String::with_capacity(16 + events * 900);
-    out.push_str("{\"events\":[");
-    for i in 0..events {
-        if i > 0 {
-            out.push(',');
-        }
-        push_event(&mut out, n, now_ms, &timestamp);
-    }
-    out.push_str("]}");
-    out
-}
-
-/// The ids of the bench's users, their devices and projects, made once.
-struct Ids {
-    users: Vec<String>,
-    devices: Vec<String>,
-    projects: Vec<String>,
-}
-
-static IDS: std::sync::LazyLock<Ids> = std::sync::LazyLock::new(|| Ids {
-    users: (0..USERS).map(|n| random_hex(1, n, 2)).collect(),
-    devices: (0..USERS).map(|n| random_hex(2, n, 4)).collect(),
-    projects: (0..USERS * 2).map(|n| random_hex(3, n, 2)).collect(),
-});
-
-/// A bijection of 64-bit words whose outputs look random (splitmix64).
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// `words` 64-bit words of hex, the same for the same `kind` and `n`.
-fn random_hex(kind: u64, n: u64, words: u64) -> String {
-    (0..words)
-        .map(|w| format!("{:016x}", splitmix64(kind << 56 ^ n << 8 ^ w)))
-        .collect()
-}
-
 fn single() -> BodyFn {
     Arc::new(|n| body(n, 1))
 }
@@ -144,80 +54,6 @@ fn single() -> BodyFn {
 /// A CLI flushing its spool: 100 events of one user (`n`).
 fn batch100() -> BodyFn {
     Arc::new(|n| body(n, 100))
-}
-
-fn free_port() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map_err(|e| e.to_string())
-}
-
-/// A release `piperider-ingest` process on its own database.
-struct Backend {
-    child: Process,
-    addr: SocketAddr,
-}
-
-impl Backend {
-    fn start(database_url: &str) -> Result<Backend> {
-        let addr = free_port()?;
-        let child = Command::new(crate::binary("release", "piperider-ingest"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--database-url",
-                database_url,
-                "--rate-limit-ip",
-                "0",
-                "--rate-limit-user",
-                "0",
-            ])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .env("PIPERIDER_INGEST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("starting piperider-ingest: {e}"))?;
-        let backend = Backend {
-            child: Process(child),
-            addr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                return Err("piperider-ingest did not start listening within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(backend)
-    }
-
-    /// Peak resident memory so far, in MB (Linux).
-    fn peak_rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
-    }
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
 }
 
 fn postgres_reachable() -> bool {
@@ -248,9 +84,7 @@ pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let work = std::env::temp_dir().join(format!("piperider-bench-backend-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let work = crate::work_dir("bench-backend")?;
     let result = runtime.block_on(measure(phase, &work));
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -273,7 +107,7 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut noop_rps = None;
     if wanted("single") || wanted("latency") || wanted("batch") || wanted("stats") {
         let db: PathBuf = work.join("bench.db");
-        let backend = Backend::start(&format!("sqlite:{}", db.display()))?;
+        let backend = Backend::start(&format!("sqlite:{}", db.display()), Log::Warnings)?;
         if wanted("single") || wanted("latency") {
             let (n, single_rps) = single_rounds(&backend, phase, &mut report).await?;
             noop_rps = Some(n);
@@ -313,7 +147,10 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         pg_admin(&format!("DROP DATABASE IF EXISTS {name}")).await?;
         pg_admin(&format!("CREATE DATABASE {name}")).await?;
         let result = async {
-            let backend = Backend::start(&format!("postgres://postgres@127.0.0.1:5432/{name}"))?;
+            let backend = Backend::start(
+                &format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                Log::Warnings,
+            )?;
             let single_rps = best_rps(backend.addr, "single postgres", phase).await?;
             let batch_rps = phase_rps(
                 backend.addr,
@@ -343,7 +180,7 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
             json!(round(batch_rps * 100.0, 0)),
         );
     } else {
-        eprintln!("xtask: bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
+        eprintln!("bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
         report.insert("postgres".into(), json!("skipped: not reachable"));
     }
     Ok(report)
@@ -373,8 +210,8 @@ async fn single_rounds(
         singles.push(s);
         ratios.push(s / n);
     }
-    let noop_rps = crate::bench::median(noops);
-    let single_rps = crate::bench::median(singles);
+    let noop_rps = median(noops);
+    let single_rps = median(singles);
     report.insert("noop_rps".into(), json!(round(noop_rps, 0)));
     report.insert(
         "single_event_rps_sqlite".into(),
@@ -382,7 +219,7 @@ async fn single_rounds(
     );
     report.insert(
         "single_event_ratio_sqlite".into(),
-        json!(round(crate::bench::median(ratios), 3)),
+        json!(round(median(ratios), 3)),
     );
     Ok((noop_rps, single_rps))
 }
@@ -404,7 +241,7 @@ async fn latency(
     )
     .await;
     eprintln!(
-        "xtask: bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
+        "bench latency at {:.0} requests/s: p50 {:.2} ms, p99 {:.2} ms",
         half.rps(),
         half.percentile_ms(0.5),
         half.percentile_ms(0.99)
@@ -415,12 +252,12 @@ async fn latency(
 
 /// A million stored events, then the dashboard's query.
 async fn stats_query(backend: &Backend, report: &mut Map<String, Value>) -> Result {
-    let stored = stored_events(backend.addr).await?;
+    let stored = backend.rolled_up()?;
     if stored < 1_000_000 {
         let needed = (1_000_000 - stored).div_ceil(100);
         fill(backend.addr, needed).await?;
     }
-    let stored = stored_events(backend.addr).await?;
+    let stored = backend.rolled_up()?;
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
@@ -432,8 +269,8 @@ async fn stats_query(backend: &Backend, report: &mut Map<String, Value>) -> Resu
         }
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let stats_ms = crate::bench::median(times);
-    eprintln!("xtask: bench stats query over {stored} events: {stats_ms:.1} ms");
+    let stats_ms = median(times);
+    eprintln!("bench stats query over {stored} events: {stats_ms:.1} ms");
     report.insert("stats_query_ms".into(), json!(round(stats_ms, 2)));
     report.insert("stats_query_events".into(), json!(stored));
     Ok(())
@@ -449,7 +286,7 @@ async fn best_rps(addr: SocketAddr, name: &str, phase: Duration) -> Result<f64> 
     Ok(best)
 }
 
-/// `xtask noop-server` in its own process.
+/// `piperider-bench noop-server` in its own process.
 struct NoopServer {
     _process: Process,
     addr: SocketAddr,
@@ -457,7 +294,7 @@ struct NoopServer {
 
 impl NoopServer {
     fn start() -> Result<NoopServer> {
-        let mut child = Command::new(crate::binary("release", "xtask"))
+        let mut child = Command::new(crate::binary("piperider-bench"))
             .arg("noop-server")
             .stdout(Stdio::piped())
             .spawn()
@@ -486,7 +323,7 @@ async fn phase_rps(
 ) -> Result<f64> {
     let o = load::run(addr, "/v1/batch", connections, phase, None, body).await;
     eprintln!(
-        "xtask: bench {name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} failures)",
+        "bench {name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} failures)",
         o.rps(),
         o.percentile_ms(0.5),
         o.percentile_ms(0.99),
@@ -502,23 +339,10 @@ async fn phase_rps(
         for line in metrics.lines().filter(|l| {
             l.starts_with("piperider_ingest_commit") && (l.contains("_sum") || l.contains("_count"))
         }) {
-            eprintln!("xtask: bench {name}: {line}");
+            eprintln!("bench {name}: {line}");
         }
     }
     Ok(o.rps())
-}
-
-async fn stored_events(addr: SocketAddr) -> Result<u64> {
-    let (status, body) = load::get(addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
-        .await
-        .ok_or("stats query failed")?;
-    if status != 200 {
-        return Err(format!("GET /v1/admin/stats answered {status}"));
-    }
-    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    v["totals"]["events"]
-        .as_u64()
-        .ok_or_else(|| "stats without totals.events".to_string())
 }
 
 /// Sends `batches` 100-event batches as fast as the backend takes them.
@@ -541,7 +365,7 @@ async fn fill(addr: SocketAddr, batches: u64) -> Result {
         }
     }
     eprintln!(
-        "xtask: bench filled {} events in {:.1} s",
+        "bench filled {} events in {:.1} s",
         sent * 100,
         started.elapsed().as_secs_f64()
     );
@@ -565,24 +389,5 @@ pub(crate) fn print(report: &Map<String, Value>) {
         if let Some(v) = report.get(key) {
             println!("{key:<34} {v:>12}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bench_event_ids_are_unique_v7_and_parse() {
-        let ids: std::collections::HashSet<uuid::Uuid> = (0..100_000)
-            .map(|_| next_event_id(1_764_511_200_000))
-            .collect();
-        assert_eq!(ids.len(), 100_000);
-        let id = ids.iter().next().unwrap();
-        assert_eq!(id.get_version_num(), 7);
-        let body = body(3, 2);
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["events"].as_array().unwrap().len(), 2);
-        assert_eq!(v["events"][0]["user_id"], IDS.users[3]);
     }
 }

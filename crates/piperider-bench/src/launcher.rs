@@ -1,0 +1,192 @@
+//! The one way the load tools start a backend: a release
+//! `piperider-ingest` process on its own database and a free loopback
+//! port, rate limits off, with the admin token below. It can be stopped
+//! with SIGKILL or SIGTERM and started again on the same port and
+//! database; it is killed when dropped.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// A free port on the loopback address.
+pub(crate) fn free_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// How much the backend says on stderr.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Log {
+    /// Warnings and errors on this process's stderr.
+    Warnings,
+    /// Nothing: a case that stops the backend on purpose hundreds of times.
+    Silent,
+}
+
+#[derive(Debug)]
+pub(crate) struct Backend {
+    child: Option<Child>,
+    pub(crate) addr: SocketAddr,
+    database_url: String,
+    log: Log,
+}
+
+impl Backend {
+    /// Starts a backend on a free port and waits until it listens.
+    pub(crate) fn start(database_url: &str, log: Log) -> Result<Backend> {
+        let mut backend = Backend {
+            child: None,
+            addr: free_addr()?,
+            database_url: database_url.to_string(),
+            log,
+        };
+        backend.restart()?;
+        Ok(backend)
+    }
+
+    /// Starts the process (again) on the same port and database.
+    pub(crate) fn restart(&mut self) -> Result {
+        let (level, stderr) = match self.log {
+            Log::Warnings => ("warn", Stdio::inherit()),
+            Log::Silent => ("off", Stdio::null()),
+        };
+        let mut child = Command::new(crate::binary("piperider-ingest"))
+            .args(["--listen", &self.addr.to_string()])
+            .args(["--database-url", &self.database_url])
+            .args(["--rate-limit-ip", "0", "--rate-limit-user", "0"])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .env("PIPERIDER_INGEST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starting piperider-ingest: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "piperider-ingest exited during start-up ({status})"
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("piperider-ingest did not start listening within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM: the service stops accepting, finishes in-flight requests
+    /// and commits, and exits.
+    pub(crate) fn terminate(&mut self) -> Result {
+        if let Some(mut c) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("kill -TERM failed".into());
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().map_err(|e| e.to_string())?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    return Err("piperider-ingest did not stop within 15 s of SIGTERM".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no last commit.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Peak resident memory so far, in MB (Linux).
+    pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// `GET path` with the admin token: the status and the body.
+    pub(crate) fn get(&self, path: &str) -> Result<(u16, String)> {
+        self.request("GET", path, "")
+    }
+
+    /// One blocking request with the admin token (and `body` as JSON when
+    /// not empty): the status and the body of the answer.
+    pub(crate) fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let what = format!("{method} {path}");
+        let mut stream =
+            std::net::TcpStream::connect(self.addr).map_err(|e| format!("{what}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            stream,
+            "{what} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .map_err(|e| format!("{what}: {e}"))?;
+        let mut all = String::new();
+        stream
+            .read_to_string(&mut all)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let status = all
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{what}: no status in {all:?}"))?;
+        let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        Ok((status, body.to_string()))
+    }
+
+    /// Events counted by the rollups (the stats API's total).
+    pub(crate) fn rolled_up(&self) -> Result<u64> {
+        let (status, body) = self.get("/v1/admin/stats")?;
+        if status != 200 {
+            return Err(format!("GET /v1/admin/stats answered {status}: {body}"));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        v["totals"]["events"]
+            .as_u64()
+            .ok_or_else(|| format!("stats without totals.events: {body}"))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A helper process (the no-op server) killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Process(pub(crate) Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
