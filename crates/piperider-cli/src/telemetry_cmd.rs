@@ -63,7 +63,7 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
         TelemetryCmd::Reset => collector.reset().map_err(|e| e.to_string()).map(|id| {
             out::println(&format!("New user id: {id}. Pending events were deleted."));
         }),
-        TelemetryCmd::Forget => collector.forget().map(|id| {
+        TelemetryCmd::Forget => collector.forget().map_err(|e| e.to_string()).map(|id| {
             out::println("The backend was asked to delete everything stored for your old user id.");
             out::println(&format!("New user id: {id}."));
         }),

@@ -1,11 +1,11 @@
 //! The enablement rules. First match wins; `telemetry status` names the rule.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use piperider_event::ProjectId;
-use piperider_profile::{ConfigStore, Profile, ProfileStore};
+use piperider_profile::{AppHome, ConfigStore, Profile, ProfileStore};
 
-use crate::{AppInfo, Collector};
+use crate::{AppInfo, Env};
 
 /// Why telemetry is on or off, in rule order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +85,26 @@ pub struct Decision {
     pub ci: Option<&'static str>,
 }
 
+/// What the rules read: the app, its environment, its folder, the
+/// working folder, and whether an endpoint is configured.
+#[derive(Debug)]
+pub(crate) struct Inputs<'a> {
+    pub(crate) app: &'a AppInfo,
+    pub(crate) env: &'a Env,
+    pub(crate) home: Option<&'a AppHome>,
+    pub(crate) cwd: &'a Path,
+    pub(crate) has_endpoint: bool,
+}
+
 /// Every rule, in order.
-pub(crate) fn decide(c: &Collector) -> Decision {
+pub(crate) fn decide(c: &Inputs<'_>) -> Decision {
     let user = user_rules(c);
     project_rules(c, user)
 }
 
 /// The same decision with what `status` shows read even where an
 /// environment variable decided early.
-pub(crate) fn decide_with_facts(c: &Collector) -> Decision {
+pub(crate) fn decide_with_facts(c: &Inputs<'_>) -> Decision {
     let d = decide(c);
     match d.reason {
         Reason::DoNotTrack | Reason::DisabledByEnv => with_facts(c, d),
@@ -109,8 +120,8 @@ fn off(mut d: Decision, reason: Reason) -> Decision {
 
 /// Rules 1 to 3: the environment and the profile. These hold for the whole
 /// command, so the collector applies them once, early.
-pub(crate) fn user_rules(c: &Collector) -> Decision {
-    let app = c.app();
+pub(crate) fn user_rules(c: &Inputs<'_>) -> Decision {
+    let app = c.app;
     let d = Decision {
         enabled: true,
         reason: Reason::Enabled,
@@ -128,7 +139,7 @@ pub(crate) fn user_rules(c: &Collector) -> Decision {
     if c.env.flag(&app.disabled_var()) {
         return off(d, Reason::DisabledByEnv);
     }
-    let Some(home) = c.home() else {
+    let Some(home) = c.home else {
         return off(d, Reason::NoHome);
     };
     let mut d = d;
@@ -149,15 +160,15 @@ pub(crate) fn user_rules(c: &Collector) -> Decision {
 /// Rules 4 to 6 on top of [`user_rules`]: the project, the first run, CI,
 /// and somewhere to send. Applied when the command ends, because a command
 /// (`init`) can create the project it ran in.
-pub(crate) fn project_rules(c: &Collector, mut d: Decision) -> Decision {
+pub(crate) fn project_rules(c: &Inputs<'_>, mut d: Decision) -> Decision {
     if !d.enabled {
         return d;
     }
-    let Some(home) = c.home() else {
+    let Some(home) = c.home else {
         return off(d, Reason::NoHome);
     };
     // Rule 4: the project.
-    if let Some(store) = ConfigStore::discover(home, &c.cwd) {
+    if let Some(store) = ConfigStore::discover(home, c.cwd) {
         d.project_config = Some(store.path().to_path_buf());
         match store.load() {
             Ok(config) => {
@@ -174,7 +185,7 @@ pub(crate) fn project_rules(c: &Collector, mut d: Decision) -> Decision {
     if d.ci.is_none() && d.profile.is_none() {
         return off(d, Reason::FirstRun);
     }
-    if c.endpoint().is_none() {
+    if !c.has_endpoint {
         return off(d, Reason::NoEndpoint);
     }
     d.reason = if d.ci.is_some() {
@@ -186,13 +197,13 @@ pub(crate) fn project_rules(c: &Collector, mut d: Decision) -> Decision {
 }
 
 /// Reads the profile and project for `status`, without changing the decision.
-fn with_facts(c: &Collector, mut d: Decision) -> Decision {
-    if let Some(home) = c.home() {
+fn with_facts(c: &Inputs<'_>, mut d: Decision) -> Decision {
+    if let Some(home) = c.home {
         match ProfileStore::for_home(home).load() {
             Ok(profile) => d.profile = profile,
             Err(e) => d.profile_error = Some(e.to_string()),
         }
-        if let Some(store) = ConfigStore::discover(home, &c.cwd) {
+        if let Some(store) = ConfigStore::discover(home, c.cwd) {
             d.project_config = Some(store.path().to_path_buf());
             d.project_id = store.load().ok().and_then(|cfg| cfg.telemetry_id);
         }

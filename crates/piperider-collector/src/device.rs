@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 /// The operating system, architecture and OS release, read from files (no
 /// process is started: this runs on the host command's path).
-pub fn platform() -> Platform {
+pub(crate) fn platform() -> Platform {
     Platform {
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
@@ -63,12 +63,12 @@ fn salted(app: &str, purpose: &str, parts: &[&str]) -> [u8; 32] {
 }
 
 /// The device id: the machine id hashed with an app-specific salt.
-pub fn device_id_from_machine(app: &str, machine_id: &str) -> DeviceId {
+pub(crate) fn device_id_from_machine(app: &str, machine_id: &str) -> DeviceId {
     DeviceId::from_digest(&salted(app, "device", &[machine_id]))
 }
 
 /// One pseudonymous user per CI vendor and project, so CI runs do not count as people.
-pub fn ci_user_id(app: &str, vendor: &str, project: Option<&ProjectId>) -> UserId {
+pub(crate) fn ci_user_id(app: &str, vendor: &str, project: Option<&ProjectId>) -> UserId {
     let digest = salted(
         app,
         "ci-user",

@@ -72,7 +72,9 @@ impl AppState {
         &self.config
     }
 
-    /// A consent cookie value this server would have set for `record`.
+    /// A consent cookie value this server would have set for `record`
+    /// (`test-support` feature: browser tests start from a given consent).
+    #[cfg(feature = "test-support")]
     pub fn consent_cookie_for_tests(&self, record: &piperider_consent::ConsentRecord) -> String {
         self.consent_codec.encode(record)
     }

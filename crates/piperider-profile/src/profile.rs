@@ -109,11 +109,6 @@ impl ProfileStore {
             &[Edit::Set(&[key], Scalar::Str(value.to_string()))],
         )
     }
-
-    /// Removes one top-level key (and only its lines).
-    pub fn remove_value(&self, key: &str) -> Result<(), ProfileError> {
-        file::edit(&self.path, &[Edit::Remove(&[key])])
-    }
 }
 
 fn new_profile_text(

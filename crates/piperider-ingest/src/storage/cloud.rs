@@ -106,7 +106,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The event types of the stored Cloud events, sorted (tests).
+    /// The event types of the stored Cloud events, sorted (`test-support`
+    /// feature: what the browser tests' clicks stored).
+    #[cfg(feature = "test-support")]
     pub async fn cloud_event_types_for_tests(&self) -> Result<Vec<String>, StorageError> {
         Ok(
             on_pool!(&self.0.backend, pool => sqlx::query_scalar("SELECT event_type FROM cloud_events ORDER BY event_type").fetch_all(pool).await)?,

@@ -1,0 +1,204 @@
+//! The commands a user runs on their telemetry (`status`, `enable`,
+//! `disable`, `reset`, `forget`, `show`) and the sender, which the host
+//! runs when started with [`SENDER_ARG`](crate::SENDER_ARG).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use piperider_profile::ProfileError;
+use serde::Serialize;
+
+use crate::decision::{self, Reason};
+use crate::sender::{self, SendReport, SenderPolicy};
+use crate::{Collector, Spool};
+
+/// The state `piperider telemetry status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryStatus {
+    pub enabled: bool,
+    pub reason: String,
+    pub explanation: String,
+    pub user_id: Option<String>,
+    pub project_id: Option<String>,
+    pub profile_path: PathBuf,
+    pub project_config: Option<PathBuf>,
+    pub pending_events: usize,
+    pub dropped_events: u64,
+    pub endpoint: Option<String>,
+    pub debug: bool,
+}
+
+/// Why [`Collector::forget`] asked nothing of the backend, or what it
+/// answered. No variant repeats a server's answer body.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    /// The profile could not be read, or the new user id not written.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// There is no profile: nothing was ever sent about this user.
+    #[error("{}: no profile, so nothing was sent about you", path.display())]
+    NoProfile { path: PathBuf },
+    /// No backend is configured to ask.
+    #[error("no endpoint: set {var}")]
+    NoEndpoint { var: String },
+    /// The request failed or was refused; nothing was reset.
+    #[error("{0}")]
+    Request(String),
+}
+
+impl Collector {
+    /// What `telemetry status` shows. Changes nothing.
+    pub fn status(&self) -> TelemetryStatus {
+        let decision = decision::decide_with_facts(&self.inputs());
+        let spool = self.spool();
+        TelemetryStatus {
+            enabled: decision.enabled,
+            reason: decision.reason.as_str(&self.app).to_string(),
+            explanation: decision.reason.explain(&self.app),
+            user_id: decision.profile.as_ref().map(|p| p.user_id.to_string()),
+            project_id: decision.project_id.as_ref().map(|p| p.to_string()),
+            profile_path: self
+                .profile_store()
+                .map(|s| s.path().to_path_buf())
+                .unwrap_or_default(),
+            project_config: decision.project_config.clone(),
+            pending_events: spool.as_ref().map_or(0, Spool::len),
+            dropped_events: spool.as_ref().map_or(0, Spool::dropped),
+            endpoint: self.endpoint(),
+            debug: self.debug(),
+        }
+    }
+
+    /// Turns telemetry on in the profile (creating it if needed).
+    pub fn enable(&self) -> Result<(), ProfileError> {
+        let store = self.profile_store()?;
+        match store.load() {
+            Ok(None) => self.create_profile(true).map(drop),
+            Ok(Some(_)) => store.set_tracking(true),
+            // A profile without a user id gets one: enabling is an explicit choice.
+            Err(ProfileError::Field { ref field, .. }) if field == "user_id" => {
+                store.set_user_id(&piperider_event::UserId::random())?;
+                store.set_tracking(true)
+            }
+            Err(ProfileError::Field { ref field, .. }) if field == "anonymous_tracking" => {
+                store.set_tracking(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns telemetry off in the profile (creating it if needed) and
+    /// deletes pending events. Sends nothing, not even about the opt-out.
+    pub fn disable(&self) -> Result<usize, ProfileError> {
+        let store = self.profile_store()?;
+        // Off first, so a sender still running sees it before its next post; then the pending events go.
+        let switched = match store.load() {
+            Ok(None) => self.create_profile(false).map(drop),
+            // Even a profile with a bad field can say "off".
+            Ok(Some(_)) | Err(ProfileError::Field { .. }) => store.set_tracking(false),
+            Err(e) => Err(e),
+        };
+        let dropped = self.drop_pending();
+        switched.map(|()| dropped)
+    }
+
+    /// A new `user_id`; pending events (made under the old one) are dropped.
+    pub fn reset(&self) -> Result<piperider_event::UserId, ProfileError> {
+        let store = self.profile_store()?;
+        if store.load()?.is_none() {
+            return Err(ProfileError::Missing {
+                path: store.path().to_path_buf(),
+            });
+        }
+        self.drop_pending();
+        let id = piperider_event::UserId::random();
+        store.set_user_id(&id)?;
+        Ok(id)
+    }
+
+    /// Asks the backend to delete everything stored for this user, then resets.
+    pub fn forget(&self) -> Result<piperider_event::UserId, ForgetError> {
+        let store = self.profile_store()?;
+        let profile = store.load()?.ok_or_else(|| ForgetError::NoProfile {
+            path: store.path().to_path_buf(),
+        })?;
+        let endpoint = self.endpoint().ok_or_else(|| ForgetError::NoEndpoint {
+            var: self.app.endpoint_var(),
+        })?;
+        // Pending events would re-create what is being deleted.
+        self.drop_pending();
+        sender::request_deletion(&endpoint, &profile.user_id, &SenderPolicy::default())
+            .map_err(ForgetError::Request)?;
+        Ok(self.reset()?)
+    }
+
+    fn drop_pending(&self) -> usize {
+        self.spool().and_then(|s| s.clear().ok()).unwrap_or(0)
+    }
+
+    /// The pending events, each exactly as it will be sent.
+    pub fn pending(&self) -> Vec<Vec<u8>> {
+        let Some(spool) = self.spool() else {
+            return Vec::new();
+        };
+        spool
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| spool.read(e).ok())
+            .collect()
+    }
+
+    /// Runs the sender in this process until the spool is empty or the
+    /// backend is away (what the detached sender process does).
+    pub fn run_sender(&self, policy: &SenderPolicy) -> SendReport {
+        let mut total = SendReport::default();
+        let (Some(paths), Some(endpoint)) = (self.paths(), self.endpoint()) else {
+            return total;
+        };
+        // The profile may have been switched off since the events were queued.
+        let decision = self.decide();
+        if matches!(decision.reason, Reason::ProfileOptOut) {
+            self.drop_pending();
+            return total;
+        }
+        if !decision.enabled && !matches!(decision.reason, Reason::ProjectOptOut) {
+            return total;
+        }
+        loop {
+            // Switched off since this sender started (`telemetry disable`, a hand edit)?
+            let allowed = || {
+                let now = self.decide();
+                now.enabled || matches!(now.reason, Reason::ProjectOptOut)
+            };
+            let report = sender::run(&paths, &endpoint, policy, &allowed);
+            if matches!(self.decide().reason, Reason::ProfileOptOut) {
+                self.drop_pending();
+                return total;
+            }
+            total.sent += report.sent;
+            total.rejected += report.rejected;
+            total.set_aside += report.set_aside;
+            total.failed_attempts += report.failed_attempts;
+            total.already_running |= report.already_running;
+            total.left_behind = report.left_behind;
+            // Events queued while the lock was held are ours to send.
+            if report.already_running || report.failed_attempts > 0 || report.left_behind == 0 {
+                return total;
+            }
+        }
+    }
+
+    /// The sender's policy for this process (retry base from the environment).
+    pub fn sender_policy(&self) -> SenderPolicy {
+        let mut policy = SenderPolicy::default();
+        if let Some(ms) = self
+            .env
+            .get(&self.app.retry_base_var())
+            .and_then(|v| v.parse().ok())
+        {
+            policy.base_backoff = Duration::from_millis(ms);
+        }
+        policy
+    }
+}
