@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{MAX_COMPARISON_SOURCES, MAX_NAME_LEN, MAX_ROUTE_LEN};
+use crate::limits::{MAX_COMPARISON_SOURCES, MAX_NAME_LEN, MAX_ROUTE_LEN, TOKEN_PATTERN};
 use crate::text::check_token;
 use crate::{EventId, Violation, VisitorId, WireEvent};
 
@@ -18,12 +18,25 @@ use crate::{EventId, Violation, VisitorId, WireEvent};
 /// template (`/reports/:id`), never by a raw URL, id or query string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("allOf" = [
+    {
+        "if": {"properties": {"event_type": {"const": "comparison_sources"}}},
+        "then": {"required": ["sources"], "properties": {"sources": {"type": "array"}}},
+        "else": {"properties": {"sources": {"type": "null"}}}
+    },
+    {
+        "if": {"properties": {"event_type": {"const": "trend_metric_selected"}}},
+        "then": {"required": ["metric"], "properties": {"metric": {"type": "string"}}},
+        "else": {"properties": {"metric": {"type": "null"}}}
+    }
+]))]
 pub struct CloudEvent {
     /// Version of the wire format; 1 when absent.
     #[serde(default = "crate::schema_version_default")]
     #[schemars(range(min = 1, max = 1))]
     pub schema_version: u8,
     /// Made by the browser; the backend stores each event id once.
+    #[schemars(extend("not" = {"const": "00000000-0000-0000-0000-000000000000"}))]
     pub event_id: EventId,
     pub event_type: CloudEventType,
     /// When it happened, RFC 3339 in UTC.
@@ -33,11 +46,14 @@ pub struct CloudEvent {
     pub route: RouteTemplate,
     /// `comparison_sources` only: where the compared reports came from (`upload`, `cli`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 8))]
+    #[schemars(
+        length(min = 1, max = MAX_COMPARISON_SOURCES),
+        inner(length(min = 1, max = MAX_NAME_LEN), regex(pattern = TOKEN_PATTERN))
+    )]
     pub sources: Option<Vec<String>>,
     /// `trend_metric_selected` only: the metric chosen on the historical trend graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = TOKEN_PATTERN))]
     pub metric: Option<String>,
 }
 
@@ -162,6 +178,23 @@ fn check_route(s: &str) -> Result<(), Cow<'static, str>> {
     Ok(())
 }
 
+/// A literal segment that [`looks_like_id`], as a JSON Schema pattern (a
+/// search, so no look-around): digits only, or 8 or more of `0-9 a-f -`
+/// with a digit among them, written as one branch per place of the first
+/// digit it finds.
+pub(crate) const RAW_ID_SEGMENT: &str = concat!(
+    "(?:^|/)(?:[0-9]+",
+    "|[0-9][0-9a-f-]{7,}",
+    "|[0-9a-f-][0-9][0-9a-f-]{6,}",
+    "|[0-9a-f-]{2}[0-9][0-9a-f-]{5,}",
+    "|[0-9a-f-]{3}[0-9][0-9a-f-]{4,}",
+    "|[0-9a-f-]{4}[0-9][0-9a-f-]{3,}",
+    "|[0-9a-f-]{5}[0-9][0-9a-f-]{2,}",
+    "|[0-9a-f-]{6}[0-9][0-9a-f-]+",
+    "|[0-9a-f-]{7,}[0-9][0-9a-f-]*",
+    ")(?:/|$)"
+);
+
 fn looks_like_id(segment: &str) -> bool {
     let all_digits = segment.bytes().all(|b| b.is_ascii_digit());
     let hexish = segment.len() >= 8
@@ -198,7 +231,8 @@ impl JsonSchema for RouteTemplate {
             "type": "string",
             "maxLength": MAX_ROUTE_LEN,
             "pattern": "^/$|^(/:?[a-z0-9_.-]+)+$",
-            "description": "A route template such as `/reports/:id`: literal lowercase segments or `:placeholders`, never a raw id, query string or fragment.",
+            "not": {"pattern": RAW_ID_SEGMENT},
+            "description": "A route template such as `/reports/:id`: literal lowercase segments or `:placeholders`, never a raw id (a literal segment of digits only, or of 8 or more hex digits and dashes with a digit among them), query string or fragment.",
             "examples": ["/", "/reports", "/reports/:id", "/compare"],
         })
     }
@@ -261,6 +295,16 @@ impl WireEvent for CloudEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The schema's pattern for a raw id segment says what `looks_like_id` does.
+        #[test]
+        fn the_schemas_raw_id_pattern_is_looks_like_id(segment in "[0-9a-f\\-xyz_.]{1,14}") {
+            let raw_id = jsonschema::validator_for(&serde_json::json!({"pattern": RAW_ID_SEGMENT})).unwrap();
+            let route = format!("/reports/{segment}");
+            proptest::prop_assert_eq!(looks_like_id(&segment), raw_id.is_valid(&serde_json::json!(route)), "{}", segment);
+        }
+    }
 
     #[test]
     fn routes() {

@@ -85,7 +85,7 @@ pub(crate) fn check_envelope(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch<E> {
-    #[schemars(length(max = 500))]
+    #[schemars(length(max = crate::limits::MAX_BATCH_EVENTS))]
     pub events: Vec<E>,
 }
 

@@ -12,10 +12,16 @@ pub const MAX_FUTURE_SKEW: TimeDelta = TimeDelta::hours(24);
 /// How old an event's timestamp may be (events queued offline for a long time).
 pub const MAX_AGE: TimeDelta = TimeDelta::days(365);
 
-/// Longest version string (`app_version`, `initial_version`, `runtime.version`, `platform.os_version`).
+/// Longest version string, in characters (`app_version`, `initial_version`, `runtime.version`, `platform.os_version`).
 pub const MAX_VERSION_LEN: usize = 64;
-/// Longest short name (`platform.os`, `platform.arch`, `runtime.name`, `ci`, data source type, command name).
+/// Longest short name, in characters (`platform.os`, `platform.arch`, `runtime.name`, `ci`, data source type, command name).
 pub const MAX_NAME_LEN: usize = 32;
+/// A short name's form: lowercase letters, digits, `_`, `.` and `-`,
+/// starting with a letter or digit (JSON Schema `pattern`).
+pub const TOKEN_PATTERN: &str = r"^[a-z0-9][a-z0-9_.-]*$";
+/// A version's form: any text without control characters (JSON Schema
+/// `pattern`; Unicode category Cc, as `char::is_control`).
+pub const PRINTABLE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 /// Longest Cloud route template.
 pub const MAX_ROUTE_LEN: usize = 128;
 /// Most sources named by one report comparison.

@@ -28,10 +28,14 @@ pub(crate) fn check_token(value: &str, field: &str, max: usize) -> Result<(), Vi
     }
 }
 
-/// A version or description: 1 to `max` bytes of printable text, no control characters.
+/// A version or description: 1 to `max` characters (as JSON Schema counts
+/// them: code points) of printable text, no control characters.
 pub(crate) fn check_printable(value: &str, field: &str, max: usize) -> Result<(), Violation> {
-    if value.is_empty() || value.len() > max {
-        return Err(Violation::new(field, format!("must be 1 to {max} bytes")));
+    if value.is_empty() || value.chars().count() > max {
+        return Err(Violation::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Violation::new(field, "must not contain control characters"));

@@ -3,6 +3,8 @@
 //! figures for a date range, drawn on the server as SVG (no script, no
 //! network asset), readable with zero, one or thousands of points.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -14,7 +16,7 @@ use crate::edge::body::Expected;
 use crate::edge::{Admin, Form, Query, SESSION_COOKIE, SESSION_TTL, session_of};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::storage::reports::Count;
+use crate::storage::reports::{Count, Stats};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -169,23 +171,56 @@ fn section(title: &str, chart: String) -> String {
     format!("<section><h2>{}</h2>{chart}</section>", esc(title))
 }
 
-/// `GET /admin`.
+/// `GET /admin`. A date that is not one is refused before the session is
+/// looked at, as `/openapi.json` says.
 pub(crate) async fn page(
     admin: Option<Admin>,
     State(app): State<AppState>,
     Query(range): Query<Range>,
 ) -> Result<Response, ApiError> {
+    let (from, to) = range.days()?;
     if admin.is_none() {
         return Ok(login_page(
             "Log in with the admin token to see the figures.",
         ));
     }
-    let (from, to) = range.days()?;
     let stats = app.store.stats(from, to).await?;
     let cloud = app
         .store
         .cloud_stats(&from.to_string(), &to.to_string())
         .await?;
+    let mut body = header_and_kpis(&stats, from, to);
+    for (title, chart) in charts(&stats, &cloud, from, to) {
+        body.push_str(&section(&title, chart));
+    }
+    body.push_str("</main>");
+    let mut r = shell("Dashboard", &body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// The range form, the log-out button and the headline figures.
+fn header_and_kpis(stats: &Stats, from: NaiveDate, to: NaiveDate) -> String {
+    format!(
+        "<header><b>piperider-ingest</b> dashboard<form method=get action=/admin>From <input type=date name=from value={from}> to <input type=date name=to value={to}> <button type=submit>Show</button></form>\
+         <form method=post action=/admin/logout><button type=submit>Log out</button></form></header><main>\
+         <div class=kpis><div><b id=active-users>{}</b>active users</div><div><b>{}</b>users in all</div><div><b>{}</b>active projects</div><div><b id=commands>{}</b>commands</div><div><b>{}</b>rows profiled</div></div>",
+        stats.active_users,
+        stats.total_users,
+        stats.active_projects,
+        stats.totals.events,
+        stats.totals.figures.rows
+    )
+}
+
+/// Every chart of the page, titled, in order.
+fn charts(
+    stats: &Stats,
+    cloud: &BTreeMap<String, Vec<Count>>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Vec<(String, String)> {
     let commands_per_day: Vec<Count> = stats
         .daily_totals
         .iter()
@@ -194,7 +229,7 @@ pub(crate) async fn page(
             count: t.events,
         })
         .collect();
-    let t = &stats.totals;
+    let f = &stats.totals.figures;
     let figures = |pairs: &[(&str, i64)]| -> Vec<Count> {
         pairs
             .iter()
@@ -207,13 +242,7 @@ pub(crate) async fn page(
     let empty = Vec::new();
     let b = |name: &str| bars(stats.breakdowns.get(name).unwrap_or(&empty));
     let c = |name: &str| bars(cloud.get(name).unwrap_or(&empty));
-    let mut body = format!(
-        "<header><b>piperider-ingest</b> dashboard<form method=get action=/admin>From <input type=date name=from value={from}> to <input type=date name=to value={to}> <button type=submit>Show</button></form>\
-         <form method=post action=/admin/logout><button type=submit>Log out</button></form></header><main>\
-         <div class=kpis><div><b id=active-users>{}</b>active users</div><div><b>{}</b>users in all</div><div><b>{}</b>active projects</div><div><b id=commands>{}</b>commands</div><div><b>{}</b>rows profiled</div></div>",
-        stats.active_users, stats.total_users, stats.active_projects, t.events, t.figures.rows
-    );
-    for (title, chart) in [
+    let mut out: Vec<(String, String)> = [
         (
             "Daily active users",
             daily(&stats.daily_active_users, from, to),
@@ -225,18 +254,18 @@ pub(crate) async fn page(
         (
             "Tables, columns and rows profiled",
             bars(&figures(&[
-                ("tables", t.figures.tables),
-                ("columns", t.figures.columns),
-                ("rows", t.figures.rows),
+                ("tables", f.tables),
+                ("columns", f.columns),
+                ("rows", f.rows),
             ])),
         ),
         (
             "Assertions",
             bars(&figures(&[
-                ("built-in", t.figures.builtin_assertions),
-                ("custom", t.figures.custom_assertions),
-                ("passed", t.figures.passed_assertions),
-                ("failed", t.figures.failed_assertions),
+                ("built-in", f.builtin_assertions),
+                ("custom", f.custom_assertions),
+                ("passed", f.passed_assertions),
+                ("failed", f.failed_assertions),
             ])),
         ),
         ("Countries", b("countries")),
@@ -251,20 +280,17 @@ pub(crate) async fn page(
         ("Cloud: comparison sources", c("comparison_sources")),
         ("Cloud: trend metrics", c("trend_metrics")),
         ("Cloud: Accept All / Necessary Only", c("consent")),
-    ] {
-        body.push_str(&section(title, chart));
-    }
+    ]
+    .into_iter()
+    .map(|(title, chart)| (title.to_string(), chart))
+    .collect();
     for d in &stats.distributions {
-        body.push_str(&section(
-            &format!("Distribution of {} per command", d.metric.replace('_', " ")),
+        out.push((
+            format!("Distribution of {} per command", d.metric.replace('_', " ")),
             bars(&d.buckets),
         ));
     }
-    body.push_str("</main>");
-    let mut r = shell("Dashboard", &body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    out
 }
 
 #[cfg(test)]

@@ -97,11 +97,14 @@ fn op(
     own: Value,
     extra: &[fn(&mut Map<String, Value>)],
 ) -> Value {
-    let mut responses = own.as_object().cloned().unwrap_or_default();
-    common(&mut responses);
+    let mut shared = Map::new();
+    common(&mut shared);
     for add in extra {
-        add(&mut responses);
+        add(&mut shared);
     }
+    // A route's own answer for a status wins over the shared one.
+    let mut responses = shared;
+    responses.extend(own.as_object().cloned().unwrap_or_default());
     let mut o = json!({"summary": summary, "responses": responses});
     if let Some(content) = body {
         o["requestBody"] = json!({"required": true, "content": content});
@@ -134,12 +137,83 @@ pub(crate) fn document() -> Value {
     let decision = json!({"type": "object", "required": ["choice"], "additionalProperties": false,
         "properties": {"choice": {"enum": ["accept_all", "necessary_only"]}, "source": {"enum": ["banner", "settings"]}}});
     let login = json!({"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}});
+    let html = text("text/html");
+    let redirect = json!({"303": response("Redirected to the dashboard", Value::Null)});
+    let mut document = json!({
+        "openapi": "3.1.0",
+        "info": info(),
+        "paths": {
+            "/v1/batch": {"post": op(
+                &format!("Store a batch of CLI events (gzip allowed; at most {} events)", piperider_event::limits::MAX_BATCH_EVENTS),
+                Some(json_content(batch)),
+                json!({
+                    "200": response("A result per event, in input order: accepted, duplicate or rejected (with the field and reason). Sent only after the events are committed.", json_content(batch_response.clone())),
+                    "400": response("A malformed envelope (the one error shape), or every event rejected (a result per event)", json!({"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Error"}, batch_response]}}})),
+                    "413": error(&format!("The body is larger than {MAX_BODY_BYTES} bytes as sent or {MAX_DECOMPRESSED_BYTES} decompressed, or holds more than {} events", piperider_event::limits::MAX_BATCH_EVENTS))
+                }),
+                &[json_body, admitted, unavailable])},
+            "/v1/deletion-requests": {"post": op(
+                "Delete everything stored for a user id; later events for it are dropped",
+                Some(json_content(deletion)),
+                json!({"202": response("Deleted", Value::Null)}),
+                &[json_body, admitted, unavailable])},
+            "/v1/consent": {
+                "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
+                    Some(json_content(decision)),
+                    json!({"200": response("The state now (granted or denied), with Set-Cookie", json_content(consent.clone()))}),
+                    &[json_body, admitted, unavailable]),
+                "get": op("The state the request's consent cookie gives (pending, granted, denied)", None,
+                    json!({"200": response("The state", json_content(consent))}), &[admitted])
+            },
+            "/v1/cloud/events": {"post": op(
+                "Store one Cloud event, only for a request with a valid, current Accept All cookie",
+                Some(json_content(cloud_event)),
+                json!({"204": response("Stored with consent; without consent nothing is stored and the answer is the same", Value::Null)}),
+                &[json_body, admitted, unavailable])},
+            "/admin/login": {"post": op("Log in to the dashboard with the admin token (a session cookie)", Some(login),
+                json!({"303": response("Logged in: redirected to the dashboard, with Set-Cookie", Value::Null),
+                       "200": response("Not the admin token: the log-in page again", html.clone()),
+                       "400": error("The form has no token"),
+                       "415": error("Content-Type is not application/x-www-form-urlencoded")}),
+                &[admitted])},
+            "/admin/logout": {"post": op("End the dashboard session", None, redirect, &[])},
+            "/consent.js": {"get": op("The Cloud consent banner and consent-gated tracker", None,
+                json!({"200": response("The script", text("text/javascript"))}), &[])},
+            "/healthz": {"get": op("The process is up", None, json!({"200": response("ok", text("text/plain"))}), &[])},
+            "/readyz": {"get": op("The database is reachable (and writable after a failed commit)", None,
+                json!({"200": response("ready", text("text/plain"))}), &[unavailable])},
+            "/metrics": {"get": op("Prometheus metrics", None,
+                json!({"200": response("OpenMetrics text", text("application/openmetrics-text"))}), &[])},
+            "/openapi.json": {"get": op("This document", None,
+                json!({"200": response("OpenAPI 3.1", json_content(json!({"type": "object"})))}), &[])}
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}
+        }
+    });
+    if let Some(paths) = document["paths"].as_object_mut() {
+        paths.extend(admin_paths(stats, user));
+    }
+    document
+}
+
+/// The document's title, version and the rule every refusal follows.
+fn info() -> Value {
+    json!({
+        "title": "piperider-ingest",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "PipeRider telemetry ingestion, privacy, Cloud consent and admin API. Every refusal is a JSON object {\"error\", \"reason\"}; a reason never repeats the input."
+    })
+}
+
+/// The admin API and the dashboard: figures, a user's data, its deletion.
+fn admin_paths(stats: Value, user: Value) -> Map<String, Value> {
     let range = json!([
         {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
         {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}}
     ]);
     let html = text("text/html");
-    let redirect = json!({"303": response("Redirected to the dashboard", Value::Null)});
     let mut stats_op = op(
         "Dashboard figures for a date range (default: the last 30 days)",
         None,
@@ -171,63 +245,12 @@ pub(crate) fn document() -> Value {
         &[unavailable],
     );
     dashboard["parameters"] = range;
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "piperider-ingest",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "PipeRider telemetry ingestion, privacy, Cloud consent and admin API. Every refusal is a JSON object {\"error\", \"reason\"}; a reason never repeats the input."
-        },
-        "paths": {
-            "/v1/batch": {"post": op(
-                &format!("Store a batch of CLI events (gzip allowed; at most {} events)", piperider_event::limits::MAX_BATCH_EVENTS),
-                Some(json_content(batch)),
-                json!({
-                    "200": response("A result per event, in input order: accepted, duplicate or rejected (with the field and reason). Sent only after the events are committed.", json_content(batch_response.clone())),
-                    "400": response("A malformed envelope (the one error shape), or every event rejected (a result per event)", json!({"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Error"}, batch_response]}}}))
-                }),
-                &[json_body, admitted, unavailable])},
-            "/v1/deletion-requests": {"post": op(
-                "Delete everything stored for a user id; later events for it are dropped",
-                Some(json_content(deletion)),
-                json!({"202": response("Deleted", Value::Null)}),
-                &[json_body, admitted, unavailable])},
-            "/v1/consent": {
-                "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
-                    Some(json_content(decision)),
-                    json!({"200": response("The state now (granted or denied), with Set-Cookie", json_content(consent.clone()))}),
-                    &[json_body, admitted, unavailable]),
-                "get": op("The state the request's consent cookie gives (pending, granted, denied)", None,
-                    json!({"200": response("The state", json_content(consent))}), &[admitted])
-            },
-            "/v1/cloud/events": {"post": op(
-                "Store one Cloud event, only for a request with a valid, current Accept All cookie",
-                Some(json_content(cloud_event)),
-                json!({"204": response("Stored with consent; without consent nothing is stored and the answer is the same", Value::Null)}),
-                &[json_body, admitted, unavailable])},
-            "/admin/login": {"post": op("Log in to the dashboard with the admin token (a session cookie)", Some(login),
-                json!({"303": response("Logged in: redirected to the dashboard, with Set-Cookie", Value::Null),
-                       "200": response("Not the admin token: the log-in page again", html.clone()),
-                       "400": error("The form has no token"),
-                       "415": error("Content-Type is not application/x-www-form-urlencoded")}),
-                &[admitted])},
-            "/admin/logout": {"post": op("End the dashboard session", None, redirect, &[])},
-            "/admin": {"get": dashboard},
-            "/v1/admin/stats": {"get": stats_op},
-            "/v1/admin/users/{user_id}": {"get": user_get, "delete": user_delete},
-            "/consent.js": {"get": op("The Cloud consent banner and consent-gated tracker", None,
-                json!({"200": response("The script", text("text/javascript"))}), &[])},
-            "/healthz": {"get": op("The process is up", None, json!({"200": response("ok", text("text/plain"))}), &[])},
-            "/readyz": {"get": op("The database is reachable (and writable after a failed commit)", None,
-                json!({"200": response("ready", text("text/plain"))}), &[unavailable])},
-            "/metrics": {"get": op("Prometheus metrics", None,
-                json!({"200": response("OpenMetrics text", text("application/openmetrics-text"))}), &[])},
-            "/openapi.json": {"get": op("This document", None,
-                json!({"200": response("OpenAPI 3.1", json_content(json!({"type": "object"})))}), &[])}
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}
-        }
-    })
+    Map::from_iter([
+        ("/admin".to_string(), json!({"get": dashboard})),
+        ("/v1/admin/stats".to_string(), json!({"get": stats_op})),
+        (
+            "/v1/admin/users/{user_id}".to_string(),
+            json!({"get": user_get, "delete": user_delete}),
+        ),
+    ])
 }

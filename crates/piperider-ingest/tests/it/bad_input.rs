@@ -168,7 +168,7 @@ on_both!(
             (
                 "unknown field",
                 Box::new(|e| e["table_names"] = json!(["payroll"])),
-                "table_names",
+                ".",
             ),
             (
                 "a long string",
@@ -194,7 +194,7 @@ on_both!(
             (
                 "an error message",
                 Box::new(|e| e["outcome"]["message"] = json!("password authentication failed")),
-                "outcome.message",
+                "outcome",
             ),
         ];
         for (name, edit, field) in cases {

@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod cloud;
+mod contract;
 mod edge;
 mod fuzz;
 mod ingest;
