@@ -15,38 +15,14 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     config: piperider_ingest::Config,
+    /// Log as JSON lines (default: human-readable).
+    #[arg(long, env = "PIPERIDER_INGEST_LOG_JSON")]
+    log_json: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPERIDER_INGEST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let result = cli
-        .config
-        .resolve()
-        .map_err(anyhow::Error::from)
-        .and_then(|config| {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-                tracing::info!(listen = %config.listen, "piperider-demo-cloud started");
-                piperider_ingest::serve_router(
-                    config,
-                    listener,
-                    piperider_ingest::shutdown_signal(),
-                    |router| router.merge(piperider_demo_cloud::routes()),
-                )
-                .await
-            })
-        });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("piperider-demo-cloud: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    piperider_ingest::run("piperider-demo-cloud", cli.config, cli.log_json, |router| {
+        router.merge(piperider_demo_cloud::routes())
+    })
 }

@@ -1,0 +1,181 @@
+//! Running the service: [`serve`] on a listener until a shutdown signal,
+//! and [`run`], the part of `main` both binaries share (logs, runtime,
+//! listener, exit code).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{AppState, Config, Geo, GeoError, StorageError, Store, app};
+
+/// Why the service did not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened or migrated (the URL without its password).
+    #[error("database {url}: {source}")]
+    Database { url: String, source: StorageError },
+    /// The GeoIP database could not be read.
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+    /// The service's settings could not be read or made.
+    #[error("starting the service: {0}")]
+    State(StorageError),
+    /// The listening address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Deletes raw events past the retention period, hourly, and trims idle rate-limit buckets.
+fn start_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let days = i64::from(state.config.retention_days);
+            let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(days);
+            match state.store.prune_events(cutoff.timestamp_millis()).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention: raw events deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention run failed"),
+            }
+            state.limits.shrink();
+        }
+    })
+}
+
+/// Runs the service on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish and their commits complete.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_router(config, listener, shutdown, |router| router).await
+}
+
+/// [`serve`], with `extend` adding to the router first (the dev stack adds
+/// its demo site this way).
+pub async fn serve_router(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    extend: impl FnOnce(axum::Router) -> axum::Router,
+) -> Result<(), ServeError> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(|source| ServeError::Database {
+            url: redact(&config.database_url),
+            source,
+        })?;
+    let geo = match &config.geoip_db {
+        Some(path) => Geo::open(path)?,
+        None => Geo::default(),
+    };
+    let state = AppState::new(config, store.clone(), geo)
+        .await
+        .map_err(ServeError::State)?;
+    let maintenance = start_maintenance(&state);
+    let router = extend(app(state));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    maintenance.abort();
+    // In-flight requests are done: the writers drain their queues and stop.
+    store.close().await;
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests and commits");
+}
+
+/// A binary's `main` once its flags are parsed: structured logs
+/// (`PIPERIDER_INGEST_LOG`, JSON lines with `log_json`), the settings
+/// checked (exit 2 with the reason), then the service with `extend` added
+/// to its router until SIGINT or SIGTERM.
+pub fn run(
+    name: &str,
+    config: Config,
+    log_json: bool,
+    extend: impl FnOnce(axum::Router) -> axum::Router,
+) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPERIDER_INGEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = match config.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let addr = config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::info!(listen = %addr, database = %redact(&config.database_url), "{name} started");
+        serve_router(config, listener, shutdown_signal(), extend).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
