@@ -5,6 +5,8 @@
 //! the collector's sender: one request per connection, `Content-Length`
 //! bodies, and answers `POST /v1/batch` with per-event results
 //! (`duplicate` for an event id it has seen before).
+//!
+//! [`cli_event`] is a valid CLI event to start a backend test from.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -266,4 +268,26 @@ fn batch_reply(body: &[u8], shared: &Shared) -> String {
         })
         .collect();
     serde_json::to_string(&BatchResponse { results }).expect("serializes")
+}
+
+/// A valid CLI event of `user_id` in project `project_id`: the `run` of the
+/// wire format's contract, with a fresh event id, stamped now. Tests edit
+/// it to make the case they need.
+pub fn cli_event(user_id: &str, project_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "event_id": uuid::Uuid::new_v4().to_string(),
+        "event_type": "run",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "user_id": user_id,
+        "device_id": "9b2e4c7a1d3f5e8b0a6c2d4f7e9b1a3c5d7f9e2b4a6c8d0e1f3a5b7c9d2e4f6a",
+        "platform": {"os": "linux", "arch": "x86_64", "os_version": "6.1.0-18-amd64"},
+        "runtime": {"name": "python", "version": "3.11.7"},
+        "app_version": "0.2.0",
+        "initial_version": "0.1.0",
+        "ci": null,
+        "project": {"project_id": project_id, "datasource_type": "sqlite"},
+        "stats": {"tables": 2, "columns": 8, "rows": 30, "builtin_assertions": 4, "custom_assertions": 1, "passed_assertions": 4, "failed_assertions": 1},
+        "outcome": {"status": "ok", "duration_ms": 812}
+    })
 }
