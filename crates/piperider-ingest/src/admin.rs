@@ -28,11 +28,25 @@ impl Expected for Range {
 /// Longest range a request may ask for, in days.
 const MAX_RANGE_DAYS: i64 = 3660;
 
+/// The years a date may fall in: what telemetry can hold, with room for
+/// date arithmetic on either side (chrono's own range ends at ±262,143).
+const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
+
 fn day(value: Option<&str>, default: NaiveDate, name: &str) -> Result<NaiveDate, ApiError> {
+    use chrono::Datelike;
+    let refused = || {
+        ApiError::BadRequest(format!(
+            "`{name}` must be a date as YYYY-MM-DD between {}-01-01 and {}-12-31",
+            YEARS.start(),
+            YEARS.end()
+        ))
+    };
     match value {
         None | Some("") => Ok(default),
         Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
-            .map_err(|_| ApiError::BadRequest(format!("`{name}` must be a date as YYYY-MM-DD"))),
+            .ok()
+            .filter(|d| YEARS.contains(&d.year()))
+            .ok_or_else(refused),
     }
 }
 

@@ -210,8 +210,8 @@ fn info() -> Value {
 /// The admin API and the dashboard: figures, a user's data, its deletion.
 fn admin_paths(stats: Value, user: Value) -> Map<String, Value> {
     let range = json!([
-        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
-        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}}
+        {"name": "from", "in": "query", "schema": {"type": "string", "format": "date", "pattern": "^[2-9][0-9]{3}-"}},
+        {"name": "to", "in": "query", "schema": {"type": "string", "format": "date", "pattern": "^[2-9][0-9]{3}-"}}
     ]);
     let html = text("text/html");
     let mut stats_op = op(

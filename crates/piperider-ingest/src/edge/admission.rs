@@ -49,9 +49,11 @@ impl Limits {
         }
     }
 
+    /// One request from `ip`; IPv6 addresses share the bucket of their /64
+    /// (one subscriber's prefix), so a client cannot mint 2^64 buckets.
     fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.ip {
-            Some(limiter) => limiter.check_key(&ip).map_err(refused),
+            Some(limiter) => limiter.check_key(&rate_key(ip)).map_err(refused),
             None => Ok(()),
         }
     }
@@ -72,6 +74,14 @@ impl Limits {
         if let Some(l) = &self.user {
             l.retain_recent();
         }
+    }
+}
+
+/// The rate-limit key of an address: IPv4 as it is, IPv6 its /64 prefix.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -107,19 +117,25 @@ impl Client {
                 https: false,
             };
         }
-        let forwarded: Vec<IpAddr> = headers
+        // From the right: trusted proxies are skipped; the first other
+        // entry is the client, and one that does not parse ends the walk
+        // (the client is then unknown, and counts as the proxy that sent it).
+        let mut entries = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or(""))
             .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .collect();
-        let ip = forwarded
+            .collect::<Vec<_>>()
             .into_iter()
-            .rev()
-            .map(canonical)
-            .find(|ip| !is_trusted(*ip))
-            .unwrap_or(peer_ip);
+            .rev();
+        let ip = loop {
+            match entries.next().map(|e| e.trim().parse::<IpAddr>()) {
+                None => break peer_ip,
+                Some(Err(_)) => break peer_ip,
+                Some(Ok(ip)) if is_trusted(ip) => continue,
+                Some(Ok(ip)) => break canonical(ip),
+            }
+        };
         let https = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
@@ -201,5 +217,32 @@ mod tests {
         );
         let (_, https) = client("192.0.2.7:1", &headers("81.2.69.142"));
         assert!(!https, "an untrusted peer cannot claim https");
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_ends_the_walk() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // Behind a proxy that wrote garbage, the client cannot pick 81.2.69.142 for itself.
+        assert_eq!(
+            ip("10.0.0.1:5000", "81.2.69.142, garbage", &trusted),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("10.0.0.1:5000", "81.2.69.142, 10.0.0.2, unknown", &trusted),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip("10.0.0.1:5000", "garbage, 81.2.69.142, 10.0.0.2", &trusted),
+            "81.2.69.142".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_the_bucket_of_their_64() {
+        let key = |s: &str| rate_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:81.2.69.142"), key("81.2.69.142"));
+        assert_ne!(key("81.2.69.142"), key("81.2.69.143"));
     }
 }

@@ -145,6 +145,18 @@ async fn refusals_outside_the_handlers_take_the_one_error_shape() {
         ("PUT", "/v1/batch", StatusCode::METHOD_NOT_ALLOWED),
         ("GET", "/v1/admin/stats?from=x", StatusCode::BAD_REQUEST),
         ("GET", "/v1/admin/stats?from=%ZZ", StatusCode::BAD_REQUEST),
+        // chrono's last day, and its first: out of range, not a panic.
+        (
+            "GET",
+            "/v1/admin/stats?to=%2B262142-12-31",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/admin/stats?from=-262144-01-01",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/admin?to=%2B262142-12-31", StatusCode::BAD_REQUEST),
         ("GET", "/v1/admin/users/not-an-id", StatusCode::BAD_REQUEST),
     ];
     for (method, uri, expected) in cases {
