@@ -137,12 +137,22 @@ struct Next {
 }
 
 async fn submit(Query(next): Query<Next>) -> Response {
-    // Only this site's own pages.
-    if next.next.starts_with('/') && !next.next.starts_with("//") {
+    if is_own_page(&next.next) {
         Redirect::to(&next.next).into_response()
     } else {
         StatusCode::BAD_REQUEST.into_response()
     }
+}
+
+/// Only a path of this site's own pages: `/` and lowercase segments.
+/// Browsers read `/\evil.com` and `//evil.com` as another site, so no
+/// backslash, second slash, scheme, escape or query gets through.
+fn is_own_page(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && next.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'/' | b'-' | b'_')
+        })
 }
 
 /// The demo site's routes.
@@ -158,4 +168,27 @@ pub fn routes() -> Router {
         .route("/profile", get(profile))
         .route("/feedback", get(feedback))
         .route("/demo/submit", post(submit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_page;
+
+    #[test]
+    fn redirects_stay_on_the_site() {
+        for own in ["/", "/compare", "/profile", "/feedback"] {
+            assert!(is_own_page(own), "{own}");
+        }
+        for other in [
+            "/\\evil.com",
+            "//evil.com",
+            "https://evil.com",
+            "/%5Cevil.com",
+            "/\t/evil.com",
+            "evil.com",
+            "",
+        ] {
+            assert!(!is_own_page(other), "{other}");
+        }
+    }
 }

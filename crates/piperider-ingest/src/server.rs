@@ -95,15 +95,33 @@ pub async fn serve_router(
     Ok(())
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its passwords, for messages: the one after the
+/// user name and any `password` or `sslpassword` query parameter.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => url.to_string(),
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_string(),
         },
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if query.is_empty() {
+        return base;
     }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _))
+                if key.eq_ignore_ascii_case("password")
+                    || key.eq_ignore_ascii_case("sslpassword") =>
+            {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -176,6 +194,34 @@ pub fn run(
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        for (url, shown) in [
+            ("postgres://u:secret@db/x", "postgres://u:***@db/x"),
+            (
+                "postgres://u@db/x?password=secret&sslmode=require",
+                "postgres://u@db/x?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/x?sslmode=require&PASSWORD=secret",
+                "postgres://db/x?sslmode=require&PASSWORD=***",
+            ),
+            (
+                "postgres://u:a@b@db/x?sslpassword=secret",
+                "postgres://u:***@db/x?sslpassword=***",
+            ),
+            ("sqlite:/tmp/x.db?mode=rwc", "sqlite:/tmp/x.db?mode=rwc"),
+        ] {
+            assert_eq!(redact(url), shown);
+            assert!(!redact(url).contains("secret"));
         }
     }
 }
