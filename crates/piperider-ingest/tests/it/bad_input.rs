@@ -236,3 +236,43 @@ on_both!(deletion_requests_check_their_input, |db: Db| async move {
     }
     h.finish().await;
 });
+
+on_both!(a_nul_bearing_event_fails_only_itself, |db: Db| async move {
+    let Some(h) = Harness::start(db, |_| {}).await else {
+        return;
+    };
+    let h = std::sync::Arc::new(h);
+    // Twenty clients at once, so their batches share group commits with the bad one.
+    let others: Vec<_> = (0..20)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let user = format!("{i:032x}");
+                h.post_batch(&[event(&user), event(&user)]).await
+            })
+        })
+        .collect();
+    let mut bad = event(USER);
+    bad["outcome"]["status"] = json!("\u{0}secret");
+    bad["platform"]["os_version"] = json!("6.1\u{0}secret");
+    let (status, body) = h.post_batch(&[event(USER), bad, event(USER)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "rejected", "accepted"], "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("secret") && !text.contains("\\u0000"),
+        "the reason repeats the input: {text}"
+    );
+    for other in others {
+        let (status, body) = other.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "a neighbour failed: {body}");
+    }
+    assert_eq!(h.store().count_events().await.unwrap(), 42);
+    std::sync::Arc::into_inner(h).unwrap().finish().await;
+});
