@@ -17,7 +17,7 @@ use sqlx::FromRow;
 
 use super::error::StorageError;
 use super::rows::Figures;
-use super::schema::user_events;
+use super::schema::{saturating_total, user_events};
 use super::{Backend, Store, on_pool};
 
 /// Everything stored about one user (`GET /v1/admin/users/{user_id}`).
@@ -218,7 +218,7 @@ fn daily_events_sql() -> String {
     let sums: Vec<String> = ["events", "errors"]
         .into_iter()
         .chain(Figures::NAMES)
-        .map(|n| format!("CAST(SUM({n}) AS BIGINT)"))
+        .map(saturating_total)
         .collect();
     format!(
         "SELECT day, event_type, {} FROM daily_events WHERE day >= $1 AND day <= $2 \
@@ -270,11 +270,12 @@ impl Stats {
         for row in &commands {
             let t = row_totals(row);
             for sum in [&mut totals, daily_totals.entry(row.0.clone()).or_default()] {
-                sum.events += t.events;
-                sum.errors += t.errors;
+                sum.events = sum.events.saturating_add(t.events);
+                sum.errors = sum.errors.saturating_add(t.errors);
                 sum.figures.add(&t.figures);
             }
-            *by_type.entry(row.1.clone()).or_default() += t.events;
+            let n = by_type.entry(row.1.clone()).or_default();
+            *n = n.saturating_add(t.events);
         }
         let mut distributions: BTreeMap<String, Vec<Count>> = BTreeMap::new();
         for (metric, b, n) in buckets {
@@ -375,8 +376,8 @@ impl Store {
             let by_time = |sql: String| async move { sqlx::query_as::<_, (String, i64)>(&sql).bind(ms.0).bind(ms.1).fetch_all(pool).await };
             let commands: Vec<DailyRow> = sqlx::query_as(&daily_events_sql()).bind(&days.0).bind(&days.1).fetch_all(pool).await?;
             let buckets: Vec<(String, i64, i64)> = sqlx::query_as(
-                "SELECT metric, bucket, CAST(SUM(events) AS BIGINT) FROM daily_buckets WHERE day >= $1 AND day <= $2 \
-                 GROUP BY metric, bucket ORDER BY metric, bucket",
+                &format!("SELECT metric, bucket, {} FROM daily_buckets WHERE day >= $1 AND day <= $2 \
+                 GROUP BY metric, bucket ORDER BY metric, bucket", saturating_total("events")),
             )
             .bind(&days.0).bind(&days.1).fetch_all(pool).await?;
             let mut stats = Stats::new(from, to, commands, buckets);

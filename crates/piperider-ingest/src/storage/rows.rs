@@ -46,10 +46,11 @@ figures!(
 );
 
 impl Figures {
-    /// Adds `other` figure by figure.
+    /// Adds `other` figure by figure, held at `i64::MAX` (as the stored
+    /// counters are).
     pub fn add(&mut self, other: &Figures) {
         let (a, b) = (self.values(), other.values());
-        *self = Figures::from_values(std::array::from_fn(|i| a[i] + b[i]));
+        *self = Figures::from_values(std::array::from_fn(|i| a[i].saturating_add(b[i])));
     }
 }
 

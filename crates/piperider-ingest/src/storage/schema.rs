@@ -50,7 +50,7 @@ impl Upsert {
                     .columns
                     .iter()
                     .filter(|(n, _)| !keys.contains(n))
-                    .map(|(n, _)| format!("{n} = {t}.{n} + excluded.{n}", t = self.table))
+                    .map(|(n, _)| format!("{n} = {}", saturating_sum(self.table, n)))
                     .collect();
                 format!("ON CONFLICT ({key}) DO UPDATE SET {}", sums.join(", "))
             }
@@ -323,6 +323,27 @@ pub(crate) fn sqlite_synchronous(writer: bool) -> &'static str {
     if writer { "NORMAL" } else { "FULL" }
 }
 
+/// `table.column + excluded.column`, held at the largest BIGINT instead of
+/// overflowing: PostgreSQL would refuse the row ("out of range") and SQLite
+/// would turn the sum into a float. Both dialects take this form, and the
+/// subtraction cannot overflow (counters are never negative).
+fn saturating_sum(table: &str, column: &str) -> String {
+    format!(
+        "CASE WHEN {table}.{column} > {max} - excluded.{column} THEN {max} \
+         ELSE {table}.{column} + excluded.{column} END",
+        max = i64::MAX
+    )
+}
+
+/// `SUM(column)` as a BIGINT held at the largest one: PostgreSQL sums
+/// BIGINTs as NUMERIC, and a cast of a larger one fails.
+pub(crate) fn saturating_total(column: &str) -> String {
+    format!(
+        "CAST(CASE WHEN SUM({column}) > {max} THEN {max} ELSE SUM({column}) END AS BIGINT)",
+        max = i64::MAX
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,12 +353,16 @@ mod tests {
         assert_eq!(
             DAILY_BUCKETS.row_sql(),
             "INSERT INTO daily_buckets (day, metric, bucket, shard, events) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (day, metric, bucket, shard) DO UPDATE SET events = daily_buckets.events + excluded.events"
+             ON CONFLICT (day, metric, bucket, shard) DO UPDATE SET events = CASE WHEN daily_buckets.events > 9223372036854775807 - excluded.events \
+             THEN 9223372036854775807 ELSE daily_buckets.events + excluded.events END"
         );
         let sql = DAILY_EVENTS.row_sql();
         for name in super::super::rows::Figures::NAMES {
             assert!(
-                sql.contains(&format!("{name} = daily_events.{name} + excluded.{name}")),
+                sql.contains(&format!(
+                    "{name} = {}",
+                    saturating_sum("daily_events", name)
+                )),
                 "{sql}"
             );
         }

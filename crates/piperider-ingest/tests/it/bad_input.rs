@@ -276,3 +276,49 @@ on_both!(a_nul_bearing_event_fails_only_itself, |db: Db| async move {
     assert_eq!(h.store().count_events().await.unwrap(), 42);
     std::sync::Arc::into_inner(h).unwrap().finish().await;
 });
+
+on_both!(
+    counters_at_every_maximum_saturate_and_stats_stay_answerable,
+    |db: Db| async move {
+        use piperider_event::limits::{MAX_ASSERTIONS, MAX_COLUMNS, MAX_ROWS, MAX_TABLES};
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let maximal = || {
+            let mut e = event(USER);
+            e["stats"] = json!({
+                "tables": MAX_TABLES, "columns": MAX_COLUMNS, "rows": MAX_ROWS,
+                "builtin_assertions": MAX_ASSERTIONS, "custom_assertions": MAX_ASSERTIONS,
+                "passed_assertions": MAX_ASSERTIONS, "failed_assertions": MAX_ASSERTIONS,
+            });
+            e
+        };
+        for _ in 0..20 {
+            let events: Vec<Value> = (0..500).map(|_| maximal()).collect();
+            let (status, body) = h.post_batch(&events).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}",
+                body.to_string().chars().take(300).collect::<String>()
+            );
+        }
+        let (status, stats) = h.admin_get("/v1/admin/stats").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        let totals = &stats["totals"];
+        let n: u64 = 10_000;
+        // Exact where the sum fits, held at the largest BIGINT where it does not.
+        assert_eq!(totals["events"], n);
+        assert_eq!(totals["tables"], n * MAX_TABLES);
+        assert_eq!(totals["columns"], n * MAX_COLUMNS);
+        assert_eq!(totals["passed_assertions"], n * MAX_ASSERTIONS);
+        assert_eq!(totals["rows"], i64::MAX, "10,000 x 2^53 rows");
+        let (status, body) = h.post_batch(&[event(USER)]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, stats) = h.admin_get("/v1/admin/stats").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        assert_eq!(stats["totals"]["rows"], i64::MAX);
+        assert_eq!(stats["totals"]["events"], n + 1);
+        h.finish().await;
+    }
+);
