@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::shape_error;
-use crate::limits::{MAX_AGE, MAX_EVENT_BYTES, MAX_FUTURE_SKEW};
+use crate::limits::{MAX_AGE, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, MAX_FUTURE_SKEW};
 use crate::{EventError, EventId, SCHEMA_VERSION, Violation};
 
 /// What the backend needs of any event type.
@@ -94,8 +94,45 @@ pub struct Batch<E> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatch<'a> {
-    #[serde(borrow)]
+    /// The events, at most one more than [`MAX_BATCH_EVENTS`]: past that
+    /// the rest are read over without being kept, so an envelope of
+    /// millions of tiny entries costs no more memory than one too many.
+    /// `events.len() > MAX_BATCH_EVENTS` means the batch is too large.
+    #[serde(borrow, deserialize_with = "at_most_one_too_many")]
     pub events: Vec<&'a RawValue>,
+}
+
+/// Keeps the first `MAX_BATCH_EVENTS + 1` entries of the array and skips
+/// the others (still checking that they are JSON).
+fn at_most_one_too_many<'de, D>(deserializer: D) -> Result<Vec<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Capped;
+    impl<'de> serde::de::Visitor<'de> for Capped {
+        type Value = Vec<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of events")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut events =
+                Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH_EVENTS + 1));
+            while events.len() <= MAX_BATCH_EVENTS {
+                match seq.next_element()? {
+                    Some(event) => events.push(event),
+                    None => return Ok(events),
+                }
+            }
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(events)
+        }
+    }
+    deserializer.deserialize_seq(Capped)
 }
 
 impl<'a> RawBatch<'a> {
@@ -114,5 +151,28 @@ impl<'a> RawBatch<'a> {
             })?;
         de.end().map_err(|e| Violation::new(".", e.to_string()))?;
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_keeps_at_most_one_event_too_many() {
+        let mut body = String::from("{\"events\":[0");
+        body.push_str(&",{\"x\":[1,2]}".repeat(100_000));
+        body.push_str("]}");
+        let batch = RawBatch::parse(body.as_bytes()).unwrap();
+        assert_eq!(batch.events.len(), MAX_BATCH_EVENTS + 1);
+        assert!(batch.events.capacity() < 2 * (MAX_BATCH_EVENTS + 1));
+        let exact = format!("{{\"events\":[{}]}}", vec!["0"; MAX_BATCH_EVENTS].join(","));
+        assert_eq!(
+            RawBatch::parse(exact.as_bytes()).unwrap().events.len(),
+            MAX_BATCH_EVENTS
+        );
+        // What is skipped must still be JSON.
+        let broken = format!("{{\"events\":[{}, nope]}}", vec!["0"; 600].join(","));
+        assert!(RawBatch::parse(broken.as_bytes()).is_err());
     }
 }

@@ -124,8 +124,7 @@ pub(crate) async fn batch(
         .map_err(|v| ApiError::BadRequest(format!("{}: {}", v.field, v.reason)))?;
     if batch.events.len() > limits::MAX_BATCH_EVENTS {
         return Err(ApiError::TooLarge(format!(
-            "{} events in one batch; at most {} are taken",
-            batch.events.len(),
+            "more than {} events in one batch",
             limits::MAX_BATCH_EVENTS
         )));
     }

@@ -322,3 +322,29 @@ on_both!(
         h.finish().await;
     }
 );
+
+on_both!(
+    millions_of_tiny_entries_cost_one_too_many,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // 7 KiB of gzip that holds four million entries: the cap holds while
+        // parsing, not after, so the answer is 413 without a 64 MB array.
+        let mut json = String::with_capacity(8_000_100);
+        json.push_str("{\"events\":[0");
+        json.push_str(&",0".repeat(3_999_999));
+        json.push_str("]}");
+        let (status, answer) =
+            raw(&h, "application/json", Some("gzip"), gzip(json.as_bytes())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        assert_eq!(
+            answer["reason"],
+            format!(
+                "more than {} events in one batch",
+                piperider_event::limits::MAX_BATCH_EVENTS
+            )
+        );
+        h.finish().await;
+    }
+);
