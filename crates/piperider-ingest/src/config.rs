@@ -16,10 +16,42 @@ pub enum ConfigError {
     },
     #[error("--admin-token-file {}: the file is empty", .0.display())]
     EmptyTokenFile(PathBuf),
-    #[error("the admin token is too short: use at least 16 characters")]
-    ShortToken,
+    #[error(
+        "the admin token is too weak (about {bits} bits): use at least {MIN_TOKEN_BITS} bits of randomness, \
+         such as the output of `openssl rand -hex 32`"
+    )]
+    WeakToken { bits: u32 },
     #[error("{0} must be at least 1")]
     AtLeastOne(&'static str),
+}
+
+/// The least an admin token may hold, in bits.
+pub const MIN_TOKEN_BITS: u32 = 128;
+
+/// An upper estimate of a token's randomness: its length times the bits of
+/// one character drawn from the classes it uses (lowercase, uppercase,
+/// digits, other printable ASCII, anything else), and none for a token of
+/// fewer than 8 different characters (`aaaa...`, `abab...`). A token that
+/// fails it is weak for sure; one that passes is only as good as how it
+/// was made.
+pub fn token_bits(token: &str) -> u32 {
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    if distinct.len() < 8 {
+        return 0;
+    }
+    let has = |f: fn(&char) -> bool| token.chars().any(|c| f(&c));
+    let pool: u32 = [
+        (has(char::is_ascii_lowercase), 26),
+        (has(char::is_ascii_uppercase), 26),
+        (has(char::is_ascii_digit), 10),
+        (has(char::is_ascii_punctuation), 32),
+        (has(|c| !c.is_ascii()), 1000),
+    ]
+    .into_iter()
+    .filter_map(|(present, size)| present.then_some(size))
+    .sum();
+    let per_char = f64::from(pool.max(1)).log2();
+    (token.chars().count() as f64 * per_char) as u32
 }
 
 /// Configuration: flags, with `PIPERIDER_INGEST_*` environment fallbacks.
@@ -101,10 +133,11 @@ impl Config {
             }
             self.admin_token = Some(token);
         }
-        if let Some(token) = &self.admin_token
-            && token.len() < 16
-        {
-            return Err(ConfigError::ShortToken);
+        if let Some(token) = &self.admin_token {
+            let bits = token_bits(token);
+            if bits < MIN_TOKEN_BITS {
+                return Err(ConfigError::WeakToken { bits });
+            }
         }
         if self.retention_days == 0 {
             return Err(ConfigError::AtLeastOne("--retention-days"));
@@ -130,6 +163,38 @@ impl Config {
             request_timeout_secs: 10,
             consent_policy_version: 1,
             cookie_secure: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_admin_tokens_are_refused_at_start() {
+        for weak in [
+            "aaaaaaaaaaaaaaaa",
+            "abababababababababababababababab",
+            "0123456789abcdef",
+            "password12345678",
+        ] {
+            let mut config = Config::for_database("sqlite::memory:");
+            config.admin_token = Some(weak.into());
+            match config.resolve() {
+                Err(ConfigError::WeakToken { bits }) => assert!(bits < MIN_TOKEN_BITS, "{weak}"),
+                other => panic!("{weak} was taken: {other:?}"),
+            }
+        }
+        // `openssl rand -hex 16` and `-hex 32`, and a long passphrase-like token.
+        for strong in [
+            "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b",
+            "9b2e4c7a1d3f5e8b0a6c2d4f7e9b1a3c5d7f9e2b4a6c8d0e1f3a5b7c9d2e4f6a",
+            "test-admin-token-0123456789",
+        ] {
+            let mut config = Config::for_database("sqlite::memory:");
+            config.admin_token = Some(strong.into());
+            assert!(config.resolve().is_ok(), "{strong} was refused");
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, TimeDelta};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::admin::Range;
 use crate::edge::body::Expected;
-use crate::edge::{Admin, Form, Query, SESSION_COOKIE, SESSION_TTL, session_of};
+use crate::edge::{Admin, Client, Form, Query, SESSION_TTL, session_cookie, session_of};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::reports::{Count, Stats};
@@ -59,32 +59,38 @@ fn login_page(message: &str) -> Response {
     .into_response()
 }
 
-/// `POST /admin/login`.
-pub(crate) async fn login(State(app): State<AppState>, Form(form): Form<Login>) -> Response {
+/// `POST /admin/login`. The session cookie is `Secure` (and `__Host-`)
+/// whenever the consent cookie would be: `--cookie-secure`, or https as a
+/// trusted proxy says.
+pub(crate) async fn login(
+    State(app): State<AppState>,
+    Extension(client): Extension<Client>,
+    Form(form): Form<Login>,
+) -> Result<Response, ApiError> {
+    app.admin_failures.check(client.ip)?;
     if !app.is_admin_token(&form.token) {
-        return login_page("That is not the admin token.");
+        app.admin_failures.note(client.ip);
+        return Ok(login_page("That is not the admin token."));
     }
     let id = app.admin_sessions.create();
+    let secure = app.config.cookie_secure || client.https;
     let mut r = Redirect::to("/admin").into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
-    )) {
+    if let Some(v) = session_cookie(&id, SESSION_TTL.as_secs(), secure) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-    r
+    Ok(r)
 }
 
-/// `POST /admin/logout`.
+/// `POST /admin/logout`: ends the session and clears both cookies.
 pub(crate) async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(id) = session_of(&headers) {
         app.admin_sessions.end(id);
     }
     let mut r = Redirect::to("/admin").into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
+    for secure in [false, true] {
+        if let Some(v) = session_cookie("", 0, secure) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     r
 }

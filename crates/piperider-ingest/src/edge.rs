@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub(crate) use admission::{Client, Limits, canonical};
-pub(crate) use auth::{Admin, SESSION_COOKIE, SESSION_TTL, Sessions, session_of};
+pub(crate) use auth::{Admin, Failures, SESSION_TTL, Sessions, session_cookie, session_of};
 pub(crate) use body::{Form, Json, JsonBody, PathText, Query};
 
 use crate::error::ApiError;

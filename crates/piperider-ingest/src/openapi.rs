@@ -88,6 +88,10 @@ fn admin(responses: &mut Map<String, Value>) {
         "401".into(),
         error("No admin token (Authorization: Bearer) or dashboard session"),
     );
+    responses.insert(
+        "429".into(),
+        error("Too many wrong admin tokens from this address lately; see Retry-After"),
+    );
 }
 
 /// One operation: its summary, request body, own responses and the shared ones `extra` adds.

@@ -46,6 +46,7 @@ fn start_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
                 Err(e) => tracing::warn!(error = %e, "retention run failed"),
             }
             state.limits.shrink();
+            state.admin_failures.shrink();
         }
     })
 }

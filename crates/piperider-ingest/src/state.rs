@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::edge::{Limits, Sessions};
+use crate::edge::{Failures, Limits, Sessions};
 use crate::geo::Geo;
 use crate::metrics::Metrics;
 use crate::storage::{StorageError, Store};
@@ -35,6 +35,8 @@ pub struct Shared {
     pub(crate) consent_policy: piperider_consent::Policy,
     /// Logged-in dashboard sessions.
     pub(crate) admin_sessions: Sessions,
+    /// Failed admin logins and bearer attempts per address.
+    pub(crate) admin_failures: Failures,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
         Ok(AppState(Arc::new(Shared {
             metrics: Metrics::new(store.commit_metrics()),
             admin_sessions: Sessions::default(),
+            admin_failures: Failures::default(),
             consent_codec: piperider_consent::CookieCodec::new(consent_secret.as_bytes()),
             consent_policy: piperider_consent::Policy::new(config.consent_policy_version),
             limits: Limits::new(&config),

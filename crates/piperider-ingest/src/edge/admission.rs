@@ -78,7 +78,7 @@ impl Limits {
 }
 
 /// The rate-limit key of an address: IPv4 as it is, IPv6 its /64 prefix.
-fn rate_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn rate_key(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,

@@ -248,3 +248,103 @@ on_both!(
         h.finish().await;
     }
 );
+
+/// A log-in form post with `token`, from behind the trusted proxy when `https`.
+fn login_request(token: &str, https: bool) -> Request<Body> {
+    let mut request =
+        Request::post("/admin/login").header("content-type", "application/x-www-form-urlencoded");
+    if https {
+        request = request
+            .header("x-forwarded-for", crate::CLIENT_IP)
+            .header("x-forwarded-proto", "https");
+    }
+    request.body(Body::from(format!("token={token}"))).unwrap()
+}
+
+on_both!(
+    over_https_the_session_cookie_is_secure_and_host_only,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // The harness trusts 10.0.0.0/8 as a proxy, which says the client came over https.
+        let (status, headers, _) = h
+            .send("10.0.0.1", login_request(crate::ADMIN_TOKEN, true))
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = headers["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.starts_with("__Host-piperider_admin="), "{cookie}");
+        for attribute in ["Path=/;", "Secure", "HttpOnly", "SameSite=Strict"] {
+            assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+        }
+        let session = cookie.split(';').next().unwrap().to_string();
+        let request = Request::get("/admin")
+            .header("cookie", session)
+            .body(Body::empty())
+            .unwrap();
+        let (_, _, body) = h.send("10.0.0.1", request).await;
+        assert!(String::from_utf8_lossy(&body).contains("id=commands"));
+        // An untrusted peer claiming https gets no Secure cookie (it cannot claim https).
+        let (_, headers, _) = h
+            .send("192.0.2.9", login_request(crate::ADMIN_TOKEN, true))
+            .await;
+        let cookie = headers["set-cookie"].to_str().unwrap();
+        assert!(
+            cookie.starts_with("piperider_admin=") && !cookie.contains("Secure"),
+            "{cookie}"
+        );
+        h.finish().await;
+    }
+);
+
+on_both!(
+    wrong_admin_tokens_are_throttled_per_address,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        for _ in 0..10 {
+            let (status, _, _) = h
+                .send(
+                    "198.51.100.7",
+                    login_request("not-the-token-at-all-x", false),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "a wrong token shows the log-in page again"
+            );
+        }
+        // Past the limit even the right token is refused, before it is compared.
+        let (status, headers, _) = h
+            .send("198.51.100.7", login_request(crate::ADMIN_TOKEN, false))
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(headers.contains_key("retry-after"));
+        let bearer = |token: &str| {
+            Request::get("/v1/admin/stats")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (status, _, _) = h.send("198.51.100.7", bearer(crate::ADMIN_TOKEN)).await;
+        assert_eq!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "bearer attempts share the count"
+        );
+        // Another address is not affected; bearer failures count too.
+        for _ in 0..10 {
+            let (status, _, _) = h
+                .send("203.0.113.5", bearer("not-the-token-at-all-x"))
+                .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let (status, _, _) = h.send("203.0.113.5", bearer(crate::ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let (status, _, _) = h.send("127.0.0.1", bearer(crate::ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        h.finish().await;
+    }
+);
