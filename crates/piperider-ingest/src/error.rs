@@ -106,8 +106,15 @@ impl IntoResponse for ApiError {
 
 impl From<crate::storage::StorageError> for ApiError {
     /// A storage failure: logged here (its text names no client input sent
-    /// back), answered as 503 with nothing stored.
+    /// back), answered as 503 with nothing stored; data the database refused
+    /// (the request failed alone, see `storage::group`) is a 400.
     fn from(e: crate::storage::StorageError) -> Self {
+        if e.is_data() {
+            tracing::warn!(error = %e, "the database refused a request's data");
+            return ApiError::BadRequest(
+                "the database refused this request's events; nothing of it was stored".into(),
+            );
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::Unavailable {
             retry_after_secs: 5,

@@ -49,6 +49,27 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the database refused the data written (a value out of
+    /// range, a character it cannot store, a constraint or trigger), as
+    /// opposed to failing itself: a request with such data fails alone,
+    /// with 400, and storage stays ready.
+    pub fn is_data(&self) -> bool {
+        match self {
+            // SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+            StorageError::Database(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            StorageError::Group(inner) => inner.is_data(),
+            _ => false,
+        }
+    }
+
     /// This error for one of several requests that shared it.
     pub(crate) fn shared(self: &std::sync::Arc<Self>) -> StorageError {
         StorageError::Group(self.clone())

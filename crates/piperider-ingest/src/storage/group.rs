@@ -3,7 +3,9 @@
 //! transaction, and each request is answered with its own events' outcomes
 //! only after `COMMIT` (and, on SQLite, the WAL's `fdatasync`). Concurrent
 //! requests share a transaction, so durable acknowledgement does not cost
-//! a disk flush per request.
+//! a disk flush per request. When the database refuses one request's data,
+//! the group is written again one request at a time ([`isolate`]), so a
+//! request can fail only itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -196,6 +198,13 @@ pub(crate) fn outcomes(
         .collect()
 }
 
+/// Whether a failed group is retried one request at a time: the database
+/// refused some request's data, and there are others in the group that
+/// should not fail with it. (A storage fault fails them all at once.)
+pub(crate) fn isolate(jobs: &[Batch], result: &Result<Vec<Written>, StorageError>) -> bool {
+    jobs.len() > 1 && result.as_ref().is_err_and(StorageError::is_data)
+}
+
 /// Records the commit in the metrics and answers each request with the
 /// outcomes of its own events, or with the failure (nothing was stored).
 pub(crate) fn settle(
@@ -208,7 +217,10 @@ pub(crate) fn settle(
     metrics.seconds.observe(started.elapsed().as_secs_f64());
     metrics.events.observe(events as f64);
     metrics.requests.observe(jobs.len() as f64);
-    metrics.failing.set(i64::from(result.is_err()));
+    // Refused data is the request's fault, not storage's.
+    metrics
+        .failing
+        .set(i64::from(result.as_ref().is_err_and(|e| !e.is_data())));
     match result {
         Ok(written) => {
             let mut rest = written.into_iter();

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use super::error::StorageError;
-use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, outcomes, settle};
+use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, outcomes, settle};
 use super::rollup::Aggregate;
 use super::rows::Cell;
 use super::schema::{
@@ -69,7 +69,18 @@ async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: C
         let result = write(&pool, shard, &group).await;
         let (size, started) = (group.events.len(), group.started);
         drop(group);
-        settle(jobs, result, &metrics, size, started);
+        if isolate(&jobs, &result) {
+            for job in jobs {
+                let jobs = vec![job];
+                let group = Group::of(&jobs);
+                let result = write(&pool, shard, &group).await;
+                let (size, started) = (group.events.len(), group.started);
+                drop(group);
+                settle(jobs, result, &metrics, size, started);
+            }
+        } else {
+            settle(jobs, result, &metrics, size, started);
+        }
         if matches!(next, Some(Job::Stop)) {
             return;
         }

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::StorageError;
 use super::group::{
-    CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, settle,
+    CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
 };
 use super::rollup::Aggregate;
 use super::rows::{Cell, EventRow, QuarantineRow};
@@ -303,10 +303,29 @@ impl SqliteWriter {
                     let result = self.transact(|w, tx| w.store(tx, &group));
                     let (size, started) = (group.events.len(), group.started);
                     drop(group);
+                    // Refused data: each request again on its own.
+                    let settled: Vec<_> = if isolate(&jobs, &result) {
+                        jobs.into_iter()
+                            .map(|job| {
+                                let jobs = vec![job];
+                                let group = Group::of(&jobs);
+                                let result = self.transact(|w, tx| w.store(tx, &group));
+                                let (size, started) = (group.events.len(), group.started);
+                                drop(group);
+                                (jobs, result, size, started)
+                            })
+                            .collect()
+                    } else {
+                        vec![(jobs, result, size, started)]
+                    };
                     let metrics = metrics.clone();
                     helpers.after_sync(&wal, move |synced| {
-                        let result = result.and_then(|w| synced.map(|()| w));
-                        settle(jobs, result, &metrics, size, started);
+                        let synced = synced.map_err(std::sync::Arc::new);
+                        for (jobs, result, size, started) in settled {
+                            let synced = synced.clone().map_err(|e| e.shared());
+                            let result = result.and_then(|w| synced.map(|()| w));
+                            settle(jobs, result, &metrics, size, started);
+                        }
                     });
                 }
                 Job::Flush(reply) => {

@@ -348,3 +348,56 @@ on_both!(
         h.finish().await;
     }
 );
+
+on_both!(
+    a_request_the_database_refuses_fails_alone,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // The database itself refuses one user's rows (as it would a value it cannot store).
+        let refused = "0badc0de0badc0de0badc0de0badc0de";
+        h.execute(
+            &format!(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.user_id = '{refused}' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            ),
+            &format!(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.user_id = '{refused}' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ),
+        )
+        .await;
+        let h = std::sync::Arc::new(h);
+        for round in 0..5 {
+            let others: Vec<_> = (0..20)
+                .map(|i| {
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        let user = format!("{:032x}", round * 100 + i);
+                        h.post_batch(&[event(&user), event(&user)]).await
+                    })
+                })
+                .collect();
+            let (status, body) = h.post_batch(&[event(refused)]).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"], "bad_request", "{body}");
+            for other in others {
+                let (status, body) = other.await.unwrap();
+                assert_eq!(status, StatusCode::OK, "a neighbour failed with it: {body}");
+            }
+        }
+        assert_eq!(h.store().count_events().await.unwrap(), 5 * 40);
+        // Refused data is not a storage fault: the service stays ready.
+        let (status, _, _) = h
+            .send(
+                "127.0.0.1",
+                Request::get("/readyz").body(Body::empty()).unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        std::sync::Arc::into_inner(h).unwrap().finish().await;
+    }
+);

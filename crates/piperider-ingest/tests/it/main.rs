@@ -201,6 +201,29 @@ impl Harness {
         }
     }
 
+    /// Runs `sqlite` or `postgres` (whichever this harness is on) on its
+    /// database from a connection of the test's own.
+    pub(crate) async fn execute(&self, sqlite: &str, postgres: &str) {
+        use sqlx::Connection;
+        match &self.pg_database {
+            None => {
+                let path = self.dir.path().join("ingest.db");
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                        .await
+                        .unwrap();
+                sqlx::raw_sql(sqlite).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            Some(name) => {
+                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(postgres).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
     /// Another service instance on the same database, with its configuration changed.
     pub(crate) async fn with_config(&self, tune: impl FnOnce(&mut Config)) -> Harness {
         let mut config = self.state.config().clone();
