@@ -91,9 +91,18 @@ pub struct Config {
         conflicts_with = "admin_token"
     )]
     pub admin_token_file: Option<PathBuf>,
-    /// Raw events older than this many days are deleted (the rollups stay).
+    /// Raw events and Cloud events older than this many days are deleted
+    /// (the CLI rollups stay).
     #[arg(long, env = "PIPERIDER_INGEST_RETENTION_DAYS", default_value_t = 365)]
     pub retention_days: u32,
+    /// Consent decisions (the audit trail that shows a visitor's choice)
+    /// older than this many days are deleted.
+    #[arg(
+        long,
+        env = "PIPERIDER_INGEST_CONSENT_RETENTION_DAYS",
+        default_value_t = 730
+    )]
+    pub consent_retention_days: u32,
     /// Requests per second from one client address (0: no limit).
     #[arg(long, env = "PIPERIDER_INGEST_RATE_LIMIT_IP", default_value_t = 50)]
     pub rate_limit_ip: u32,
@@ -142,6 +151,9 @@ impl Config {
         if self.retention_days == 0 {
             return Err(ConfigError::AtLeastOne("--retention-days"));
         }
+        if self.consent_retention_days == 0 {
+            return Err(ConfigError::AtLeastOne("--consent-retention-days"));
+        }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::AtLeastOne("--request-timeout-secs"));
         }
@@ -158,6 +170,7 @@ impl Config {
             admin_token: None,
             admin_token_file: None,
             retention_days: 365,
+            consent_retention_days: 730,
             rate_limit_ip: 0,
             rate_limit_user: 0,
             request_timeout_secs: 10,

@@ -31,24 +31,46 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Deletes raw events past the retention period, hourly, and trims idle rate-limit buckets.
+/// Hourly: the retention pass ([`AppState::run_retention`]), and idle
+/// rate-limit buckets and failed-login windows trimmed.
 fn start_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let days = i64::from(state.config.retention_days);
-            let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(days);
-            match state.store.prune_events(cutoff.timestamp_millis()).await {
-                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention: raw events deleted"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "retention run failed"),
+            if let Err(e) = state.run_retention(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "retention run failed");
             }
             state.limits.shrink();
             state.admin_failures.shrink();
         }
     })
+}
+
+impl AppState {
+    /// One retention pass as of `now`: raw CLI events and Cloud events past
+    /// `--retention-days`, consent decisions past `--consent-retention-days`.
+    pub async fn run_retention(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
+        let before = |days: u32| now - chrono::TimeDelta::days(i64::from(days));
+        let events = before(self.config.retention_days);
+        let deleted = self.store.prune_events(events.timestamp_millis()).await?;
+        let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive().to_string();
+        let consent = before(self.config.consent_retention_days);
+        let (cloud, decisions) = self.store.prune_cloud(&day(events), &day(consent)).await?;
+        if deleted + cloud + decisions > 0 {
+            tracing::info!(
+                events = deleted,
+                cloud_events = cloud,
+                consent_decisions = decisions,
+                "retention: deleted"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Runs the service on `listener` until `shutdown` resolves, then lets

@@ -63,6 +63,29 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes Cloud events of days before `events_before` and consent
+    /// decisions of days before `consent_before` ('YYYY-MM-DD'); returns how
+    /// many of each.
+    pub(crate) async fn prune_cloud(
+        &self,
+        events_before: &str,
+        consent_before: &str,
+    ) -> Result<(u64, u64), StorageError> {
+        on_pool!(&self.0.backend, pool => {
+            let events = sqlx::query("DELETE FROM cloud_events WHERE day < $1")
+                .bind(events_before)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            let consent = sqlx::query("DELETE FROM consent_audit WHERE day < $1")
+                .bind(consent_before)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok((events, consent))
+        })
+    }
+
     /// Cloud figures for the days `from..=to` ('YYYY-MM-DD'): counts by
     /// event type, page views by route, comparison sources, trend metrics,
     /// consent choices.

@@ -206,3 +206,60 @@ async fn serve_runs_on_a_socket_and_shuts_down_cleanly() {
         "the acknowledged event is durable"
     );
 }
+
+on_both!(
+    retention_deletes_old_events_cloud_events_and_consent_decisions,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |c| {
+            c.retention_days = 30;
+            c.consent_retention_days = 90;
+        })
+        .await
+        else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let day = |ago: i64| {
+            (now - chrono::TimeDelta::days(ago))
+                .date_naive()
+                .to_string()
+        };
+        let (status, _) = h.post_batch(&[event(USER)]).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut rows = String::new();
+        for (id, ago) in [("old", 40), ("recent", 10)] {
+            rows.push_str(&format!(
+                "INSERT INTO cloud_events (event_id, received_at, ts, day, event_type, visitor_id, route) \
+                 VALUES ('{id}', 0, 0, '{}', 'page_view', '00000000000000000000000000000000', '/');",
+                day(ago)
+            ));
+        }
+        for (id, ago) in [("older", 100), ("old", 40)] {
+            rows.push_str(&format!(
+                "INSERT INTO consent_audit (consent_id, decided_at, day, choice, policy_version, gpc, source) \
+                 VALUES ('{id}', 0, '{}', 'accept_all', 1, 0, 'banner');",
+                day(ago)
+            ));
+        }
+        h.execute(&rows, &rows).await;
+        h.state.run_retention(now).await.unwrap();
+        // The Cloud event of 40 days ago goes (30 days); the consent decision
+        // of 40 days ago stays (90 days), the one of 100 days ago goes.
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
+        assert_eq!(h.store().count_consent_decisions().await.unwrap(), 1);
+        assert_eq!(
+            h.store().count_events().await.unwrap(),
+            1,
+            "today's event stays"
+        );
+        // A year on, everything is past its retention.
+        h.state
+            .run_retention(now + chrono::TimeDelta::days(365))
+            .await
+            .unwrap();
+        assert_eq!(h.store().count_events().await.unwrap(), 0);
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 0);
+        assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
+        h.finish().await;
+    }
+);
