@@ -138,6 +138,10 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
         report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
     }
 
+    if wanted("hostile") {
+        hostile(work, phase, &mut report).await?;
+    }
+
     // PostgreSQL, when a server answers.
     if !wanted("postgres") {
         return Ok(report);
@@ -276,6 +280,35 @@ async fn stats_query(backend: &Backend, report: &mut Map<String, Value>) -> Resu
     Ok(())
 }
 
+/// A backend of its own on SQLite under 32 clients sending the worst
+/// bodies the limits allow ([`crate::events::hostile_bodies`]), beside 16
+/// connections of ordinary single-event requests: its peak memory, the
+/// share of the ordinary requests that succeeded, and their rate.
+async fn hostile(work: &Path, phase: Duration, report: &mut Map<String, Value>) -> Result {
+    let db = work.join("hostile.db");
+    let backend = Backend::start(&format!("sqlite:{}", db.display()), Log::Warnings)?;
+    let bodies = Arc::new(crate::events::hostile_bodies());
+    let flood = tokio::spawn(load::flood(backend.addr, 32, phase, bodies));
+    let ordinary = load::run(backend.addr, "/v1/batch", 16, phase, None, single()).await;
+    let hostile = flood.await.map_err(|e| e.to_string())?;
+    let attempted = ordinary.requests + ordinary.failures;
+    let success = ordinary.requests as f64 / attempted.max(1) as f64;
+    let rss = backend
+        .peak_rss_mb()
+        .ok_or("cannot read the backend's memory use")?;
+    eprintln!(
+        "bench hostile: {hostile} hostile bodies answered, {} of {attempted} ordinary requests succeeded, peak RSS {rss:.1} MB",
+        ordinary.requests
+    );
+    report.insert("hostile_peak_rss_mb".into(), json!(round(rss, 1)));
+    report.insert("hostile_ordinary_success".into(), json!(round(success, 4)));
+    report.insert(
+        "hostile_ordinary_rps".into(),
+        json!(round(ordinary.rps(), 0)),
+    );
+    Ok(())
+}
+
 /// The best rate of single-event requests to `addr` over [`SWEEP`].
 async fn best_rps(addr: SocketAddr, name: &str, phase: Duration) -> Result<f64> {
     let mut best: f64 = 0.0;
@@ -385,6 +418,9 @@ pub(crate) fn print(report: &Map<String, Value>) {
         "p99_ms",
         "peak_rss_mb",
         "stats_query_ms",
+        "hostile_peak_rss_mb",
+        "hostile_ordinary_success",
+        "hostile_ordinary_rps",
     ] {
         if let Some(v) = report.get(key) {
             println!("{key:<34} {v:>12}");

@@ -94,6 +94,52 @@ fn random_hex(kind: u64, n: u64, words: u64) -> String {
         .collect()
 }
 
+/// The worst bodies the limits allow, gzip-compressed: 500 events with
+/// every string and figure at its maximum, and an envelope of as many tiny
+/// entries as the decompressed-size limit holds.
+pub(crate) fn hostile_bodies() -> Vec<Vec<u8>> {
+    use piperider_event::limits::*;
+    let long = |n: usize| "v".repeat(n);
+    let token = |n: usize| "t".repeat(n);
+    let events: Vec<serde_json::Value> = (0..MAX_BATCH_EVENTS)
+        .map(|_| {
+            serde_json::json!({
+                "schema_version": 1,
+                "event_id": uuid::Uuid::now_v7().to_string(),
+                "event_type": token(MAX_NAME_LEN),
+                "timestamp": chrono::Utc::now().to_rfc3339(),
+                "user_id": IDS.users[0],
+                "device_id": IDS.devices[0],
+                "platform": {"os": token(MAX_NAME_LEN), "arch": token(MAX_NAME_LEN), "os_version": long(MAX_VERSION_LEN)},
+                "runtime": {"name": token(MAX_NAME_LEN), "version": long(MAX_VERSION_LEN)},
+                "app_version": long(MAX_VERSION_LEN),
+                "initial_version": long(MAX_VERSION_LEN),
+                "ci": token(MAX_NAME_LEN),
+                "project": {"project_id": IDS.projects[0], "datasource_type": token(MAX_NAME_LEN)},
+                "stats": {"tables": MAX_TABLES, "columns": MAX_COLUMNS, "rows": MAX_ROWS,
+                    "builtin_assertions": MAX_ASSERTIONS, "custom_assertions": MAX_ASSERTIONS,
+                    "passed_assertions": MAX_ASSERTIONS, "failed_assertions": MAX_ASSERTIONS},
+                "outcome": {"status": "error", "duration_ms": MAX_DURATION_MS}
+            })
+        })
+        .collect();
+    let maximal = serde_json::json!({ "events": events }).to_string();
+    // `{"events":[0,0,...]}` within 8 MiB decompressed.
+    let mut tiny = String::with_capacity(8_000_100);
+    tiny.push_str("{\"events\":[0");
+    tiny.push_str(&",0".repeat(3_999_999));
+    tiny.push_str("]}");
+    [maximal, tiny]
+        .iter()
+        .map(|json| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            gz.write_all(json.as_bytes()).expect("writing to memory");
+            gz.finish().expect("writing to memory")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,3 +178,54 @@ pub(crate) async fn get(
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// Posts `bodies` (gzip, taken in turn by connection) from `connections`
+/// connections, back to back, for `duration`, whatever the answers;
+/// returns how many were answered. A connection the server closes is
+/// opened again.
+pub(crate) async fn flood(
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    bodies: Arc<Vec<Vec<u8>>>,
+) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let (stop, bodies) = (stop.clone(), bodies.clone());
+            tokio::spawn(async move {
+                let body = &bodies[c % bodies.len()];
+                let head = format!(
+                    "POST /v1/batch HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n\
+                     content-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let mut answered = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(stream) = TcpStream::connect(addr).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = write.write_all(head.as_bytes()).await.is_ok()
+                            && write.write_all(body).await.is_ok();
+                        if !sent || read_response(&mut read).await.is_none() {
+                            break;
+                        }
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap_or(0);
+    }
+    answered
+}

@@ -111,7 +111,7 @@ pub(crate) async fn event(
         app.metrics.count_event("dropped", "no_consent");
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let JsonBody(bytes) = body?;
+    let JsonBody(bytes, _) = body?;
     let event = CloudEvent::parse(&bytes, now).map_err(|e| {
         app.metrics.count_event("rejected", "cloud_invalid");
         match e {

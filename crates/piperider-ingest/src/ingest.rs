@@ -11,7 +11,7 @@ use piperider_event::{
     WireEvent, limits,
 };
 
-use crate::edge::body::Expected;
+use crate::edge::body::{self, Expected};
 use crate::edge::{Client, Json, JsonBody};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -118,22 +118,38 @@ fn result_of(app: &AppState, outcome: Written, event_id: &str) -> EventResult {
 pub(crate) async fn batch(
     State(app): State<AppState>,
     Extension(client): Extension<Client>,
-    JsonBody(bytes): JsonBody,
+    JsonBody(bytes, heavy): JsonBody,
 ) -> Result<Response, ApiError> {
-    let batch = RawBatch::parse(&bytes)
-        .map_err(|v| ApiError::BadRequest(format!("{}: {}", v.field, v.reason)))?;
-    if batch.events.len() > limits::MAX_BATCH_EVENTS {
-        return Err(ApiError::TooLarge(format!(
-            "more than {} events in one batch",
-            limits::MAX_BATCH_EVENTS
-        )));
-    }
+    // A large batch is parsed on the heavy path, under the permit it was
+    // decompressed with, if it was.
+    let heavy = match heavy {
+        Some(permit) => Some(permit),
+        None if bytes.len() > body::HEAVY_BYTES => Some(body::Heavy::acquire().await?),
+        None => None,
+    };
+    let parse = {
+        let app = app.clone();
+        move || -> Result<Sorted, ApiError> {
+            let batch = RawBatch::parse(&bytes)
+                .map_err(|v| ApiError::BadRequest(format!("{}: {}", v.field, v.reason)))?;
+            if batch.events.len() > limits::MAX_BATCH_EVENTS {
+                return Err(ApiError::TooLarge(format!(
+                    "more than {} events in one batch",
+                    limits::MAX_BATCH_EVENTS
+                )));
+            }
+            Ok(sort(&app, &batch, client))
+        }
+    };
     let Sorted {
         mut results,
         rows,
         slots,
         quarantine,
-    } = sort(&app, &batch, client);
+    } = match heavy {
+        Some(permit) => permit.run(parse).await?.0?,
+        None => parse()?,
+    };
     let users: BTreeSet<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
     for user in users {
         app.limits.check_user(user)?;

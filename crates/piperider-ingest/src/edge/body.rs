@@ -55,26 +55,99 @@ fn json_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-/// Decompresses `raw`, stopping at the cap (a gzip bomb stops there).
-fn gunzip(raw: &[u8]) -> Result<Bytes, ApiError> {
-    let mut out = Vec::new();
+/// Decompresses `raw`, stopping at `cap` (a gzip bomb stops there):
+/// `Ok(None)` when there is more than `cap`.
+fn gunzip_upto(raw: &[u8], cap: usize) -> Result<Option<Bytes>, ApiError> {
+    // The gzip trailer's last four bytes say the size (mod 2^32): room for
+    // that at once, so the buffer is not doubled past what it holds (a
+    // false size only costs the doubling).
+    let said = raw
+        .len()
+        .checked_sub(4)
+        .and_then(|i| raw.get(i..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut out = Vec::with_capacity(said.min(cap) + 1);
     flate2::read::GzDecoder::new(raw)
-        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
+        .take(cap as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|_| ApiError::BadRequest("the body is not valid gzip".into()))?;
-    if out.len() > MAX_DECOMPRESSED_BYTES {
-        return Err(ApiError::TooLarge(format!(
-            "the body decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
-        )));
-    }
-    Ok(Bytes::from(out))
+    Ok((out.len() <= cap).then(|| Bytes::from(out)))
 }
 
-/// A JSON request body's bytes: JSON content type required, at most
-/// [`MAX_BODY_BYTES`] as sent, gzip decompressed to at most
-/// [`MAX_DECOMPRESSED_BYTES`], not empty.
+/// Decompresses `raw`: a small body at once; a larger one on the heavy
+/// path, whose permit it hands back for the parse that follows; one over
+/// the cap is refused.
+async fn gunzip(raw: Bytes) -> Result<(Bytes, Option<Heavy>), ApiError> {
+    if let Some(small) = gunzip_upto(&raw, HEAVY_BYTES)? {
+        return Ok((small, None));
+    }
+    let heavy = Heavy::acquire().await?;
+    let (bytes, heavy) = heavy
+        .run(move || gunzip_upto(&raw, MAX_DECOMPRESSED_BYTES))
+        .await?;
+    let bytes = bytes?.ok_or_else(|| {
+        ApiError::TooLarge(format!(
+            "the body decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
+        ))
+    })?;
+    Ok((bytes, Some(heavy)))
+}
+
+/// Bodies larger than this (decompressed) are decompressed and parsed on
+/// the heavy path.
+pub(crate) const HEAVY_BYTES: usize = 64 * 1024;
+
+/// Permits of the heavy path: one per core, at least two.
+static HEAVY: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cores.max(2)))
+    });
+
+/// A permit of the heavy path: CPU-heavy work on a large body
+/// (decompressing, parsing) runs on the blocking pool, a few bodies at a
+/// time, each holding its permit from decompression to the end of its
+/// parse. A flood of the largest bodies the limits allow then holds
+/// bounded memory (a permit's 8 MiB decompressed and its parse each; the
+/// others wait as at most 1 MiB sent) and leaves the async workers to
+/// ordinary requests, which never take this path.
 #[derive(Debug)]
-pub(crate) struct JsonBody(pub(crate) Bytes);
+pub(crate) struct Heavy {
+    /// Held for its drop, which gives the permit back.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Heavy {
+    fn busy() -> ApiError {
+        ApiError::Unavailable {
+            retry_after_secs: 1,
+        }
+    }
+
+    pub(crate) async fn acquire() -> Result<Heavy, ApiError> {
+        HEAVY
+            .clone()
+            .acquire_owned()
+            .await
+            .map(|permit| Heavy { _permit: permit })
+            .map_err(|_| Heavy::busy())
+    }
+
+    /// Runs `work` on the blocking pool under this permit; hands the permit back.
+    pub(crate) async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(T, Heavy), ApiError> {
+        let out = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| Heavy::busy())?;
+        Ok((out, self))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct JsonBody(pub(crate) Bytes, pub(crate) Option<Heavy>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
@@ -84,11 +157,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let raw = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| too_large())?;
-        let bytes = if gzip { gunzip(&raw)? } else { raw };
+        let (bytes, heavy) = if gzip {
+            gunzip(raw).await?
+        } else {
+            (raw, None)
+        };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::BadRequest("the body is empty".into()));
         }
-        Ok(JsonBody(bytes))
+        Ok(JsonBody(bytes, heavy))
     }
 }
 
@@ -107,7 +184,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequest<S> for Json<T> 
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let JsonBody(bytes) = JsonBody::from_request(request, state).await?;
+        let JsonBody(bytes, _) = JsonBody::from_request(request, state).await?;
         serde_json::from_slice(&bytes)
             .map(Json)
             .map_err(|_| ApiError::BadRequest(format!("expected {}", T::EXPECTED)))
