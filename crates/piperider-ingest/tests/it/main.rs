@@ -176,14 +176,9 @@ impl Harness {
     /// on PostgreSQL the database refuses connections and the service's
     /// are cut.
     pub(crate) async fn take_storage_away(&self) -> Outage {
-        use sqlx::Connection;
         match &self.pg_database {
             None => {
-                let path = self.dir.path().join("ingest.db");
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                        .await
-                        .unwrap();
+                let mut conn = self.sqlite_connection().await;
                 sqlx::query("BEGIN IMMEDIATE")
                     .execute(&mut conn)
                     .await
@@ -201,17 +196,22 @@ impl Harness {
         }
     }
 
+    /// A connection of the test's own to this harness's SQLite file.
+    async fn sqlite_connection(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let path = self.dir.path().join("ingest.db");
+        sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap()
+    }
+
     /// Runs `sqlite` or `postgres` (whichever this harness is on) on its
     /// database from a connection of the test's own.
     pub(crate) async fn execute(&self, sqlite: &str, postgres: &str) {
         use sqlx::Connection;
         match &self.pg_database {
             None => {
-                let path = self.dir.path().join("ingest.db");
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                        .await
-                        .unwrap();
+                let mut conn = self.sqlite_connection().await;
                 sqlx::raw_sql(sqlite).execute(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
             }
