@@ -257,10 +257,15 @@ impl Collector {
                 .unwrap_or_else(|| self.app.version.clone()),
             ci: decision.ci.map(str::to_string),
             project,
-            stats: record.stats,
+            stats: record.stats.map(Stats::within_limits),
             outcome: Outcome {
                 status: record.status,
-                duration_ms: record.duration.as_millis().min(u64::MAX as u128) as u64,
+                // A command longer than the wire format takes is reported at its limit.
+                duration_ms: record
+                    .duration
+                    .as_millis()
+                    .min(u128::from(piperider_event::limits::MAX_DURATION_MS))
+                    as u64,
             },
         })
     }

@@ -244,6 +244,21 @@ impl WireEvent for CliEvent {
 }
 
 impl Stats {
+    /// These figures, each held at its limit: what a sender reports when
+    /// a count is larger than the wire format takes (a saturated count is
+    /// still a count; a refused event is nothing).
+    pub fn within_limits(self) -> Stats {
+        Stats {
+            tables: self.tables.min(MAX_TABLES),
+            columns: self.columns.min(MAX_COLUMNS),
+            rows: self.rows.min(MAX_ROWS),
+            builtin_assertions: self.builtin_assertions.min(MAX_ASSERTIONS),
+            custom_assertions: self.custom_assertions.min(MAX_ASSERTIONS),
+            passed_assertions: self.passed_assertions.min(MAX_ASSERTIONS),
+            failed_assertions: self.failed_assertions.min(MAX_ASSERTIONS),
+        }
+    }
+
     fn validate(&self) -> Result<(), Violation> {
         let bounded = [
             ("stats.tables", self.tables, MAX_TABLES),
@@ -276,5 +291,30 @@ impl Stats {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_over_the_limits_are_held_at_them() {
+        let held = Stats {
+            tables: u64::MAX,
+            columns: u64::MAX,
+            rows: u64::MAX,
+            builtin_assertions: u64::MAX,
+            custom_assertions: 3,
+            passed_assertions: u64::MAX,
+            failed_assertions: 0,
+        }
+        .within_limits();
+        assert_eq!(held.rows, MAX_ROWS);
+        assert_eq!(held.tables, MAX_TABLES);
+        assert_eq!(held.columns, MAX_COLUMNS);
+        assert_eq!(held.passed_assertions, MAX_ASSERTIONS);
+        assert_eq!(held.custom_assertions, 3);
+        assert!(held.validate().is_ok());
     }
 }

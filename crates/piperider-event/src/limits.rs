@@ -31,8 +31,10 @@ pub const MAX_COMPARISON_SOURCES: usize = 8;
 pub const MAX_TABLES: u64 = 1_000_000;
 /// Most columns one command may report.
 pub const MAX_COLUMNS: u64 = 100_000_000;
-/// Most rows one command may report (the largest integer JSON and an `i64` column both hold exactly).
-pub const MAX_ROWS: u64 = (1 << 53) - 1;
+/// Most rows one command may report: a trillion, more than any profiling
+/// run counts, so that millions of maximal events a day still add up
+/// exactly in the backend's 64-bit counters (which saturate beyond).
+pub const MAX_ROWS: u64 = 1_000_000_000_000;
 /// Most assertions of one kind one command may report.
 pub const MAX_ASSERTIONS: u64 = 10_000_000;
 /// Longest command duration, in milliseconds (seven days).

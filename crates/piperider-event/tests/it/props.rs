@@ -18,7 +18,7 @@ proptest! {
 
     #[test]
     fn valid_stats_round_trip(
-        tables in 0u64..1000, columns in 0u64..10_000, rows in 0u64..(1u64 << 40),
+        tables in 0u64..1000, columns in 0u64..10_000, rows in 0u64..=piperider_event::limits::MAX_ROWS,
         builtin in 0u64..100, custom in 0u64..100, failed_share in 0u64..=100,
     ) {
         let (_, text) = crate::fixtures("cli").into_iter().find(|(n, _)| n == "run.json").unwrap();
