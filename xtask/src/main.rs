@@ -29,6 +29,9 @@ tasks:
   fuzz [--cases N]   the never-panics property tests with N cases each (default 20,000):
                      event parser, profile reader, consent cookie, request bodies (gzip too)
   fuzz --seconds N   the same, round after round (fresh random inputs each) for N seconds
+  fuzz --libfuzzer [--seconds N]
+                     the coverage-guided targets in fuzz/ (cargo fuzz, nightly), N seconds
+                     each (default 60), from the committed corpus; new inputs join it
   dev                start the whole stack on SQLite (data in target/piperider-dev/)
 ";
 
@@ -52,6 +55,11 @@ fn main() -> ExitCode {
         ["fuzz", "--cases", n] => match n.parse() {
             Ok(n) => fuzz(n),
             Err(_) => Err(format!("--cases takes a number, not {n:?}")),
+        },
+        ["fuzz", "--libfuzzer"] => libfuzzer(60),
+        ["fuzz", "--libfuzzer", "--seconds", n] => match n.parse() {
+            Ok(n) => libfuzzer(n),
+            Err(_) => Err(format!("--seconds takes a number, not {n:?}")),
         },
         ["fuzz", "--seconds", n] => match n.parse() {
             Ok(n) => fuzz_for(std::time::Duration::from_secs(n)),
@@ -330,6 +338,25 @@ fn fuzz_for(time: std::time::Duration) -> Result {
         "xtask: fuzz: {rounds} round(s) of 2,000 cases per target in {:.0} s, no failure",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The cargo-fuzz targets of `fuzz/`, each for `seconds`, on nightly; a
+/// crash stops it (libFuzzer keeps the input under `fuzz/artifacts/`).
+fn libfuzzer(seconds: u64) -> Result {
+    let dir = root().join("fuzz");
+    for target in ["event_parse", "consent_cookie", "profile_read"] {
+        run_step(
+            &format!("libFuzzer: {target} for {seconds} s"),
+            // rustup's `cargo`, which reads `+nightly` (Cargo's own binary does not).
+            Command::new("cargo")
+                .current_dir(&dir)
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .args(["+nightly", "fuzz", "run", target])
+                .arg(format!("corpus/{target}"))
+                .args(["--", &format!("-max_total_time={seconds}")]),
+        )?;
+    }
     Ok(())
 }
 
