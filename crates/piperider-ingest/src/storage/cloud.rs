@@ -43,6 +43,9 @@ impl Store {
         received_at: i64,
     ) -> Result<(), StorageError> {
         let sources = e.sources.as_ref().map(|s| s.join(","));
+        // As for CLI events: a clock ahead of the receiver's counts as now.
+        let at = chrono::DateTime::from_timestamp_millis(received_at)
+            .map_or(e.timestamp, |now| e.timestamp.min(now));
         on_pool!(&self.0.backend, pool => {
             sqlx::query(
                 "INSERT INTO cloud_events (event_id, received_at, ts, day, event_type, visitor_id, route, sources, metric) \
@@ -50,8 +53,8 @@ impl Store {
             )
             .bind(e.event_id.to_string())
             .bind(received_at)
-            .bind(e.timestamp.timestamp_millis())
-            .bind(day(e.timestamp))
+            .bind(at.timestamp_millis())
+            .bind(day(at))
             .bind(e.event_type.as_str())
             .bind(e.visitor_id.as_str())
             .bind(e.route.as_str())

@@ -107,11 +107,15 @@ impl EventRow {
             Some(p) => (Some(p.project_id.into()), p.datasource_type),
             None => (None, None),
         };
+        // A clock ahead of the receiver's (within the allowed skew) counts
+        // as the receiver's now: nobody can fill a day that has not come.
+        let at = chrono::DateTime::from_timestamp_millis(received_at)
+            .map_or(event.timestamp, |now| event.timestamp.min(now));
         EventRow {
             event_id: event.event_id.to_string(),
             received_at,
-            ts: event.timestamp.timestamp_millis(),
-            day: day(event.timestamp),
+            ts: at.timestamp_millis(),
+            day: day(at),
             event_type: event.event_type.to_string(),
             user_id: event.user_id.into(),
             device_id: event.device_id.into(),

@@ -208,3 +208,33 @@ on_both!(a_deleted_user_is_gone_and_stays_gone, |db: Db| async move {
     assert_eq!(body["results"][0]["status"], "accepted");
     h.finish().await;
 });
+
+on_both!(
+    an_event_stamped_ahead_counts_today_not_tomorrow,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let ahead = now + chrono::TimeDelta::minutes(23 * 60 + 59);
+        let mut e = event(USER);
+        e["timestamp"] = json!(ahead.to_rfc3339());
+        let (status, body) = h.post_batch(&[e]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (today, tomorrow) = (now.date_naive(), ahead.date_naive());
+        let (_, stats) = h
+            .admin_get(&format!("/v1/admin/stats?from={today}&to={today}"))
+            .await;
+        assert_eq!(stats["totals"]["events"], 1, "{stats}");
+        if tomorrow != today {
+            let (_, stats) = h
+                .admin_get(&format!("/v1/admin/stats?from={tomorrow}&to={tomorrow}"))
+                .await;
+            assert_eq!(
+                stats["totals"]["events"], 0,
+                "tomorrow was filled in advance: {stats}"
+            );
+        }
+        h.finish().await;
+    }
+);
