@@ -214,3 +214,30 @@ on_both!(consent_requests_check_their_input, |db: Db| async move {
     assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
     h.finish().await;
 });
+
+on_both!(
+    a_cloud_event_stamped_ahead_counts_today,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (_, cookie) = choose(&h, "accept_all", false).await;
+        let now = chrono::Utc::now();
+        let mut e = cloud_event();
+        e["timestamp"] = json!((now + chrono::TimeDelta::minutes(23 * 60 + 59)).to_rfc3339());
+        assert_eq!(
+            post_event(&h, Some(&cookie), &e).await,
+            StatusCode::NO_CONTENT
+        );
+        let days = h.query_text("SELECT day FROM cloud_events").await;
+        // Stored at the receiver's now (this day, or the next if midnight passed meanwhile).
+        let latest = chrono::Utc::now().date_naive().to_string();
+        assert_eq!(days.len(), 1);
+        assert!(
+            days[0] == now.date_naive().to_string() || days[0] == latest,
+            "stored for {}",
+            days[0]
+        );
+        h.finish().await;
+    }
+);

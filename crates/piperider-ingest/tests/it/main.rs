@@ -224,6 +224,23 @@ impl Harness {
         }
     }
 
+    /// The text column of every row `sql` selects, read from a connection
+    /// of the test's own.
+    pub(crate) async fn query_text(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection;
+        match &self.pg_database {
+            None => {
+                let mut conn = self.sqlite_connection().await;
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Some(name) => {
+                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+
     /// Another service instance on the same database, with its configuration changed.
     pub(crate) async fn with_config(&self, tune: impl FnOnce(&mut Config)) -> Harness {
         let mut config = self.state.config().clone();
