@@ -216,8 +216,7 @@ impl Harness {
                 conn.close().await.unwrap();
             }
             Some(name) => {
-                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                let mut conn = pg_connection(name).await;
                 sqlx::raw_sql(postgres).execute(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
             }
@@ -227,15 +226,13 @@ impl Harness {
     /// The text column of every row `sql` selects, read from a connection
     /// of the test's own.
     pub(crate) async fn query_text(&self, sql: &str) -> Vec<String> {
-        use sqlx::Connection;
         match &self.pg_database {
             None => {
                 let mut conn = self.sqlite_connection().await;
                 sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
             }
             Some(name) => {
-                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                let mut conn = pg_connection(name).await;
                 sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
             }
         }
@@ -308,6 +305,13 @@ impl Harness {
             pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }
     }
+}
+
+/// A connection of the test's own to the PostgreSQL database `name`.
+async fn pg_connection(name: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    sqlx::PgConnection::connect(&url).await.unwrap()
 }
 
 /// A valid CLI event of `user` in the test project, now.
