@@ -14,15 +14,12 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(flatten)]
-    config: piperider_ingest::Config,
-    /// Log as JSON lines (default: human-readable).
-    #[arg(long, env = "PIPERIDER_INGEST_LOG_JSON")]
-    log_json: bool,
+    flags: piperider_ingest::Flags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    piperider_ingest::run("piperider-demo-cloud", cli.config, cli.log_json, |router| {
+    piperider_ingest::run("piperider-demo-cloud", cli.flags, |router| {
         router.merge(piperider_demo_cloud::routes())
     })
 }

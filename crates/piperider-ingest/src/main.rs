@@ -16,15 +16,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     #[command(flatten)]
-    config: piperider_ingest::Config,
-    /// Log as JSON lines (default: human-readable).
-    #[arg(long, env = "PIPERIDER_INGEST_LOG_JSON")]
-    log_json: bool,
+    flags: piperider_ingest::Flags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    piperider_ingest::run("piperider-ingest", cli.config, cli.log_json, |router| {
-        router
-    })
+    piperider_ingest::run("piperider-ingest", cli.flags, |router| router)
 }

@@ -170,16 +170,26 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests and commits");
 }
 
+/// Every flag of a backend binary: the configuration and the log format.
+#[derive(Debug, clap::Args)]
+pub struct Flags {
+    #[command(flatten)]
+    pub config: Config,
+    /// Log as JSON lines (default: human-readable).
+    #[arg(long, env = "PIPERIDER_INGEST_LOG_JSON")]
+    pub log_json: bool,
+}
+
 /// A binary's `main` once its flags are parsed: structured logs
 /// (`PIPERIDER_INGEST_LOG`, JSON lines with `log_json`), the settings
 /// checked (exit 2 with the reason), then the service with `extend` added
 /// to its router until SIGINT or SIGTERM.
 pub fn run(
     name: &str,
-    config: Config,
-    log_json: bool,
+    flags: Flags,
     extend: impl FnOnce(axum::Router) -> axum::Router,
 ) -> ExitCode {
+    let Flags { config, log_json } = flags;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIPERIDER_INGEST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if log_json {
