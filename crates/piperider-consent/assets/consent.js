@@ -79,10 +79,23 @@
     box.querySelector("button").focus();
   }
 
-  function choose(choice, source) {
+  // A decision the server refuses for now (429: a second decision within
+  // its interval, or the address over its limit) is sent again after the
+  // Retry-After delay, a few times; any other refusal leaves the state and
+  // the banner as they were.
+  function choose(choice, source, attempt) {
+    attempt = attempt || 0;
     send("POST", "/v1/consent", { choice: choice, source: source }).then(function (r) {
-      return r.json();
+      if (r.status === 429 && attempt < 3) {
+        var wait = parseInt(r.headers.get("retry-after") || "1", 10) || 1;
+        setTimeout(function () {
+          choose(choice, source, attempt + 1);
+        }, Math.min(wait, 10) * 1000);
+        return null;
+      }
+      return r.ok ? r.json() : null;
     }).then(function (answer) {
+      if (!answer) return;
       state = answer.state;
       document.body.setAttribute("data-consent", state);
       var box = document.getElementById("consent-banner");

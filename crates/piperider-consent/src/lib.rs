@@ -21,7 +21,8 @@ mod record;
 pub use cookie::{COOKIE_NAME, CookieCodec};
 pub use http::{ConsentAnswer, cookie_value, gpc, set_cookie};
 pub use record::{
-    Choice, ConsentId, ConsentRecord, ConsentState, FORMAT_VERSION, Policy, Purpose, state,
+    Choice, ConsentId, ConsentRecord, ConsentState, DECISION_INTERVAL_SECS, FORMAT_VERSION, Policy,
+    Purpose, state,
 };
 
 use chrono::{DateTime, Utc};

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 /// The version of the record's own format.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The shortest time, in seconds, between two decisions from one browser:
+/// a decision made with a cookie younger than this is refused for the
+/// rest of the interval. Each decision is a row of the audit trail, so a
+/// page that loops, or a script that follows the cookie it is given, adds
+/// at most one row per interval; a client that drops its cookie is held
+/// by the per-address limit instead. No person changes their mind twice
+/// in this time, and the banner retries after the wait.
+pub const DECISION_INTERVAL_SECS: u64 = 2;
+
 /// Why something is stored in the browser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,6 +127,18 @@ impl ConsentRecord {
     /// When the record stops counting.
     pub fn expires_at(&self, policy: &Policy) -> Option<DateTime<Utc>> {
         self.decided_at().map(|t| t + policy.ttl)
+    }
+
+    /// Seconds the browser holding this record waits before its next
+    /// decision counts ([`DECISION_INTERVAL_SECS`] after this one); 0 when
+    /// it may decide now. A record dated ahead of `now` waits the whole
+    /// interval.
+    pub fn wait_before_next(&self, now: DateTime<Utc>) -> u64 {
+        let age = now.timestamp().saturating_sub(self.at);
+        if age < 0 {
+            return DECISION_INTERVAL_SECS;
+        }
+        DECISION_INTERVAL_SECS.saturating_sub(age.unsigned_abs())
     }
 }
 

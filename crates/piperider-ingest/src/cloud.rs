@@ -1,7 +1,10 @@
 //! PipeRider Cloud: the consent endpoints and consent-gated Cloud events.
 //!
 //! `POST /v1/consent` records a decision (the audit trail) and sets the
-//! signed `piperider_consent` cookie; `GET /v1/consent` reads it back.
+//! signed `piperider_consent` cookie; `GET /v1/consent` reads it back. A
+//! decision sent with a cookie younger than the consent crate's interval is
+//! refused (429) for the rest of it: one browser adds at most one audit row
+//! per interval, whatever it repeats.
 //! `POST /v1/cloud/events` stores an event only for a request whose cookie
 //! holds a valid, current Accept All; for anyone else it stores nothing,
 //! answers 204 all the same, and counts the drop. The cookie's attributes,
@@ -67,6 +70,14 @@ pub(crate) async fn decide(
     Json(decision): Json<Decision>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
+    if let Some(previous) = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c)) {
+        let wait = previous.wait_before_next(now);
+        if wait > 0 {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: wait,
+            });
+        }
+    }
     let gpc = piperider_consent::gpc(headers.get("sec-gpc").and_then(|v| v.to_str().ok()));
     let record = ConsentRecord::new(decision.choice, &app.consent_policy, now, gpc);
     let source = match decision.source {

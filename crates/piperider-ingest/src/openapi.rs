@@ -162,7 +162,7 @@ pub(crate) fn document() -> Value {
                 json!({"202": response("Deleted", Value::Null)}),
                 &[json_body, admitted, unavailable])},
             "/v1/consent": {
-                "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie",
+                "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie; a choice sent with a consent cookie younger than the decision interval (2 s) answers 429 with Retry-After",
                     Some(json_content(decision)),
                     json!({"200": response("The state now (granted or denied), with Set-Cookie", json_content(consent.clone()))}),
                     &[json_body, admitted, unavailable]),

@@ -59,6 +59,19 @@ fn the_ttl_counts_from_the_decision_not_the_visits() {
 }
 
 #[test]
+fn a_decision_waits_the_interval_after_the_last() {
+    use piperider_consent::DECISION_INTERVAL_SECS as I;
+    let record = ConsentRecord::new(Choice::AcceptAll, &Policy::new(1), t0(), false);
+    let after = |secs: i64| record.wait_before_next(t0() + TimeDelta::seconds(secs));
+    assert_eq!(after(0), I);
+    assert_eq!(after(1), I - 1);
+    assert_eq!(after(I as i64), 0);
+    assert_eq!(after(3600), 0);
+    // A record dated ahead of the clock waits the whole interval.
+    assert_eq!(after(-30), I);
+}
+
+#[test]
 fn a_policy_bump_makes_earlier_decisions_pending() {
     let old = Policy::new(1);
     let new = Policy::new(2);

@@ -241,3 +241,84 @@ on_both!(
         h.finish().await;
     }
 );
+
+/// `POST /v1/consent` from `ip`, with `cookie` if any: status, headers, and
+/// the new cookie's `name=value` when one was set.
+async fn decide(
+    h: &Harness,
+    ip: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Option<String>) {
+    let mut request = Request::post("/v1/consent").header("content-type", "application/json");
+    if let Some(c) = cookie {
+        request = request.header("cookie", c);
+    }
+    let body = Body::from(json!({"choice": "accept_all"}).to_string());
+    let (status, headers, _) = h.send(ip, request.body(body).unwrap()).await;
+    let set = headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+    (status, headers, set)
+}
+
+on_both!(
+    a_flood_of_consent_decisions_stays_bounded,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |c| c.rate_limit_ip = 50).await else {
+            return;
+        };
+        // 2,000 decisions from one address, no cookie kept: the address's
+        // limit (50 a second, bursts of 100) answers 429 past it, and
+        // only the answered decisions are rows.
+        let started = std::time::Instant::now();
+        let mut accepted = 0i64;
+        for _ in 0..2_000 {
+            match decide(&h, "198.51.100.9", None).await.0 {
+                StatusCode::OK => accepted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("a consent post answered {other}"),
+            }
+        }
+        let allowed = 100 + 50 * (started.elapsed().as_secs() as i64 + 1);
+        assert!(
+            (100..=allowed).contains(&accepted),
+            "{accepted} of 2,000 accepted; at most {allowed} allowed"
+        );
+        assert_eq!(h.store().count_consent_decisions().await.unwrap(), accepted);
+
+        // One browser that keeps its cookie: a decision younger than the
+        // interval is refused for the rest of it, and adds no row.
+        let (status, _, cookie) = decide(&h, CLIENT_IP, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let cookie = cookie.expect("a consent cookie");
+        for _ in 0..20 {
+            let (status, headers, set) = decide(&h, CLIENT_IP, Some(&cookie)).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(
+                (1..=piperider_consent::DECISION_INTERVAL_SECS).contains(&wait),
+                "{wait}"
+            );
+            assert!(set.is_none(), "a refused decision set a cookie");
+        }
+        assert_eq!(
+            h.store().count_consent_decisions().await.unwrap(),
+            accepted + 1
+        );
+        // Once the interval is over, the same browser decides again.
+        tokio::time::sleep(std::time::Duration::from_secs(
+            piperider_consent::DECISION_INTERVAL_SECS,
+        ))
+        .await;
+        assert_eq!(
+            decide(&h, CLIENT_IP, Some(&cookie)).await.0,
+            StatusCode::OK
+        );
+        // The retention job empties the audit trail once it is past its days.
+        let later = chrono::Utc::now()
+            + chrono::TimeDelta::days(i64::from(h.state.config().consent_retention_days) + 1);
+        h.state.run_retention(later).await.unwrap();
+        assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
+        h.finish().await;
+    }
+);
