@@ -73,12 +73,32 @@ impl Geo {
             return Place::default();
         };
         Place {
-            country: record.country.and_then(|c| c.iso_code),
+            country: record
+                .country
+                .and_then(|c| c.iso_code)
+                .filter(|c| is_code(c, COUNTRY_CHARS)),
             region: record
                 .subdivisions
                 .into_iter()
                 .next()
-                .and_then(|s| s.iso_code),
+                .and_then(|s| s.iso_code)
+                .filter(|c| is_code(c, REGION_CHARS)),
         }
     }
+}
+
+/// Longest country code: ISO 3166-1 alpha-2.
+pub const COUNTRY_CHARS: usize = 2;
+/// Longest region code: the part of an ISO 3166-2 code after the country.
+pub const REGION_CHARS: usize = 3;
+
+/// Whether `code` has the form of an ISO code of at most `max` characters
+/// (ASCII capitals and digits). A database that says otherwise is not
+/// believed: the code is stored as unknown, so what reaches storage is
+/// bounded whatever file the operator gives.
+fn is_code(code: &str, max: usize) -> bool {
+    (1..=max).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }

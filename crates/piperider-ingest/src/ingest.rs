@@ -17,14 +17,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{EventRow, QuarantineRow, Written};
 
-/// How much of an invalid event the quarantine keeps.
-const EXCERPT_BYTES: usize = 1024;
-
-fn excerpt(raw: &[u8]) -> String {
-    let end = raw.len().min(EXCERPT_BYTES);
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
 fn reason_label(err: &EventError) -> &'static str {
     match err {
         EventError::TooLarge { .. } => "too_large",
@@ -72,13 +64,9 @@ fn sort(app: &AppState, batch: &RawBatch<'_>, client: Client) -> Sorted {
                     }
                     other => (".".to_string(), other.to_string()),
                 };
-                sorted.quarantine.push(QuarantineRow {
-                    received_at,
-                    field: field.clone(),
-                    reason: reason.clone(),
-                    size: raw.len() as i64,
-                    excerpt: excerpt(raw),
-                });
+                sorted
+                    .quarantine
+                    .push(QuarantineRow::new(received_at, &field, &reason, raw));
                 let event_id = serde_json::from_slice::<serde_json::Value>(raw)
                     .ok()
                     .and_then(|v| v.get("event_id")?.as_str()?.parse().ok());

@@ -36,6 +36,7 @@ pub(crate) use group::CommitMetrics;
 pub use group::Written;
 pub use rows::Figures;
 pub(crate) use rows::{EventRow, QuarantineRow};
+pub use schema::TEXT_BOUNDS;
 
 use group::{Batch, Job};
 

@@ -229,7 +229,36 @@ pub(crate) struct QuarantineRow {
     pub(crate) excerpt: String,
 }
 
+/// Longest field path a quarantine row keeps, in characters.
+pub(crate) const QUARANTINE_FIELD_CHARS: usize = 64;
+/// Longest reason a quarantine row keeps, in characters.
+pub(crate) const QUARANTINE_REASON_CHARS: usize = 256;
+/// How much of an invalid event the quarantine keeps, in bytes.
+pub(crate) const QUARANTINE_EXCERPT_BYTES: usize = 1024;
+
 impl QuarantineRow {
+    /// The row of `raw`, refused at `field` for `reason`: each text cut to
+    /// its bound, and the excerpt with control characters (the whitespace
+    /// JSON allows between tokens) as spaces, so nothing unbounded or
+    /// unprintable is stored.
+    pub(crate) fn new(received_at: i64, field: &str, reason: &str, raw: &[u8]) -> Self {
+        let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        let head = &raw[..raw.len().min(QUARANTINE_EXCERPT_BYTES)];
+        let excerpt = String::from_utf8_lossy(head)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>();
+        QuarantineRow {
+            received_at,
+            field: cut(field, QUARANTINE_FIELD_CHARS),
+            reason: cut(reason, QUARANTINE_REASON_CHARS),
+            size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
+            // A cut multi-byte character reads as one replacement character
+            // of three bytes: cut again to stay within the bound.
+            excerpt: cut_bytes(excerpt, QUARANTINE_EXCERPT_BYTES),
+        }
+    }
+
     /// The row's values in [`super::schema::QUARANTINE`] column order.
     pub(crate) fn cells(&self) -> Vec<Cell<'_>> {
         vec![
@@ -240,6 +269,16 @@ impl QuarantineRow {
             (&self.excerpt).into(),
         ]
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut_bytes(mut s: String, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
 }
 
 /// One value of a row handed to the database: text or an integer, either

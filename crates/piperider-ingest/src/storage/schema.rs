@@ -344,6 +344,90 @@ pub(crate) fn saturating_total(column: &str) -> String {
     )
 }
 
+/// Every text column and the most characters it holds: a wire-format limit
+/// (`piperider_event::limits`), an id's or a day's fixed form, a code the
+/// service writes, or a cut made before storing. Nothing the service
+/// stores is longer, whatever a client sends; a test lists the text
+/// columns each database has, fails for one missing here, and fills every
+/// column to its limit to check the bound.
+pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
+    use super::rows::{QUARANTINE_EXCERPT_BYTES, QUARANTINE_FIELD_CHARS, QUARANTINE_REASON_CHARS};
+    use crate::geo::{COUNTRY_CHARS, REGION_CHARS};
+    use piperider_event::limits::{
+        MAX_COMPARISON_SOURCES, MAX_NAME_LEN, MAX_ROUTE_LEN, MAX_VERSION_LEN,
+    };
+    const ID: usize = 32;
+    const DEVICE: usize = 64;
+    const EVENT_ID: usize = 36;
+    const DAY: usize = 10;
+    const NAME: usize = MAX_NAME_LEN;
+    const VERSION: usize = MAX_VERSION_LEN;
+    /// The sources of one comparison, joined by commas.
+    const SOURCES: usize = MAX_COMPARISON_SOURCES * (MAX_NAME_LEN + 1) - 1;
+    &[
+        ("settings", "key", 32),
+        ("settings", "value", 128),
+        ("events", "event_id", EVENT_ID),
+        ("events", "day", DAY),
+        ("events", "event_type", NAME),
+        ("events", "user_id", ID),
+        ("events", "device_id", DEVICE),
+        ("events", "os", NAME),
+        ("events", "arch", NAME),
+        ("events", "os_version", VERSION),
+        ("events", "runtime_name", NAME),
+        ("events", "runtime_version", VERSION),
+        ("events", "app_version", VERSION),
+        ("events", "initial_version", VERSION),
+        ("events", "ci", NAME),
+        ("events", "project_id", ID),
+        ("events", "datasource_type", NAME),
+        ("events", "status", NAME),
+        ("events", "country", COUNTRY_CHARS),
+        ("events", "region", REGION_CHARS),
+        ("users", "user_id", ID),
+        ("users", "first_day", DAY),
+        ("users", "country", COUNTRY_CHARS),
+        ("users", "region", REGION_CHARS),
+        ("users", "os", NAME),
+        ("users", "arch", NAME),
+        ("users", "os_version", VERSION),
+        ("users", "device_id", DEVICE),
+        ("users", "runtime_name", NAME),
+        ("users", "runtime_version", VERSION),
+        ("users", "app_version", VERSION),
+        ("users", "initial_version", VERSION),
+        ("users", "ci", NAME),
+        ("projects", "project_id", ID),
+        ("projects", "user_id", ID),
+        ("projects", "initial_version", VERSION),
+        ("projects", "current_version", VERSION),
+        ("project_datasources", "project_id", ID),
+        ("project_datasources", "datasource_type", NAME),
+        ("daily_users", "day", DAY),
+        ("daily_users", "user_id", ID),
+        ("daily_events", "day", DAY),
+        ("daily_events", "event_type", NAME),
+        ("daily_buckets", "day", DAY),
+        ("daily_buckets", "metric", NAME),
+        ("quarantine", "field", QUARANTINE_FIELD_CHARS),
+        ("quarantine", "reason", QUARANTINE_REASON_CHARS),
+        ("quarantine", "excerpt", QUARANTINE_EXCERPT_BYTES),
+        ("deleted_users", "user_hash", 64),
+        ("cloud_events", "event_id", EVENT_ID),
+        ("cloud_events", "day", DAY),
+        ("cloud_events", "event_type", NAME),
+        ("cloud_events", "visitor_id", ID),
+        ("cloud_events", "route", MAX_ROUTE_LEN),
+        ("cloud_events", "sources", SOURCES),
+        ("cloud_events", "metric", NAME),
+        ("consent_audit", "consent_id", ID),
+        ("consent_audit", "day", DAY),
+        ("consent_audit", "choice", 16),
+        ("consent_audit", "source", 16),
+    ]
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

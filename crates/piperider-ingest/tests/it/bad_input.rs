@@ -419,3 +419,141 @@ on_both!(
         std::sync::Arc::into_inner(h).unwrap().finish().await;
     }
 );
+
+on_both!(
+    every_text_column_has_a_bound_that_holds,
+    |db: Db| async move {
+        use piperider_event::limits::{
+            MAX_COMPARISON_SOURCES, MAX_NAME_LEN, MAX_ROUTE_LEN, MAX_VERSION_LEN,
+        };
+        use piperider_ingest::storage::TEXT_BOUNDS;
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // The database's own list of its text columns: each has a bound.
+        let columns = h
+            .query_text(if h.store().is_sqlite() {
+                "SELECT m.name || '.' || p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+                 AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\' AND upper(p.type) = 'TEXT' ORDER BY 1"
+            } else {
+                "SELECT table_name || '.' || column_name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND data_type = 'text' \
+                 AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1"
+            })
+            .await;
+        let mut bounded: Vec<String> = TEXT_BOUNDS
+            .iter()
+            .map(|(t, c, _)| format!("{t}.{c}"))
+            .collect();
+        bounded.sort();
+        assert_eq!(
+            columns, bounded,
+            "text columns without a bound, or bounds of no column"
+        );
+
+        // Every column filled to its limit: a CLI event with every text at
+        // its most characters (versions of two-byte characters) ...
+        let name = |c: char| c.to_string().repeat(MAX_NAME_LEN);
+        let version = "é".repeat(MAX_VERSION_LEN);
+        let mut maximal = event(USER);
+        maximal["event_type"] = json!(name('r'));
+        maximal["platform"] = json!({"os": name('o'), "arch": name('a'), "os_version": version});
+        maximal["runtime"] = json!({"name": name('p'), "version": version});
+        maximal["app_version"] = json!(version);
+        maximal["initial_version"] = json!(version);
+        maximal["ci"] = json!(name('c'));
+        maximal["project"]["datasource_type"] = json!(name('d'));
+        maximal["outcome"]["status"] = json!("error");
+        // ... an invalid one far over the excerpt, with the line breaks JSON
+        // allows between tokens and an unknown field deep inside ...
+        let mut invalid = event(USER);
+        invalid["platform"]["os_version"] = json!("ü".repeat(4_000));
+        invalid["stats"]["unknown_and_long_field_name"] = json!(1);
+        let invalid = serde_json::to_string_pretty(&invalid).unwrap();
+        let body = format!(r#"{{"events": [{maximal}, {invalid}]}}"#);
+        let (status, answer) = raw(&h, "application/json", None, body.into_bytes()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
+        assert_eq!(answer["results"][1]["status"], "rejected", "{answer}");
+        // ... a deletion, a consent decision and Cloud events at their limits.
+        let (status, _) = h
+            .post_json(
+                "/v1/deletion-requests",
+                json!({"user_id": "f".repeat(32)}).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let request = Request::post("/v1/consent")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"choice": "necessary_only", "source": "settings"}).to_string(),
+            ))
+            .unwrap();
+        let (_, _, _) = h.send(CLIENT_IP, request).await;
+        let request = Request::post("/v1/consent")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"choice": "accept_all"}).to_string()))
+            .unwrap();
+        let (status, headers, _) = h.send(CLIENT_IP, request).await;
+        assert_eq!(status, StatusCode::OK);
+        let cookie = headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let route = format!("/{}", "r".repeat(MAX_ROUTE_LEN - 1));
+        let sources: Vec<String> = (0..MAX_COMPARISON_SOURCES).map(|_| name('s')).collect();
+        for (event_type, extra) in [
+            ("comparison_sources", json!({"sources": sources})),
+            ("trend_metric_selected", json!({"metric": name('m')})),
+        ] {
+            let mut cloud = json!({
+                "schema_version": 1,
+                "event_id": uuid::Uuid::new_v4().to_string(),
+                "event_type": event_type,
+                "timestamp": chrono::Utc::now().to_rfc3339(),
+                "visitor_id": "c0ffee0123456789abcdef0123456789",
+                "route": route,
+            });
+            cloud
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let request = Request::post("/v1/cloud/events")
+                .header("content-type", "application/json")
+                .header("cookie", &cookie)
+                .body(Body::from(cloud.to_string()))
+                .unwrap();
+            assert_eq!(h.send(CLIENT_IP, request).await.0, StatusCode::NO_CONTENT);
+        }
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 2);
+        // Reading the stats writes the rollups first.
+        assert_eq!(h.admin_get("/v1/admin/stats").await.0, StatusCode::OK);
+
+        // No stored text is over its column's bound, and every column
+        // holds something (so each bound was tried).
+        for (table, column, bound) in TEXT_BOUNDS {
+            let longest = h
+                .query_text(&format!(
+                    "SELECT CAST(COALESCE(MAX(length({column})), 0) AS TEXT) FROM {table}"
+                ))
+                .await;
+            let longest: usize = longest[0].parse().unwrap();
+            assert!(
+                (1..=*bound).contains(&longest),
+                "{table}.{column}: the longest value has {longest} characters, the bound is {bound}"
+            );
+        }
+        // The quarantine keeps no control character.
+        let excerpt = h.query_text("SELECT excerpt FROM quarantine").await;
+        assert!(
+            !excerpt[0].chars().any(char::is_control),
+            "{:?}",
+            excerpt[0]
+        );
+        h.finish().await;
+    }
+);

@@ -310,10 +310,7 @@ on_both!(
             piperider_consent::DECISION_INTERVAL_SECS,
         ))
         .await;
-        assert_eq!(
-            decide(&h, CLIENT_IP, Some(&cookie)).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(decide(&h, CLIENT_IP, Some(&cookie)).await.0, StatusCode::OK);
         // The retention job empties the audit trail once it is past its days.
         let later = chrono::Utc::now()
             + chrono::TimeDelta::days(i64::from(h.state.config().consent_retention_days) + 1);
