@@ -345,7 +345,7 @@ fn fuzz_for(time: std::time::Duration) -> Result {
 /// crash stops it (libFuzzer keeps the input under `fuzz/artifacts/`).
 fn libfuzzer(seconds: u64) -> Result {
     let dir = root().join("fuzz");
-    for target in ["event_parse", "consent_cookie", "profile_read"] {
+    for target in ["event_parse", "gzip_body", "consent_cookie", "profile_read"] {
         run_step(
             &format!("libFuzzer: {target} for {seconds} s"),
             // rustup's `cargo`, which reads `+nightly` (Cargo's own binary does not).

@@ -29,6 +29,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub(crate) use admission::{Client, Limits, canonical};
 pub(crate) use auth::{Admin, Failures, SESSION_TTL, Sessions, session_cookie, session_of};
+#[cfg(any(test, feature = "fuzzing"))]
+pub use body::gunzip_now;
 pub(crate) use body::{Form, Json, JsonBody, PathText, Query};
 
 use crate::error::ApiError;

@@ -55,43 +55,87 @@ fn json_encoding(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-/// Decompresses `raw`, stopping at `cap` (a gzip bomb stops there):
-/// `Ok(None)` when there is more than `cap`.
-fn gunzip_upto(raw: &[u8], cap: usize) -> Result<Option<Bytes>, ApiError> {
-    // The gzip trailer's last four bytes say the size (mod 2^32): room for
-    // that at once, so the buffer is not doubled past what it holds (a
-    // false size only costs the doubling).
-    let said = raw
-        .len()
-        .checked_sub(4)
-        .and_then(|i| raw.get(i..))
-        .and_then(|t| <[u8; 4]>::try_from(t).ok())
-        .map_or(0, |t| u32::from_le_bytes(t) as usize);
-    let mut out = Vec::with_capacity(said.min(cap) + 1);
-    flate2::read::GzDecoder::new(raw)
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| ApiError::BadRequest("the body is not valid gzip".into()))?;
-    Ok((out.len() <= cap).then(|| Bytes::from(out)))
+/// A gzip body being decompressed: the decoder owns the body, so the work
+/// can stop at one size and go on elsewhere (on the blocking pool) from
+/// where it stopped.
+struct Inflate {
+    decoder: flate2::read::GzDecoder<std::io::Cursor<Bytes>>,
+    out: Vec<u8>,
+    /// The size the gzip trailer states (mod 2^32; a false one only costs
+    /// the buffer's doubling).
+    said: usize,
 }
 
-/// Decompresses `raw`: a small body at once; a larger one on the heavy
-/// path, whose permit it hands back for the parse that follows; one over
-/// the cap is refused.
-async fn gunzip(raw: Bytes) -> Result<(Bytes, Option<Heavy>), ApiError> {
-    if let Some(small) = gunzip_upto(&raw, HEAVY_BYTES)? {
-        return Ok((small, None));
+impl Inflate {
+    fn new(raw: Bytes) -> Self {
+        let said = raw
+            .len()
+            .checked_sub(4)
+            .and_then(|i| raw.get(i..))
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .map_or(0, |t| u32::from_le_bytes(t) as usize);
+        Inflate {
+            decoder: flate2::read::GzDecoder::new(std::io::Cursor::new(raw)),
+            out: Vec::new(),
+            said,
+        }
     }
-    let heavy = Heavy::acquire().await?;
-    let (bytes, heavy) = heavy
-        .run(move || gunzip_upto(&raw, MAX_DECOMPRESSED_BYTES))
-        .await?;
-    let bytes = bytes?.ok_or_else(|| {
+
+    /// Decompresses on until the end (`Ok(true)`) or until more than `cap`
+    /// bytes are out (`Ok(false)`; a gzip bomb stops there).
+    fn upto(&mut self, cap: usize) -> Result<bool, ApiError> {
+        // Room for the stated size at once, so the buffer is not doubled
+        // past what it holds.
+        let want = self.said.min(cap) + 1;
+        self.out.reserve(want.saturating_sub(self.out.len()));
+        let room = (cap + 1).saturating_sub(self.out.len()) as u64;
+        (&mut self.decoder)
+            .take(room)
+            .read_to_end(&mut self.out)
+            .map_err(|_| ApiError::BadRequest("the body is not valid gzip".into()))?;
+        Ok(self.out.len() <= cap)
+    }
+
+    fn too_large() -> ApiError {
         ApiError::TooLarge(format!(
             "the body decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
         ))
-    })?;
-    Ok((bytes, Some(heavy)))
+    }
+}
+
+/// Decompresses `raw`: a small body at once; a larger one goes on, from
+/// where it stopped, on the heavy path, whose permit it hands back for the
+/// parse that follows; one over the cap is refused.
+async fn gunzip(raw: Bytes) -> Result<(Bytes, Option<Heavy>), ApiError> {
+    let mut inflate = Inflate::new(raw);
+    if inflate.upto(HEAVY_BYTES)? {
+        return Ok((inflate.out.into(), None));
+    }
+    let heavy = Heavy::acquire().await?;
+    let (done, heavy) = heavy
+        .run(move || {
+            inflate
+                .upto(MAX_DECOMPRESSED_BYTES)
+                .map(|all| (all, inflate.out))
+        })
+        .await?;
+    match done? {
+        (true, out) => Ok((out.into(), Some(heavy))),
+        (false, _) => Err(Inflate::too_large()),
+    }
+}
+
+/// The gzip body path as one call, without the permits: what [`gunzip`]
+/// decompresses and refuses, for the coverage-guided fuzz target
+/// (`fuzz/fuzz_targets/gzip_body.rs`) and the tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn gunzip_now(raw: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut inflate = Inflate::new(Bytes::copy_from_slice(raw));
+    if inflate.upto(HEAVY_BYTES)? || inflate.upto(MAX_DECOMPRESSED_BYTES)? {
+        Ok(inflate.out)
+    } else {
+        Err(Inflate::too_large())
+    }
 }
 
 /// Bodies larger than this (decompressed) are decompressed and parsed on
@@ -240,5 +284,62 @@ impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequest<S> for Form<T> 
                 FormRejection::BytesRejection(_) => too_large(),
                 _ => ApiError::BadRequest(format!("expected a form {}", T::EXPECTED)),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Bytes that do not repeat within the heavy threshold.
+    fn varied(len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn a_body_decompresses_whole_across_the_heavy_threshold() {
+        for len in [
+            0,
+            1,
+            HEAVY_BYTES - 1,
+            HEAVY_BYTES,
+            HEAVY_BYTES + 1,
+            3 * HEAVY_BYTES + 7,
+            MAX_DECOMPRESSED_BYTES,
+        ] {
+            let body = varied(len);
+            assert_eq!(gunzip_now(&gzip(&body)).unwrap(), body, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_cap_or_not_gzip_is_refused() {
+        let over = gzip(&vec![b' '; MAX_DECOMPRESSED_BYTES + 1]);
+        assert!(matches!(gunzip_now(&over), Err(ApiError::TooLarge(_))));
+        // A trailer that lies about the size changes nothing.
+        let mut lying = gzip(&varied(HEAVY_BYTES * 2));
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(gunzip_now(&lying), Err(ApiError::BadRequest(_))));
+        let mut truncated = gzip(&varied(HEAVY_BYTES * 2));
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(
+            gunzip_now(&truncated),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            gunzip_now(b"not gzip"),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }
