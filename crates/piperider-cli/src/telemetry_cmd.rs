@@ -24,7 +24,17 @@ pub(crate) enum TelemetryCmd {
     /// Start over with a new user id; pending events are deleted.
     Reset,
     /// Ask the backend to delete everything stored for your user id, then reset.
+    /// The request carries a proof made with your profile's telemetry_secret
+    /// (the secret itself never leaves this machine).
     Forget,
+    /// Print everything the backend holds about your user id, fetched with
+    /// the same proof: first and last seen, country and region, platform,
+    /// device id, runtime, versions, projects.
+    Held {
+        /// The backend's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
@@ -67,6 +77,16 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
             out::println("The backend was asked to delete everything stored for your old user id.");
             out::println(&format!("New user id: {id}."));
         }),
+        TelemetryCmd::Held { json } => collector.held().map_err(|e| e.to_string()).map(|held| {
+            if json {
+                out::println(&serde_json::to_string_pretty(&held).unwrap_or_default());
+            } else {
+                out::println("The backend holds this about your user id:");
+                let mut lines = Vec::new();
+                flatten("", &held, &mut lines);
+                out::println(&lines.join("\n"));
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +94,45 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
             out::eprint(&format!("error: {message}\n"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// A JSON answer as `  path: value` lines (`platform.os: linux`,
+/// `projects[0].project_id: ...`).
+fn flatten(path: &str, value: &serde_json::Value, lines: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                flatten(&p, v, lines);
+            }
+        }
+        Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
+            let items: Vec<String> = items.iter().map(scalar).collect();
+            lines.push(format!("  {path}: [{}]", items.join(", ")));
+        }
+        Value::Array(items) => {
+            if items.is_empty() {
+                lines.push(format!("  {path}: none"));
+            }
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{path}[{i}]"), v, lines);
+            }
+        }
+        v => lines.push(format!("  {path}: {}", scalar(v))),
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "none".into(),
+        v => v.to_string(),
     }
 }
 

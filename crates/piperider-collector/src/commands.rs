@@ -9,7 +9,7 @@ use piperider_profile::ProfileError;
 use serde::Serialize;
 
 use crate::decision::{self, Reason};
-use crate::sender::{self, SendReport, SenderPolicy};
+use crate::sender::{self, OwnerAnswer, SendReport, SenderPolicy};
 use crate::{Collector, Spool};
 
 /// The state `piperider telemetry status` shows.
@@ -28,8 +28,8 @@ pub struct TelemetryStatus {
     pub debug: bool,
 }
 
-/// Why [`Collector::forget`] asked nothing of the backend, or what it
-/// answered. No variant repeats a server's answer body.
+/// Why [`Collector::forget`] or [`Collector::held`] asked nothing of the
+/// backend, or what it answered. No variant repeats a server's answer body.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
     /// The profile could not be read, or the new user id not written.
@@ -41,6 +41,13 @@ pub enum ForgetError {
     /// No backend is configured to ask.
     #[error("no endpoint: set {var}")]
     NoEndpoint { var: String },
+    /// The backend could not check that the user id is this user's: it
+    /// holds no key for it (nothing sent since the profile got its
+    /// `telemetry_secret`), or a key of another profile.
+    #[error(
+        "the backend holds nothing it can prove is yours: no event of this user id carrying this profile's key was stored (events sent before the profile had a telemetry_secret cannot be proved; `telemetry reset` starts a new id)"
+    )]
+    NotProved,
     /// The request failed or was refused; nothing was reset.
     #[error("{0}")]
     Request(String),
@@ -77,7 +84,7 @@ impl Collector {
             Ok(Some(_)) => store.set_tracking(true),
             // A profile without a user id gets one: enabling is an explicit choice.
             Err(ProfileError::Field { ref field, .. }) if field == "user_id" => {
-                store.set_user_id(&piperider_event::UserId::random())?;
+                store.renew_identity()?;
                 store.set_tracking(true)
             }
             Err(ProfileError::Field { ref field, .. }) if field == "anonymous_tracking" => {
@@ -102,7 +109,8 @@ impl Collector {
         switched.map(|()| dropped)
     }
 
-    /// A new `user_id`; pending events (made under the old one) are dropped.
+    /// A new `user_id` and owner secret; pending events (made under the old
+    /// one) are dropped.
     pub fn reset(&self) -> Result<piperider_event::UserId, ProfileError> {
         let store = self.profile_store()?;
         if store.load()?.is_none() {
@@ -111,9 +119,7 @@ impl Collector {
             });
         }
         self.drop_pending();
-        let id = piperider_event::UserId::random();
-        store.set_user_id(&id)?;
-        Ok(id)
+        store.renew_identity()
     }
 
     /// Asks the backend to delete everything stored for this user, then resets.
@@ -127,9 +133,49 @@ impl Collector {
         })?;
         // Pending events would re-create what is being deleted.
         self.drop_pending();
-        sender::request_deletion(&endpoint, &profile.user_id, &SenderPolicy::default())
-            .map_err(ForgetError::Request)?;
-        Ok(self.reset()?)
+        let secret = profile
+            .owner_secret
+            .as_ref()
+            .ok_or(ForgetError::NotProved)?;
+        match sender::request_deletion(
+            &endpoint,
+            &profile.user_id,
+            secret,
+            &SenderPolicy::default(),
+        )
+        .map_err(ForgetError::Request)?
+        {
+            OwnerAnswer::Done(_) => Ok(self.reset()?),
+            OwnerAnswer::NotProved => Err(ForgetError::NotProved),
+        }
+    }
+
+    /// Everything the backend holds about this user, as its JSON answer
+    /// (`GET /v1/users/{user_id}` with the profile's proof).
+    pub fn held(&self) -> Result<serde_json::Value, ForgetError> {
+        let store = self.profile_store()?;
+        let profile = store.load()?.ok_or_else(|| ForgetError::NoProfile {
+            path: store.path().to_path_buf(),
+        })?;
+        let endpoint = self.endpoint().ok_or_else(|| ForgetError::NoEndpoint {
+            var: self.app.endpoint_var(),
+        })?;
+        let secret = profile
+            .owner_secret
+            .as_ref()
+            .ok_or(ForgetError::NotProved)?;
+        match sender::request_held(
+            &endpoint,
+            &profile.user_id,
+            secret,
+            &SenderPolicy::default(),
+        )
+        .map_err(ForgetError::Request)?
+        {
+            OwnerAnswer::Done(body) => serde_json::from_slice(&body)
+                .map_err(|_| ForgetError::Request("the backend's answer is not JSON".into())),
+            OwnerAnswer::NotProved => Err(ForgetError::NotProved),
+        }
     }
 
     fn drop_pending(&self) -> usize {

@@ -224,12 +224,19 @@ impl Collector {
         record: &CommandRecord,
     ) -> Result<CliEvent, String> {
         let profile = decision.profile.as_ref();
-        let (user_id, device_id) = match (decision.ci, profile, device) {
+        // CI pseudonyms are computed, so anyone could prove them: they carry
+        // no owner key, and no one can delete or read them through the API.
+        let (user_id, owner_key, device_id) = match (decision.ci, profile, device) {
             (Some(vendor), _, _) => (
                 device::ci_user_id(&self.app.name, vendor, decision.project_id.as_ref()),
+                None,
                 device::ci_device_id(&self.app.name, vendor),
             ),
-            (None, Some(profile), Some(device)) => (profile.user_id.clone(), device),
+            (None, Some(profile), Some(device)) => (
+                profile.user_id.clone(),
+                Some(self.owner_key(profile)?),
+                device,
+            ),
             _ => return Err("enabled without a profile".into()),
         };
         let project = decision.project_id.clone().map(|project_id| Project {
@@ -248,6 +255,7 @@ impl Collector {
             event_type: record.command.clone(),
             timestamp: chrono::Utc::now(),
             user_id,
+            owner_key,
             device_id,
             platform,
             runtime: self.app.runtime.clone(),
@@ -290,6 +298,23 @@ impl Collector {
             .and_then(|store| store.set_value("device_id", id.as_str()))
             .map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    /// The public key of the profile's owner secret; a profile made before
+    /// the secret existed gets one now (a lossless edit), so this user can
+    /// prove their id from the first event that carries it.
+    fn owner_key(
+        &self,
+        profile: &piperider_profile::Profile,
+    ) -> Result<piperider_event::OwnerKey, String> {
+        if let Some(secret) = &profile.owner_secret {
+            return Ok(secret.public_key());
+        }
+        let secret = piperider_event::OwnerSecret::random().map_err(|e| e.to_string())?;
+        self.profile_store()
+            .and_then(|store| store.set_owner_secret(&secret))
+            .map_err(|e| e.to_string())?;
+        Ok(secret.public_key())
     }
 
     fn show_notice(&self) {

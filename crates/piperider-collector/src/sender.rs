@@ -418,27 +418,87 @@ fn event_id_from_name(name: &str) -> Option<&str> {
     name.split('-').nth(1)
 }
 
-/// Asks the backend to delete everything stored for `user_id`.
+/// What the backend answered to a request that needs the owner's proof.
+#[derive(Debug)]
+pub(crate) enum OwnerAnswer {
+    /// Done: the answer's body.
+    Done(Vec<u8>),
+    /// The backend could not check that the id is this user's (it holds no
+    /// key for it, or another one).
+    NotProved,
+}
+
+/// Asks the backend to delete everything stored for `user_id`, with a
+/// proof made by `secret`.
 pub(crate) fn request_deletion(
     endpoint: &str,
     user_id: &UserId,
+    secret: &piperider_event::OwnerSecret,
     policy: &SenderPolicy,
-) -> Result<(), String> {
+) -> Result<OwnerAnswer, String> {
     let url = format!("{}/v1/deletion-requests", endpoint.trim_end_matches('/'));
+    let proof = secret.prove(
+        piperider_event::OwnerAction::Delete,
+        user_id,
+        chrono::Utc::now(),
+    );
     let body = serde_json::to_vec(&DeletionRequest {
         user_id: user_id.clone(),
+        proof,
     })
     .map_err(|e| e.to_string())?;
     let response = agent(policy)
         .post(&url)
         .header("content-type", "application/json")
-        .send(&body[..])
-        .map_err(|e| format!("{url}: {e}"))?;
+        .send(&body[..]);
+    owner_answer(&url, response)
+}
+
+/// Fetches everything the backend holds for `user_id`, with a proof made
+/// by `secret`.
+pub(crate) fn request_held(
+    endpoint: &str,
+    user_id: &UserId,
+    secret: &piperider_event::OwnerSecret,
+    policy: &SenderPolicy,
+) -> Result<OwnerAnswer, String> {
+    let url = format!(
+        "{}/v1/users/{}",
+        endpoint.trim_end_matches('/'),
+        user_id.as_str()
+    );
+    let proof = secret.prove(
+        piperider_event::OwnerAction::Read,
+        user_id,
+        chrono::Utc::now(),
+    );
+    let response = agent(policy)
+        .get(&url)
+        .header("authorization", &proof.to_header())
+        .call();
+    owner_answer(&url, response)
+}
+
+fn owner_answer(
+    url: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<OwnerAnswer, String> {
+    let mut response = response.map_err(|e| format!("{url}: {e}"))?;
     match response.status().as_u16() {
-        200..=299 => Ok(()),
+        200..=299 => response
+            .body_mut()
+            .with_config()
+            .limit(MAX_OWNER_ANSWER_BYTES)
+            .read_to_vec()
+            .map(OwnerAnswer::Done)
+            .map_err(|e| format!("{url}: {e}")),
+        401 | 403 => Ok(OwnerAnswer::NotProved),
         status => Err(format!("{url} answered {status}")),
     }
 }
+
+/// Largest answer to an owner's request that is read.
+const MAX_OWNER_ANSWER_BYTES: u64 = 4 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

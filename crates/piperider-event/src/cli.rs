@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::*;
 use crate::text::{check_printable, check_token};
-use crate::{DeviceId, EventId, ProjectId, UserId, Violation, WireEvent};
+use crate::{DeviceId, EventId, OwnerKey, ProjectId, UserId, Violation, WireEvent};
 
 /// One finished CLI command.
 ///
@@ -32,6 +32,9 @@ pub struct CliEvent {
     /// When the command finished, RFC 3339 in UTC.
     pub timestamp: DateTime<Utc>,
     pub user_id: UserId,
+    /// The public key of the profile's secret (see [`OwnerKey`]); absent in CI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key: Option<OwnerKey>,
     pub device_id: DeviceId,
     pub platform: Platform,
     pub runtime: Runtime,

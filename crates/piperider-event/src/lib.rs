@@ -7,7 +7,8 @@
 //! types (`cargo xtask codegen` writes it to `docs/schema/`).
 //!
 //! Invariant: no IO. Nothing here reads files, opens sockets or looks at the
-//! clock; functions that need "now" take it as an argument.
+//! clock; functions that need "now" take it as an argument. Fresh random
+//! ids and owner secrets take the operating system's random source.
 
 mod cli;
 mod cloud;
@@ -15,6 +16,7 @@ mod envelope;
 mod error;
 mod ids;
 pub mod limits;
+mod owner;
 mod response;
 pub mod schema;
 mod text;
@@ -24,6 +26,10 @@ pub use cloud::{CloudEvent, CloudEventType, RouteTemplate};
 pub use envelope::{Batch, RawBatch, WireEvent};
 pub use error::{EventError, Violation};
 pub use ids::{DeviceId, EventId, ProjectId, UserId, VisitorId};
+pub use owner::{
+    OwnerAction, OwnerKey, OwnerProof, OwnerSecret, PROOF_SCHEME, PROOF_WINDOW, ProofError,
+    proof_message,
+};
 pub use response::{BatchResponse, DeletionRequest, EventResult, ResultStatus};
 
 /// The version of the wire format this crate speaks. Every event carries it in

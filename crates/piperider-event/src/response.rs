@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{EventId, UserId};
+use crate::{EventId, OwnerProof, UserId};
 
 /// The answer to `POST /v1/batch`: `results[i]` is about `events[i]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,9 +37,11 @@ pub enum ResultStatus {
     Rejected,
 }
 
-/// The body of `POST /v1/deletion-requests`: delete everything stored for this user.
+/// The body of `POST /v1/deletion-requests`: delete everything stored for
+/// this user, with the owner's proof (action `delete`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletionRequest {
     pub user_id: UserId,
+    pub proof: OwnerProof,
 }

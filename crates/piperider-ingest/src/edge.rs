@@ -80,6 +80,7 @@ fn table() -> Vec<Entry> {
             Client,
             ingest::deletion_request,
         ),
+        entry("GET", "/v1/users/{user_id}", Client, ingest::held),
         entry("POST", "/v1/consent", Client, cloud::decide),
         entry("GET", "/v1/consent", Client, cloud::current),
         entry("POST", "/v1/cloud/events", Client, cloud::event),

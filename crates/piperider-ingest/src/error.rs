@@ -11,6 +11,14 @@ pub enum ApiError {
     BadRequest(String),
     #[error("unauthorized")]
     Unauthorized,
+    /// An owner's request without a proof.
+    #[error("no proof of ownership")]
+    ProofMissing,
+    /// An owner's request whose proof does not count: a wrong signature, a
+    /// time out of the window, or a user id with no bound key (one answer
+    /// for all, so it says nothing of what is stored).
+    #[error("proof of ownership refused")]
+    NotProved,
     #[error("not found")]
     NotFound,
     #[error("no such route")]
@@ -37,6 +45,18 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "send Authorization: Bearer <admin token>".into(),
+                None,
+            ),
+            ApiError::ProofMissing => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: PipeRider-Owner at=<seconds>, signature=<hex> (see docs/api.md)".into(),
+                None,
+            ),
+            ApiError::NotProved => (
+                StatusCode::FORBIDDEN,
+                "not_proved",
+                "the proof is not one of this user id's owner: signed by the key bound to the id, within 15 minutes of the server's clock".into(),
                 None,
             ),
             ApiError::NotFound => (

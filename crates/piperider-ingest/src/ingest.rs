@@ -1,18 +1,19 @@
-//! `POST /v1/batch` and `POST /v1/deletion-requests`.
+//! `POST /v1/batch`, and the owner's requests: `POST /v1/deletion-requests`
+//! and `GET /v1/users/{user_id}`, each with a proof of ownership.
 
 use std::collections::BTreeSet;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use piperider_event::{
-    BatchResponse, CliEvent, DeletionRequest, EventError, EventResult, RawBatch, ResultStatus,
-    WireEvent, limits,
+    BatchResponse, CliEvent, DeletionRequest, EventError, EventResult, OwnerAction, OwnerProof,
+    RawBatch, ResultStatus, UserId, WireEvent, limits,
 };
 
 use crate::edge::body::{self, Expected};
-use crate::edge::{Client, Json, JsonBody};
+use crate::edge::{Client, Json, JsonBody, PathText};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::{EventRow, QuarantineRow, Written};
@@ -171,8 +172,39 @@ pub(crate) async fn deletion_request(
     State(app): State<AppState>,
     Json(request): Json<DeletionRequest>,
 ) -> Result<Response, ApiError> {
+    app.check_owner(OwnerAction::Delete, &request.user_id, &request.proof)
+        .await?;
     app.delete_user(request.user_id.as_str()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET /v1/users/{user_id}` with the owner's proof in `Authorization`:
+/// everything stored about the user (the admin API's user report). Without
+/// a proof 401, with one that does not count 403, whatever is stored.
+pub(crate) async fn held(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    PathText(raw): PathText,
+) -> Result<Response, ApiError> {
+    let user_id: UserId = raw
+        .parse()
+        .map_err(|_| ApiError::BadRequest("a user id is 32 lowercase hex digits".into()))?;
+    let proof = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::ProofMissing)?;
+    let proof = OwnerProof::from_header(proof).ok_or(ApiError::NotProved)?;
+    app.check_owner(OwnerAction::Read, &user_id, &proof).await?;
+    let report = app
+        .store
+        .user_report(user_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut response = axum::Json(report).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 impl AppState {
@@ -183,5 +215,23 @@ impl AppState {
         let existed = self.store.delete_user(user_id, now).await?;
         tracing::info!(existed, "deletion request carried out");
         Ok(())
+    }
+
+    /// Whether `proof` is the owner's of `user_id` for `action`: signed by
+    /// the key bound to the id, within the window. A user id with no bound
+    /// key (a CI pseudonym, or nothing stored) is never proved.
+    async fn check_owner(
+        &self,
+        action: OwnerAction,
+        user_id: &UserId,
+        proof: &OwnerProof,
+    ) -> Result<(), ApiError> {
+        let key = self.store.owner_key(user_id.as_str()).await?;
+        match key {
+            Some(key) => key
+                .verify(action, user_id, proof, chrono::Utc::now())
+                .map_err(|_| ApiError::NotProved),
+            None => Err(ApiError::NotProved),
+        }
     }
 }

@@ -157,10 +157,11 @@ pub(crate) fn document() -> Value {
                 }),
                 &[json_body, admitted, unavailable])},
             "/v1/deletion-requests": {"post": op(
-                "Delete everything stored for a user id; later events for it are dropped",
+                "Delete everything stored for a user id, with the owner's proof (action `delete`); later events for it are dropped",
                 Some(json_content(deletion)),
-                json!({"202": response("Deleted", Value::Null)}),
+                json!({"202": response("Deleted", Value::Null), "403": not_proved()}),
                 &[json_body, admitted, unavailable])},
+            "/v1/users/{user_id}": {"get": owner_get(user.clone())},
             "/v1/consent": {
                 "post": op("Record a Cloud visitor's choice (audit trail) and set the signed piperider_consent cookie; a choice sent with a consent cookie younger than the decision interval (2 s) answers 429 with Retry-After",
                     Some(json_content(decision)),
@@ -209,6 +210,29 @@ fn info() -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "description": "PipeRider telemetry ingestion, privacy, Cloud consent and admin API. Every refusal is a JSON object {\"error\", \"reason\"}; a reason never repeats the input."
     })
+}
+
+/// The 403 of an owner's request whose proof does not count.
+fn not_proved() -> Value {
+    error(
+        "The proof does not count: not signed by the key bound to this user id (a user id with none, such as a CI pseudonym, is never proved), or made more than 15 minutes from the server's clock",
+    )
+}
+
+/// `GET /v1/users/{user_id}`: the owner's right of access.
+fn owner_get(user: Value) -> Value {
+    let mut o = op(
+        "Everything stored about one user, for its owner: Authorization: PipeRider-Owner at=<seconds>, signature=<hex of the Ed25519 signature, action `read`>",
+        None,
+        json!({"200": response("The user", json_content(user)),
+               "400": error("Not a user id"),
+               "401": error("No proof (Authorization: PipeRider-Owner ...)"),
+               "403": not_proved(),
+               "404": error("Proved, but nothing is stored for that id")}),
+        &[admitted, unavailable],
+    );
+    o["parameters"] = user_id_parameter();
+    o
 }
 
 /// The admin API and the dashboard: figures, a user's data, its deletion.

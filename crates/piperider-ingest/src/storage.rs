@@ -283,6 +283,20 @@ impl Store {
         on_pool!(&self.0.backend, pool => Ok(sqlx::query("DELETE FROM events WHERE ts < $1").bind(before_ms).execute(pool).await?.rows_affected()))
     }
 
+    /// The owner key `user_id` is bound to, if any.
+    pub(crate) async fn owner_key(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<piperider_event::OwnerKey>, StorageError> {
+        let key: Option<String> = on_pool!(&self.0.backend, pool => {
+            sqlx::query_scalar("SELECT owner_key FROM owner_keys WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(key.and_then(|k| k.try_into().ok()))
+    }
+
     /// `SELECT COUNT(*)` of a table (operations and tests).
     async fn count(&self, table: &str) -> Result<i64, StorageError> {
         let sql = format!("SELECT COUNT(*) FROM {table}");

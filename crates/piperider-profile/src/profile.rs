@@ -1,10 +1,12 @@
 //! The user profile: `user_id` and `anonymous_tracking`, plus what the
-//! collector keeps beside them (`initial_version`, a fallback `device_id`).
+//! collector keeps beside them (`telemetry_secret`, the owner secret whose
+//! proofs let only this user delete or read their data; `initial_version`;
+//! a fallback `device_id`).
 //! Unknown keys (PipeRider kept a Cloud token here) are never touched.
 
 use std::path::{Path, PathBuf};
 
-use piperider_event::{DeviceId, UserId};
+use piperider_event::{DeviceId, OwnerSecret, UserId};
 use serde_yaml::Value;
 
 use crate::document::{Edit, Scalar, YamlText};
@@ -14,6 +16,9 @@ use crate::{AppHome, ProfileError, file};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub user_id: UserId,
+    /// The secret that proves ownership of `user_id` (`telemetry_secret`);
+    /// `None` in a profile made before it existed.
+    pub owner_secret: Option<OwnerSecret>,
     /// False turns off every kind of telemetry.
     pub anonymous_tracking: bool,
     /// The app version that created the profile, when recorded.
@@ -22,7 +27,8 @@ pub struct Profile {
     pub device_id: Option<DeviceId>,
 }
 
-/// What a new profile starts with; it always gets a fresh `user_id`.
+/// What a new profile starts with; it always gets a fresh `user_id` and
+/// `telemetry_secret`.
 #[derive(Debug, Clone)]
 pub struct NewProfile {
     /// Comment lines written at the top of the file (without `# `).
@@ -81,7 +87,8 @@ impl ProfileStore {
         if let Some(dir) = self.path.parent() {
             create_private_dir(dir)?;
         }
-        let text = new_profile_text(&self.path, new, &UserId::random())?;
+        let secret = random_secret(&self.path)?;
+        let text = new_profile_text(&self.path, new, &UserId::random(), &secret)?;
         let created = file::write_atomic(&self.path, &text, Some(0o600), true)?;
         let profile = self.load()?.ok_or_else(|| ProfileError::Missing {
             path: self.path.clone(),
@@ -97,9 +104,26 @@ impl ProfileStore {
         )
     }
 
-    /// Replaces `user_id` (a reset), leaving everything else as it was.
-    pub fn set_user_id(&self, user_id: &UserId) -> Result<(), ProfileError> {
-        self.set_value("user_id", user_id.as_str())
+    /// A fresh `user_id` and `telemetry_secret` at once (a reset: the new id
+    /// cannot be proved with the old secret, nor linked to it), leaving
+    /// everything else as it was. Returns the new id.
+    pub fn renew_identity(&self) -> Result<UserId, ProfileError> {
+        let secret = random_secret(&self.path)?;
+        let user_id = UserId::random();
+        file::edit(
+            &self.path,
+            &[
+                Edit::Set(&["user_id"], Scalar::Str(user_id.to_string())),
+                Edit::Set(&[SECRET_KEY], Scalar::Str(secret.to_hex())),
+            ],
+        )?;
+        Ok(user_id)
+    }
+
+    /// Adds `telemetry_secret` to a profile made before it existed,
+    /// leaving everything else as it was.
+    pub fn set_owner_secret(&self, secret: &OwnerSecret) -> Result<(), ProfileError> {
+        self.set_value(SECRET_KEY, &secret.to_hex())
     }
 
     /// Sets one top-level string key, leaving everything else as it was.
@@ -111,10 +135,19 @@ impl ProfileStore {
     }
 }
 
+/// A fresh owner secret; a failing random source is an error about `path`.
+fn random_secret(path: &Path) -> Result<OwnerSecret, ProfileError> {
+    OwnerSecret::random().map_err(|e| ProfileError::io(path, std::io::Error::other(e.to_string())))
+}
+
+/// The profile key of the owner secret.
+const SECRET_KEY: &str = "telemetry_secret";
+
 fn new_profile_text(
     path: &Path,
     new: &NewProfile,
     user_id: &UserId,
+    secret: &OwnerSecret,
 ) -> Result<String, ProfileError> {
     let header: String = new
         .header
@@ -127,6 +160,7 @@ fn new_profile_text(
             &["anonymous_tracking"],
             Scalar::Bool(new.anonymous_tracking),
         ),
+        Edit::Set(&[SECRET_KEY], Scalar::Str(secret.to_hex())),
     ];
     if let Some(v) = &new.initial_version {
         edits.push(Edit::Set(&["initial_version"], Scalar::Str(v.clone())));
@@ -185,8 +219,18 @@ fn parse(doc: &YamlText) -> Result<Profile, ProfileError> {
                 })?,
         ),
     };
+    let owner_secret = match doc.get(&[SECRET_KEY]) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_str()
+                .and_then(|s| OwnerSecret::from_hex(s.trim()))
+                .ok_or_else(|| doc.field_error(&[SECRET_KEY], "must be 64 lowercase hex digits"))?,
+        ),
+    };
     Ok(Profile {
         user_id: UserId::from(user_id),
+        owner_secret,
         anonymous_tracking,
         initial_version,
         device_id,

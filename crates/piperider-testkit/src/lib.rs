@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use piperider_event::{BatchResponse, EventResult, ResultStatus};
+use piperider_event::{
+    BatchResponse, DeletionRequest, EventResult, OwnerAction, OwnerKey, OwnerProof, ResultStatus,
+    UserId,
+};
 
 /// How the sink answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +187,7 @@ fn handle(stream: TcpStream, mode: &AtomicU8, stop: &AtomicBool, shared: &Shared
     let method = parts.next().unwrap_or_default().to_string();
     let path = parts.next().unwrap_or_default().to_string();
     let mut content_length = 0usize;
+    let mut authorization = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -193,10 +197,12 @@ fn handle(stream: TcpStream, mode: &AtomicU8, stop: &AtomicBool, shared: &Shared
         if line.is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            content_length = value.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_string());
+            }
         }
     }
     let mut body = vec![0; content_length];
@@ -232,7 +238,9 @@ fn handle(stream: TcpStream, mode: &AtomicU8, stop: &AtomicBool, shared: &Shared
     } else if path == "/v1/batch" {
         ("200 OK", "", batch_reply(&body, shared))
     } else if path == "/v1/deletion-requests" {
-        ("202 Accepted", "", "{}".to_string())
+        deletion_reply(&body, shared)
+    } else if let Some(user) = path.strip_prefix("/v1/users/") {
+        held_reply(user, authorization.as_deref(), shared)
     } else {
         ("404 Not Found", "", "{}".to_string())
     };
@@ -241,6 +249,89 @@ fn handle(stream: TcpStream, mode: &AtomicU8, stop: &AtomicBool, shared: &Shared
         reply.len()
     );
     let _ = stream.write_all(response.as_bytes());
+}
+
+/// The owner key the first accepted event of `user` carried, as the
+/// backend binds it.
+fn bound_key(user: &UserId, shared: &Shared) -> Option<OwnerKey> {
+    shared
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user_id"] == user.as_str())
+        .find_map(|e| serde_json::from_value(e["owner_key"].clone()).ok())
+}
+
+fn proved(user: &UserId, action: OwnerAction, proof: &OwnerProof, shared: &Shared) -> bool {
+    bound_key(user, shared)
+        .is_some_and(|key| key.verify(action, user, proof, chrono::Utc::now()).is_ok())
+}
+
+const NOT_PROVED: (&str, &str) = ("403 Forbidden", "");
+
+/// A deletion request, checked as the backend checks it: 202 with the
+/// owner's proof, 403 without, 400 for a body that is not one.
+fn deletion_reply(body: &[u8], shared: &Shared) -> (&'static str, &'static str, String) {
+    match serde_json::from_slice::<DeletionRequest>(body) {
+        Ok(r) if proved(&r.user_id, OwnerAction::Delete, &r.proof, shared) => {
+            ("202 Accepted", "", "{}".to_string())
+        }
+        Ok(_) => (
+            NOT_PROVED.0,
+            NOT_PROVED.1,
+            r#"{"error":"not_proved"}"#.to_string(),
+        ),
+        Err(_) => (
+            "400 Bad Request",
+            "",
+            r#"{"error":"bad_request"}"#.to_string(),
+        ),
+    }
+}
+
+/// `GET /v1/users/{user}`: with the owner's proof, what the sink holds of
+/// the user (its accepted events).
+fn held_reply(
+    user: &str,
+    authorization: Option<&str>,
+    shared: &Shared,
+) -> (&'static str, &'static str, String) {
+    let Ok(user) = user.parse::<UserId>() else {
+        return (
+            "400 Bad Request",
+            "",
+            r#"{"error":"bad_request"}"#.to_string(),
+        );
+    };
+    let Some(authorization) = authorization else {
+        return (
+            "401 Unauthorized",
+            "",
+            r#"{"error":"unauthorized"}"#.to_string(),
+        );
+    };
+    match OwnerProof::from_header(authorization) {
+        Some(proof) if proved(&user, OwnerAction::Read, &proof, shared) => {
+            let stored = shared
+                .accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["user_id"] == user.as_str())
+                .count();
+            (
+                "200 OK",
+                "",
+                serde_json::json!({"user_id": user.as_str(), "events_stored": stored}).to_string(),
+            )
+        }
+        _ => (
+            NOT_PROVED.0,
+            NOT_PROVED.1,
+            r#"{"error":"not_proved"}"#.to_string(),
+        ),
+    }
 }
 
 fn batch_reply(body: &[u8], shared: &Shared) -> String {

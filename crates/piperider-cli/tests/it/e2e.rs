@@ -156,8 +156,36 @@ fn a_run_reaches_the_backend_and_the_admin_api_shows_it() {
     let stats = backend.wait_for("run", 2);
     assert_eq!(stats["total_users"], 1);
 
+    // Held: the user sees what the admin sees, proved by the profile's secret.
+    let out = user.run(&["telemetry", "held", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let held: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let (_, report) = backend.admin(&format!("/v1/admin/users/{user_id}"));
+    assert_eq!(held, report);
+    let out = user.run(&["telemetry", "held"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for line in [
+        "  first_seen: 20",
+        "  last_seen: 20",
+        "  platform.os: ",
+        "  device_id: ",
+        "  runtime.name: rust",
+        "  projects[0].datasource_types: [sqlite]",
+    ] {
+        assert!(stdout(&out).contains(line), "{line:?} in {}", stdout(&out));
+    }
+    assert!(stdout(&out).contains(&format!("  projects[0].project_id: {project_id}")));
+
     // Forget: the backend deletes the user; the CLI gets a new id.
     let out = user.run(&["telemetry", "forget"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(backend.admin(&format!("/v1/admin/users/{user_id}")).0, 404);
+    // The new id has nothing stored and no key bound yet: nothing to show.
+    let out = user.run(&["telemetry", "held"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("nothing it can prove is yours"),
+        "{}",
+        stderr(&out)
+    );
 }

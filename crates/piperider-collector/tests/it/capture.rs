@@ -63,6 +63,7 @@ fn the_event_matches_the_wire_format_and_the_command() {
             "event_type",
             "initial_version",
             "outcome",
+            "owner_key",
             "platform",
             "project",
             "runtime",
@@ -97,11 +98,24 @@ fn a_piperider_profile_is_used_as_it_is() {
         sink.events()[0]["user_id"],
         "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b"
     );
+    // Every byte of it kept; only the owner secret added, whose public key
+    // the event carries.
+    let profile = read(&world.profile_path());
+    let added = profile
+        .strip_prefix(PIPERIDER_PROFILE)
+        .expect("the profile's own bytes were changed");
+    let secret = added
+        .strip_prefix("telemetry_secret: ")
+        .and_then(|s| s.strip_suffix('\n'))
+        .and_then(piperider_event::OwnerSecret::from_hex)
+        .unwrap_or_else(|| panic!("more than the owner secret was added: {added:?}"));
     assert_eq!(
-        read(&world.profile_path()),
-        PIPERIDER_PROFILE,
-        "the profile was changed"
+        sink.events()[0]["owner_key"],
+        secret.public_key().to_string()
     );
+    // Added once: the next event leaves the profile as it is.
+    collector.record(&run_record(Status::Ok));
+    assert_eq!(read(&world.profile_path()), profile);
 }
 
 #[test]

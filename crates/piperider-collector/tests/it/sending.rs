@@ -155,18 +155,64 @@ fn reset_and_forget() {
     let world = World::with_profile(&sink.endpoint());
     let collector = world.collector();
     collector.record(&run_record(Status::Ok));
+    collector.run_sender(&quick_policy());
+    let key: piperider_event::OwnerKey =
+        serde_json::from_value(sink.events()[0]["owner_key"].clone()).unwrap();
+    collector.record(&run_record(Status::Ok));
+    let old_profile = std::fs::read_to_string(world.profile_path()).unwrap();
     let new_id = collector.forget().unwrap();
     assert_ne!(new_id.as_str(), "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b");
     assert_eq!(world.spool_files(), 0, "pending events were not dropped");
-    let requests = sink.requests();
+    let requests: Vec<_> = sink
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != "/v1/batch")
+        .collect();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].path, "/v1/deletion-requests");
-    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
-    assert_eq!(
-        body,
-        serde_json::json!({"user_id": "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b"})
-    );
+    // The user id and a proof made by the key its events carried; never the secret.
+    let body: piperider_event::DeletionRequest = serde_json::from_slice(&requests[0].body).unwrap();
+    let old_id: piperider_event::UserId = "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b".parse().unwrap();
+    assert_eq!(body.user_id, old_id);
+    key.verify(
+        piperider_event::OwnerAction::Delete,
+        &old_id,
+        &body.proof,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let secret = old_profile
+        .lines()
+        .find_map(|l| l.strip_prefix("telemetry_secret: "))
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&requests[0].body).contains(secret));
+    // A new id and a new secret: nothing links them to the old ones.
     assert_eq!(collector.status().user_id.as_deref(), Some(new_id.as_str()));
+    let new_profile = std::fs::read_to_string(world.profile_path()).unwrap();
+    assert!(
+        !new_profile.contains(secret),
+        "the secret survived the reset"
+    );
+    assert!(new_profile.contains("telemetry_secret: "));
+}
+
+#[test]
+fn forget_is_refused_when_the_backend_cannot_check_the_proof() {
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    // Nothing of this user was ever stored: the backend holds no key.
+    collector.enable().unwrap();
+    let err = collector.forget().unwrap_err();
+    assert!(
+        matches!(err, piperider_collector::ForgetError::NotProved),
+        "{err}"
+    );
+    assert_eq!(
+        collector.status().user_id.as_deref(),
+        Some("3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b"),
+        "the id was reset though nothing was deleted"
+    );
 }
 
 #[test]

@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use super::error::StorageError;
 use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, outcomes, settle};
 use super::rollup::Aggregate;
-use super::rows::Cell;
+use super::rows::{Cell, owner_rows};
 use super::schema::{
-    DELETE_USER, EVENTS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER,
-    Upsert,
+    DELETE_USER, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
+    REMEMBER_DELETED_USER, Upsert,
 };
 
 /// PostgreSQL transactions in flight at once.
@@ -194,6 +194,15 @@ async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Writt
     }
     for (table, rows) in rollup.tables(shard) {
         upsert(&mut tx, table, &rows).await?;
+    }
+    let bound = owner_rows(
+        fresh
+            .iter()
+            .filter(|e| inserted.contains(e.event_id.as_str()))
+            .map(|e| &***e),
+    );
+    if !bound.is_empty() {
+        upsert(&mut tx, &OWNER_KEYS, &bound).await?;
     }
     if !group.quarantine.is_empty() {
         let rows: Vec<Vec<Cell<'_>>> = group.quarantine.iter().map(|q| q.cells()).collect();

@@ -290,6 +290,7 @@ mod tests {
                 duration_ms: 1,
                 country: None,
                 region: None,
+                owner_key: None,
             })
         };
         let mut a = Aggregate::default();

@@ -80,6 +80,9 @@ pub(crate) struct EventRow {
     pub(crate) duration_ms: i64,
     pub(crate) country: Option<String>,
     pub(crate) region: Option<String>,
+    /// The owner key the event carried: not a column of `events`, it is
+    /// bound to the user id in `owner_keys` with the event's insert.
+    pub(crate) owner_key: Option<String>,
 }
 
 /// The UTC day of a time as the tables keep it, 'YYYY-MM-DD' (without
@@ -142,6 +145,7 @@ impl EventRow {
             duration_ms: int(event.outcome.duration_ms),
             country,
             region,
+            owner_key: event.owner_key.map(String::from),
         }
     }
 
@@ -215,8 +219,20 @@ impl EventRow {
             duration_ms: r.get("duration_ms")?,
             country: r.get("country")?,
             region: r.get("region")?,
+            owner_key: None,
         })
     }
+}
+
+/// The `owner_keys` rows of newly stored events: the first key each user
+/// id carries in them, with the time it arrived.
+pub(crate) fn owner_rows<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<Vec<Cell<'a>>> {
+    let mut seen = std::collections::HashSet::new();
+    events
+        .filter_map(|e| Some((e, e.owner_key.as_ref()?)))
+        .filter(|(e, _)| seen.insert(e.user_id.as_str()))
+        .map(|(e, key)| vec![(&e.user_id).into(), key.into(), e.received_at.into()])
+        .collect()
 }
 
 /// An invalid event kept for inspection: why, and its first bytes.

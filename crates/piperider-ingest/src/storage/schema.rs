@@ -196,6 +196,19 @@ pub(crate) const USERS: Upsert = Upsert {
     ),
 };
 
+/// The owner key each user id is bound to: the first stored event that
+/// carries one binds it, and nothing rebinds it (see
+/// `piperider_event::OwnerKey`).
+pub(crate) const OWNER_KEYS: Upsert = Upsert {
+    table: "owner_keys",
+    columns: &[
+        ("user_id", "text"),
+        ("owner_key", "text"),
+        ("bound_at", "int"),
+    ],
+    on_conflict: OnConflict::Keep("user_id"),
+};
+
 /// Projects: first and last sighting, initial and current version.
 pub(crate) const PROJECTS: Upsert = Upsert {
     table: "projects",
@@ -286,13 +299,15 @@ macro_rules! user_events {
 }
 pub(crate) use user_events;
 
-/// Deleting one user (`$1`): their events and every rollup row of theirs.
-pub(crate) const DELETE_USER: [&str; 5] = [
+/// Deleting one user (`$1`): their events, every rollup row of theirs and
+/// their owner key.
+pub(crate) const DELETE_USER: [&str; 6] = [
     "DELETE FROM users WHERE user_id = $1",
     concat!("DELETE FROM ", user_events!()),
     "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
     "DELETE FROM projects WHERE user_id = $1",
     "DELETE FROM daily_users WHERE user_id = $1",
+    "DELETE FROM owner_keys WHERE user_id = $1",
 ];
 
 /// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
@@ -398,6 +413,8 @@ pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
         ("users", "app_version", VERSION),
         ("users", "initial_version", VERSION),
         ("users", "ci", NAME),
+        ("owner_keys", "user_id", ID),
+        ("owner_keys", "owner_key", 64),
         ("projects", "project_id", ID),
         ("projects", "user_id", ID),
         ("projects", "initial_version", VERSION),

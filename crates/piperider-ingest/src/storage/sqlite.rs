@@ -38,10 +38,10 @@ use super::group::{
     CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
 };
 use super::rollup::Aggregate;
-use super::rows::{Cell, EventRow, QuarantineRow};
+use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
-    DELETE_USER, EVENTS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER,
-    SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, sqlite_synchronous,
+    DELETE_USER, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
+    REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, sqlite_synchronous,
 };
 use wal::{Settle, checkpointer, syncer, wal_path};
 
@@ -460,6 +460,19 @@ impl SqliteWriter {
                     }
                 };
                 outcomes.push(outcome);
+            }
+        }
+        let accepted = group
+            .events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o, Written::Accepted))
+            .map(|(e, _)| &***e);
+        let bound = owner_rows(accepted);
+        if !bound.is_empty() {
+            let mut statement = tx.prepare_cached(&OWNER_KEYS.row_sql())?;
+            for row in &bound {
+                statement.execute(params_from_iter(row))?;
             }
         }
         quarantine(tx, &group.quarantine)?;

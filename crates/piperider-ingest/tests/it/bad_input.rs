@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{CLIENT_IP, Db, Harness, USER, event, on_both};
+use crate::{CLIENT_IP, Db, Harness, USER, deletion, event, on_both, owned_event, owner};
 
 async fn raw(
     h: &Harness,
@@ -230,6 +230,8 @@ on_both!(deletion_requests_check_their_input, |db: Db| async move {
         json!({}),
         json!({"user_id": "nope"}),
         json!({"user_id": USER, "extra": 1}),
+        json!({"user_id": USER, "proof": {"at": 1, "signature": "00"}}),
+        json!({"user_id": USER, "proof": {"at": 1, "signature": "0".repeat(128), "x": 1}}),
     ] {
         let (status, _) = h.post_json("/v1/deletion-requests", body.to_string()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -465,6 +467,7 @@ on_both!(
         maximal["ci"] = json!(name('c'));
         maximal["project"]["datasource_type"] = json!(name('d'));
         maximal["outcome"]["status"] = json!("error");
+        maximal["owner_key"] = json!(owner(1).public_key().to_string());
         // ... an invalid one far over the excerpt, with the line breaks JSON
         // allows between tokens and an unknown field deep inside ...
         let mut invalid = event(USER);
@@ -477,11 +480,13 @@ on_both!(
         assert_eq!(answer["results"][0]["status"], "accepted", "{answer}");
         assert_eq!(answer["results"][1]["status"], "rejected", "{answer}");
         // ... a deletion, a consent decision and Cloud events at their limits.
+        let leaving = "f".repeat(32);
+        let mut gone = owned_event(&leaving, &owner(2));
+        gone["project"] = Value::Null;
+        let (status, _) = h.post_batch(&[gone]).await;
+        assert_eq!(status, StatusCode::OK);
         let (status, _) = h
-            .post_json(
-                "/v1/deletion-requests",
-                json!({"user_id": "f".repeat(32)}).to_string(),
-            )
+            .post_json("/v1/deletion-requests", deletion(&leaving, &owner(2)))
             .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         let request = Request::post("/v1/consent")

@@ -29,7 +29,7 @@ fn client_request(path: &str, method: &str) -> Request<Body> {
     };
     Request::builder()
         .method(method)
-        .uri(path)
+        .uri(path.replace("{user_id}", crate::USER))
         .header("content-type", content_type)
         .body(Body::from(body))
         .unwrap()
@@ -45,6 +45,7 @@ on_both!(
         let routes = [
             ("/v1/batch", "POST"),
             ("/v1/deletion-requests", "POST"),
+            ("/v1/users/{user_id}", "GET"),
             ("/v1/consent", "POST"),
             ("/v1/consent", "GET"),
             ("/v1/cloud/events", "POST"),

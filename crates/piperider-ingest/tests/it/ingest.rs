@@ -4,7 +4,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{CLIENT_IP, Db, Harness, PROJECT, USER, event, logs, on_both};
+use crate::{
+    CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both, owned_event, owner,
+};
 
 on_both!(
     the_same_batch_twice_stores_each_event_once,
@@ -154,60 +156,185 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-on_both!(a_deleted_user_is_gone_and_stays_gone, |db: Db| async move {
-    let Some(h) = Harness::start(db, |_| {}).await else {
-        return;
-    };
-    let (status, _) = h.post_batch(&[event(USER), event(USER)]).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
-    assert_eq!(status, StatusCode::OK);
-    for key in [
-        "first_seen",
-        "last_seen",
-        "country",
-        "region",
-        "platform",
-        "device_id",
-        "runtime",
-        "projects",
-    ] {
-        assert!(
-            report.get(key).is_some(),
-            "the report lacks {key}: {report}"
-        );
+on_both!(
+    only_the_owner_deletes_and_then_the_user_is_gone_for_good,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (mine, theirs) = (owner(1), owner(2));
+        let (status, _) = h
+            .post_batch(&[owned_event(USER, &mine), owned_event(USER, &mine)])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // An outsider's event under the same id, with their key, later:
+        // stored (ingestion is anonymous) but it binds nothing.
+        let (_, body) = h.post_batch(&[owned_event(USER, &theirs)]).await;
+        assert_eq!(body["results"][0]["status"], "accepted");
+        let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report["events_stored"], 3);
+
+        // The user id alone, someone else's proof, a proof for reading, a
+        // stale one: refused, nothing deleted, no tombstone.
+        let stale = json!({"user_id": USER, "proof": mine.prove(
+            piperider_event::OwnerAction::Delete,
+            &USER.parse().unwrap(),
+            chrono::Utc::now() - chrono::TimeDelta::minutes(16),
+        )});
+        let read = json!({"user_id": USER, "proof": mine.prove(
+            piperider_event::OwnerAction::Read,
+            &USER.parse().unwrap(),
+            chrono::Utc::now(),
+        )});
+        for (body, expected) in [
+            (
+                json!({"user_id": USER}).to_string(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (deletion(USER, &theirs), StatusCode::FORBIDDEN),
+            (read.to_string(), StatusCode::FORBIDDEN),
+            (stale.to_string(), StatusCode::FORBIDDEN),
+        ] {
+            let (status, answer) = h.post_json("/v1/deletion-requests", body.clone()).await;
+            assert_eq!(status, expected, "{body}: {answer}");
+        }
+        assert_eq!(h.store().count_events().await.unwrap(), 3);
+        assert_eq!(h.tombstones().await, 0);
+
+        // The owner's proof: everything gone.
+        let (status, _) = h
+            .post_json("/v1/deletion-requests", deletion(USER, &mine))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(h.store().count_events().await.unwrap(), 0);
+        assert_eq!(h.tombstones().await, 1);
+        for table in ["users", "projects", "daily_users", "owner_keys"] {
+            let left = h
+                .query_text(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+                .await;
+            assert_eq!(left[0], "0", "{table} keeps a row");
+        }
+
+        // An event still queued on a laptop arrives late: dropped, and the sender told so.
+        let (status, body) = h.post_batch(&[owned_event(USER, &mine)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["results"][0]["status"], "rejected");
+        assert_eq!(body["results"][0]["field"], "user_id");
+        assert_eq!(h.store().count_events().await.unwrap(), 0);
+
+        // Other users are untouched.
+        let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let (_, body) = h.post_batch(&[event(other)]).await;
+        assert_eq!(body["results"][0]["status"], "accepted");
+        h.finish().await;
     }
-    assert_eq!(report["projects"][0]["project_id"], PROJECT);
-    assert_eq!(report["projects"][0]["datasource_types"], json!(["sqlite"]));
-    assert_eq!(report["runtime"]["version"], "3.11.7");
-    assert_eq!(report["events_stored"], 2);
+);
 
-    let (status, _) = h
-        .post_json(
-            "/v1/deletion-requests",
-            json!({"user_id": USER}).to_string(),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(h.store().count_events().await.unwrap(), 0);
+on_both!(
+    a_user_id_with_no_key_such_as_a_ci_pseudonym_cannot_be_deleted_or_read,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // A CI run's event: a computed pseudonym, no owner key.
+        let ci_user = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+        let mut ci = event(ci_user);
+        ci["ci"] = json!("github_actions");
+        let (status, _) = h.post_batch(&[ci]).await;
+        assert_eq!(status, StatusCode::OK);
+        // Whoever computes the pseudonym signs with a key of their own.
+        let outsider = owner(3);
+        let (status, _) = h
+            .post_json("/v1/deletion-requests", deletion(ci_user, &outsider))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let proof = outsider.prove(
+            piperider_event::OwnerAction::Read,
+            &ci_user.parse().unwrap(),
+            chrono::Utc::now(),
+        );
+        let (status, answer) = h.held(ci_user, Some(&proof.to_header())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert_eq!(h.store().count_events().await.unwrap(), 1);
+        assert_eq!(h.tombstones().await, 0);
+        // Nor is an id nothing was stored for told apart from one with a key.
+        let (status, _) = h
+            .post_json(
+                "/v1/deletion-requests",
+                deletion(&"d".repeat(32), &outsider),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        h.finish().await;
+    }
+);
 
-    // An event still queued on a laptop arrives late: dropped, and the sender told so.
-    let (status, body) = h.post_batch(&[event(USER)]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["results"][0]["status"], "rejected");
-    assert_eq!(body["results"][0]["field"], "user_id");
-    assert_eq!(h.store().count_events().await.unwrap(), 0);
-    let (status, _) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-
-    // Other users are untouched.
-    let other = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    let (_, body) = h.post_batch(&[event(other)]).await;
-    assert_eq!(body["results"][0]["status"], "accepted");
-    h.finish().await;
-});
+on_both!(
+    the_owner_reads_what_is_held_and_no_one_else_does,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (mine, theirs) = (owner(1), owner(2));
+        let (status, _) = h.post_batch(&[owned_event(USER, &mine)]).await;
+        assert_eq!(status, StatusCode::OK);
+        let prove = |secret: &piperider_event::OwnerSecret, user: &str| {
+            secret
+                .prove(
+                    piperider_event::OwnerAction::Read,
+                    &user.parse().unwrap(),
+                    chrono::Utc::now(),
+                )
+                .to_header()
+        };
+        let (status, answer) = h.held(USER, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        assert!(answer.get("first_seen").is_none());
+        for authorization in [
+            prove(&theirs, USER),
+            format!("Bearer {}", crate::ADMIN_TOKEN),
+            "PipeRider-Owner at=1, signature=00".to_string(),
+        ] {
+            let (status, answer) = h.held(USER, Some(&authorization)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{authorization}: {answer}");
+            assert!(answer.get("first_seen").is_none());
+        }
+        // A deletion proof does not read.
+        let delete = mine
+            .prove(
+                piperider_event::OwnerAction::Delete,
+                &USER.parse().unwrap(),
+                chrono::Utc::now(),
+            )
+            .to_header();
+        assert_eq!(h.held(USER, Some(&delete)).await.0, StatusCode::FORBIDDEN);
+        let (status, report) = h.held(USER, Some(&prove(&mine, USER))).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        for key in [
+            "first_seen",
+            "last_seen",
+            "country",
+            "region",
+            "platform",
+            "device_id",
+            "runtime",
+            "projects",
+        ] {
+            assert!(
+                report.get(key).is_some(),
+                "the report lacks {key}: {report}"
+            );
+        }
+        assert_eq!(report["country"], "GB");
+        assert_eq!(report["projects"][0]["project_id"], PROJECT);
+        assert_eq!(report["projects"][0]["datasource_types"], json!(["sqlite"]));
+        assert_eq!(report["events_stored"], 1);
+        h.finish().await;
+    }
+);
 
 on_both!(
     an_event_stamped_ahead_counts_today_not_tomorrow,

@@ -319,6 +319,54 @@ pub(crate) fn event(user: &str) -> Value {
     piperider_testkit::cli_event(user, PROJECT)
 }
 
+/// An owner secret of the tests' own (`n` tells several apart).
+pub(crate) fn owner(n: u8) -> piperider_event::OwnerSecret {
+    piperider_event::OwnerSecret::from_hex(&format!("{n:02x}").repeat(32)).unwrap()
+}
+
+/// An event of `user` carrying the public key of `secret`.
+pub(crate) fn owned_event(user: &str, secret: &piperider_event::OwnerSecret) -> Value {
+    let mut e = event(user);
+    e["owner_key"] = json!(secret.public_key().to_string());
+    e
+}
+
+/// A deletion request for `user` with a proof made by `secret`.
+pub(crate) fn deletion(user: &str, secret: &piperider_event::OwnerSecret) -> String {
+    let proof = secret.prove(
+        piperider_event::OwnerAction::Delete,
+        &user.parse().unwrap(),
+        chrono::Utc::now(),
+    );
+    json!({"user_id": user, "proof": proof}).to_string()
+}
+
+impl Harness {
+    /// `GET /v1/users/{user}` with `authorization`, if any.
+    pub(crate) async fn held(
+        &self,
+        user: &str,
+        authorization: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::get(format!("/v1/users/{user}"));
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        let (status, _, body) = self
+            .send(CLIENT_IP, request.body(Body::empty()).unwrap())
+            .await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// How many deleted users are remembered.
+    pub(crate) async fn tombstones(&self) -> i64 {
+        self.query_text("SELECT CAST(COUNT(*) AS TEXT) FROM deleted_users")
+            .await[0]
+            .parse()
+            .unwrap()
+    }
+}
+
 /// Runs an async test body on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! on_both {
