@@ -15,6 +15,14 @@ use crate::{Result, sample, spool_len};
 
 /// The id of every stored event, read straight from the SQLite file `db`.
 fn stored_ids(db: &Path) -> Result<Vec<uuid::Uuid>> {
+    query_text(db, "SELECT event_id FROM events")?
+        .into_iter()
+        .map(|id| uuid::Uuid::parse_str(&id).map_err(|e| format!("event id {id:?}: {e}")))
+        .collect()
+}
+
+/// The text rows a query gives on the SQLite file `db`.
+fn query_text(db: &Path, sql: &str) -> Result<Vec<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,14 +33,12 @@ fn stored_ids(db: &Path) -> Result<Vec<uuid::Uuid>> {
         let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", db.display()))
             .await
             .map_err(|e| e.to_string())?;
-        let ids: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM events")
+        let rows: Vec<(String,)> = sqlx::query_as(sql)
             .fetch_all(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         conn.close().await.map_err(|e| e.to_string())?;
-        ids.into_iter()
-            .map(|(id,)| uuid::Uuid::parse_str(&id).map_err(|e| format!("event id {id:?}: {e}")))
-            .collect()
+        Ok(rows.into_iter().map(|(v,)| v).collect())
     })
 }
 
@@ -531,11 +537,23 @@ fn twenty_at_once(work: &Path) -> Result {
             "{runs} events recorded, {stored} stored ({distinct} distinct)"
         ));
     }
+    // The profile kept byte for byte, with the one owner secret the first
+    // of them added; the key the backend bound is that secret's.
     let profile_after =
         std::fs::read_to_string(home.join("profile.yml")).map_err(|e| e.to_string())?;
-    if profile_after != profile_before {
+    let secret = profile_after
+        .strip_prefix(&profile_before)
+        .and_then(|added| added.strip_prefix("telemetry_secret: "))
+        .and_then(|s| s.strip_suffix('\n'))
+        .and_then(piperider_event::OwnerSecret::from_hex)
+        .ok_or_else(|| {
+            format!("the profile changed under concurrent commands:\n{profile_after}")
+        })?;
+    let bound = query_text(&db, "SELECT owner_key FROM owner_keys")?;
+    if bound != [secret.public_key().to_string()] {
         return Err(format!(
-            "the profile changed under concurrent commands:\n{profile_after}"
+            "concurrent commands disagreed on the owner key: bound {bound:?}, the profile's is {}",
+            secret.public_key()
         ));
     }
     Ok(())

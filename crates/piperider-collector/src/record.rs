@@ -310,11 +310,10 @@ impl Collector {
         if let Some(secret) = &profile.owner_secret {
             return Ok(secret.public_key());
         }
-        let secret = piperider_event::OwnerSecret::random().map_err(|e| e.to_string())?;
         self.profile_store()
-            .and_then(|store| store.set_owner_secret(&secret))
-            .map_err(|e| e.to_string())?;
-        Ok(secret.public_key())
+            .and_then(|store| store.owner_secret_or_new())
+            .map(|secret| secret.public_key())
+            .map_err(|e| e.to_string())
     }
 
     fn show_notice(&self) {

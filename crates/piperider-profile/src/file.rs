@@ -179,14 +179,26 @@ fn sync_dir(dir: &Path) {
 /// (writing nothing) when it does not parse or an edit would disturb other
 /// content, and replaces it atomically, keeping its permission bits.
 pub(crate) fn edit(path: &Path, edits: &[crate::document::Edit<'_>]) -> Result<(), ProfileError> {
+    edit_with(path, |_| Ok((edits.to_vec(), ())))
+}
+
+/// Like [`edit`], with the edits chosen from the document as it is under
+/// the lock (so a read-then-write decision cannot race another process).
+pub(crate) fn edit_with<'e, T>(
+    path: &Path,
+    choose: impl FnOnce(
+        &crate::document::YamlText,
+    ) -> Result<(Vec<crate::document::Edit<'e>>, T), ProfileError>,
+) -> Result<T, ProfileError> {
     let locked = lock(path)?.ok_or_else(|| ProfileError::Missing {
         path: path.to_path_buf(),
     })?;
     let doc = crate::document::YamlText::parse(path, locked.text.clone())?;
-    let text = doc.edited(edits)?;
+    let (edits, chosen) = choose(&doc)?;
+    let text = doc.edited(&edits)?;
     if text != locked.text {
         write_atomic(path, &text, locked.mode(), false)?;
     }
     drop(locked);
-    Ok(())
+    Ok(chosen)
 }

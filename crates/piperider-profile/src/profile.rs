@@ -120,10 +120,22 @@ impl ProfileStore {
         Ok(user_id)
     }
 
-    /// Adds `telemetry_secret` to a profile made before it existed,
-    /// leaving everything else as it was.
-    pub fn set_owner_secret(&self, secret: &OwnerSecret) -> Result<(), ProfileError> {
-        self.set_value(SECRET_KEY, &secret.to_hex())
+    /// The profile's owner secret; a profile made before it existed gets
+    /// one (a lossless edit). Decided under the file's lock, so processes
+    /// starting at once all end with the one secret that was written.
+    pub fn owner_secret_or_new(&self) -> Result<OwnerSecret, ProfileError> {
+        let fresh = random_secret(&self.path)?;
+        file::edit_with(&self.path, |doc| match doc.get(&[SECRET_KEY]) {
+            None | Some(Value::Null) => Ok((
+                vec![Edit::Set(&[SECRET_KEY], Scalar::Str(fresh.to_hex()))],
+                fresh,
+            )),
+            Some(value) => value
+                .as_str()
+                .and_then(|s| OwnerSecret::from_hex(s.trim()))
+                .map(|kept| (Vec::new(), kept))
+                .ok_or_else(|| doc.field_error(&[SECRET_KEY], "must be 64 lowercase hex digits")),
+        })
     }
 
     /// Sets one top-level string key, leaving everything else as it was.
