@@ -21,6 +21,29 @@ pub fn documents() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Every property name the CLI event's schema has, at any depth
+/// (`event_id`, `platform`, `os`, ...): what a refused event's keys are
+/// held against, so a key a client made up is never kept as it is.
+pub fn cli_event_keys() -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                    out.extend(props.keys().cloned());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let schema = generator.into_root_schema_for::<CliEvent>();
+    let mut keys = std::collections::BTreeSet::new();
+    walk(&schema.to_value(), &mut keys);
+    keys
+}
+
 fn render<T: JsonSchema>() -> String {
     let generator = SchemaSettings::draft2020_12().into_generator();
     let schema = generator.into_root_schema_for::<T>();

@@ -103,6 +103,14 @@ pub struct Config {
         default_value_t = 730
     )]
     pub consent_retention_days: u32,
+    /// Refused events kept for inspection (their reason and keys, never a
+    /// value) older than this many days are deleted.
+    #[arg(
+        long,
+        env = "PIPERIDER_INGEST_QUARANTINE_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub quarantine_retention_days: u32,
     /// Requests per second from one client address (0: no limit).
     #[arg(long, env = "PIPERIDER_INGEST_RATE_LIMIT_IP", default_value_t = 50)]
     pub rate_limit_ip: u32,
@@ -154,6 +162,9 @@ impl Config {
         if self.consent_retention_days == 0 {
             return Err(ConfigError::AtLeastOne("--consent-retention-days"));
         }
+        if self.quarantine_retention_days == 0 {
+            return Err(ConfigError::AtLeastOne("--quarantine-retention-days"));
+        }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::AtLeastOne("--request-timeout-secs"));
         }
@@ -171,6 +182,7 @@ impl Config {
             admin_token_file: None,
             retention_days: 365,
             consent_retention_days: 730,
+            quarantine_retention_days: 30,
             rate_limit_ip: 0,
             rate_limit_user: 0,
             request_timeout_secs: 10,

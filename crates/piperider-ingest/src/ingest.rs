@@ -16,7 +16,7 @@ use crate::edge::body::{self, Expected};
 use crate::edge::{Client, Json, JsonBody, PathText};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::storage::{EventRow, QuarantineRow, Written};
+use crate::storage::{EventRow, Owner, QuarantineRow, Written};
 
 fn reason_label(err: &EventError) -> &'static str {
     match err {
@@ -65,12 +65,20 @@ fn sort(app: &AppState, batch: &RawBatch<'_>, client: Client) -> Sorted {
                     }
                     other => (".".to_string(), other.to_string()),
                 };
-                sorted
-                    .quarantine
-                    .push(QuarantineRow::new(received_at, &field, &reason, raw));
-                let event_id = serde_json::from_slice::<serde_json::Value>(raw)
-                    .ok()
-                    .and_then(|v| v.get("event_id")?.as_str()?.parse().ok());
+                let value = serde_json::from_slice::<serde_json::Value>(raw).ok();
+                // Kept with the salted hash of its user id, so it goes with the user.
+                let user_hash = value
+                    .as_ref()
+                    .and_then(|v| v.get("user_id")?.as_str()?.parse::<UserId>().ok())
+                    .map(|id| app.store.user_hash(id.as_str()));
+                sorted.quarantine.push(QuarantineRow::new(
+                    received_at,
+                    &field,
+                    &reason,
+                    raw,
+                    user_hash,
+                ));
+                let event_id = value.and_then(|v| v.get("event_id")?.as_str()?.parse().ok());
                 sorted.results.push(Some(EventResult {
                     event_id,
                     status: ResultStatus::Rejected,
@@ -172,9 +180,14 @@ pub(crate) async fn deletion_request(
     State(app): State<AppState>,
     Json(request): Json<DeletionRequest>,
 ) -> Result<Response, ApiError> {
-    app.check_owner(OwnerAction::Delete, &request.user_id, &request.proof)
-        .await?;
-    app.delete_user(request.user_id.as_str()).await?;
+    // A repeat of a deletion that was carried out (its answer lost to a
+    // timeout, say) is answered as done: the asker learns it is.
+    if let Standing::Live = app
+        .check_owner(OwnerAction::Delete, &request.user_id, &request.proof)
+        .await?
+    {
+        app.delete_user(request.user_id.as_str()).await?;
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -194,7 +207,9 @@ pub(crate) async fn held(
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::ProofMissing)?;
     let proof = OwnerProof::from_header(proof).ok_or(ApiError::NotProved)?;
-    app.check_owner(OwnerAction::Read, &user_id, &proof).await?;
+    if let Standing::Deleted = app.check_owner(OwnerAction::Read, &user_id, &proof).await? {
+        return Err(ApiError::NotFound);
+    }
     let report = app
         .store
         .user_report(user_id.as_str())
@@ -205,6 +220,12 @@ pub(crate) async fn held(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// What a counted proof found: the user as stored, or already deleted.
+enum Standing {
+    Live,
+    Deleted,
 }
 
 impl AppState {
@@ -218,20 +239,22 @@ impl AppState {
     }
 
     /// Whether `proof` is the owner's of `user_id` for `action`: signed by
-    /// the key bound to the id, within the window. A user id with no bound
-    /// key (a CI pseudonym, or nothing stored) is never proved.
+    /// the key bound to the id (or kept by its tombstone), within the
+    /// window. A user id with no key (a CI pseudonym, or nothing stored)
+    /// is never proved.
     async fn check_owner(
         &self,
         action: OwnerAction,
         user_id: &UserId,
         proof: &OwnerProof,
-    ) -> Result<(), ApiError> {
-        let key = self.store.owner_key(user_id.as_str()).await?;
-        match key {
-            Some(key) => key
-                .verify(action, user_id, proof, chrono::Utc::now())
-                .map_err(|_| ApiError::NotProved),
-            None => Err(ApiError::NotProved),
-        }
+    ) -> Result<Standing, ApiError> {
+        let (key, standing) = match self.store.owner(user_id.as_str()).await? {
+            Owner::Bound(key) => (key, Standing::Live),
+            Owner::Deleted(key) => (key, Standing::Deleted),
+            Owner::Unknown => return Err(ApiError::NotProved),
+        };
+        key.verify(action, user_id, proof, chrono::Utc::now())
+            .map_err(|_| ApiError::NotProved)?;
+        Ok(standing)
     }
 }

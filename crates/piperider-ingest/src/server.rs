@@ -61,11 +61,17 @@ impl AppState {
         let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive().to_string();
         let consent = before(self.config.consent_retention_days);
         let (cloud, decisions) = self.store.prune_cloud(&day(events), &day(consent)).await?;
-        if deleted + cloud + decisions > 0 {
+        let refused = before(self.config.quarantine_retention_days);
+        let quarantined = self
+            .store
+            .prune_quarantine(refused.timestamp_millis())
+            .await?;
+        if deleted + cloud + decisions + quarantined > 0 {
             tracing::info!(
                 events = deleted,
                 cloud_events = cloud,
                 consent_decisions = decisions,
+                quarantined,
                 "retention: deleted"
             );
         }

@@ -40,6 +40,17 @@ pub use schema::TEXT_BOUNDS;
 
 use group::{Batch, Job};
 
+/// Whose a user id is, as far as the proof of ownership goes.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    /// Bound to this key by the first stored event that carried one.
+    Bound(piperider_event::OwnerKey),
+    /// Deleted; this key proved the deletion (a repeat is answered as done).
+    Deleted(piperider_event::OwnerKey),
+    /// No key: nothing stored with one (CI pseudonyms, older clients).
+    Unknown,
+}
+
 /// The telemetry database and its writers. Cloning is cheap: clones share
 /// the pool and the writers.
 #[derive(Debug, Clone)]
@@ -263,7 +274,20 @@ impl Store {
     ) -> Result<bool, StorageError> {
         let hash = hash_user(&self.0.salt, user_id);
         if let Backend::Postgres(pool) = &self.0.backend {
-            return postgres::delete_user(pool, user_id, &hash, now_ms).await;
+            // A group already past its check of the tombstones may still
+            // commit the user's events after the first pass: the second
+            // pass runs once every writer has finished what it held. The
+            // whole of it runs on its own task, so a request that gives up
+            // (a timeout) leaves it done, not half done.
+            let (pool, store, user_id) = (pool.clone(), self.clone(), user_id.to_string());
+            return tokio::spawn(async move {
+                let first = postgres::delete_user(&pool, &user_id, &hash, now_ms).await?;
+                store.barrier().await?;
+                let second = postgres::delete_user(&pool, &user_id, &hash, now_ms).await?;
+                Ok(first || second)
+            })
+            .await
+            .map_err(|_| StorageError::WriterStopped)?;
         }
         let (reply, answer) = oneshot::channel();
         self.queue_of(None)
@@ -278,23 +302,58 @@ impl Store {
         answer.await.map_err(|_| StorageError::WriterStopped)?
     }
 
+    /// The salted hash of a user id, as deleted users are remembered by.
+    pub(crate) fn user_hash(&self, user_id: &str) -> String {
+        hash_user(&self.0.salt, user_id)
+    }
+
+    /// Waits until every writer has committed what was queued to it before.
+    async fn barrier(&self) -> Result<(), StorageError> {
+        for queue in self.0.queues.iter() {
+            let (reply, done) = oneshot::channel();
+            queue
+                .send(Job::Barrier(reply))
+                .await
+                .map_err(|_| StorageError::WriterStopped)?;
+            done.await.map_err(|_| StorageError::WriterStopped)?;
+        }
+        Ok(())
+    }
+
     /// Deletes raw events older than `before_ms` (the rollups stay).
     pub(crate) async fn prune_events(&self, before_ms: i64) -> Result<u64, StorageError> {
         on_pool!(&self.0.backend, pool => Ok(sqlx::query("DELETE FROM events WHERE ts < $1").bind(before_ms).execute(pool).await?.rows_affected()))
     }
 
-    /// The owner key `user_id` is bound to, if any.
-    pub(crate) async fn owner_key(
-        &self,
-        user_id: &str,
-    ) -> Result<Option<piperider_event::OwnerKey>, StorageError> {
-        let key: Option<String> = on_pool!(&self.0.backend, pool => {
-            sqlx::query_scalar("SELECT owner_key FROM owner_keys WHERE user_id = $1")
+    /// The owner key `user_id` is bound to: live, or kept by its tombstone
+    /// once the user was deleted.
+    pub(crate) async fn owner(&self, user_id: &str) -> Result<Owner, StorageError> {
+        let hash = self.user_hash(user_id);
+        let (live, deleted): (Option<String>, Option<String>) = on_pool!(&self.0.backend, pool => {
+            let live = sqlx::query_scalar("SELECT owner_key FROM owner_keys WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(pool)
-                .await?
+                .await?;
+            let deleted = sqlx::query_scalar::<_, Option<String>>(
+                "SELECT owner_key FROM deleted_users WHERE user_hash = $1",
+            )
+            .bind(&hash)
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+            (live, deleted)
         });
-        Ok(key.and_then(|k| k.try_into().ok()))
+        let key = |k: String| piperider_event::OwnerKey::try_from(k).ok();
+        Ok(match (live.and_then(key), deleted.and_then(key)) {
+            (Some(k), _) => Owner::Bound(k),
+            (None, Some(k)) => Owner::Deleted(k),
+            (None, None) => Owner::Unknown,
+        })
+    }
+
+    /// Deletes quarantined events received before `before_ms`.
+    pub(crate) async fn prune_quarantine(&self, before_ms: i64) -> Result<u64, StorageError> {
+        on_pool!(&self.0.backend, pool => Ok(sqlx::query(schema::PRUNE_QUARANTINE_BEFORE).bind(before_ms).execute(pool).await?.rows_affected()))
     }
 
     /// `SELECT COUNT(*)` of a table (operations and tests).

@@ -56,6 +56,9 @@ pub(crate) enum Job {
         now_ms: i64,
         reply: oneshot::Sender<Result<bool, StorageError>>,
     },
+    /// Answer once every group queued before has committed (PostgreSQL:
+    /// the second pass of a deletion waits for it).
+    Barrier(oneshot::Sender<()>),
     /// Finish what was queued before, then stop ([`super::Store::close`]).
     Stop,
 }

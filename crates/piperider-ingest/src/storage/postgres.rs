@@ -18,8 +18,8 @@ use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, o
 use super::rollup::Aggregate;
 use super::rows::{Cell, owner_rows};
 use super::schema::{
-    DELETE_USER, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
-    REMEMBER_DELETED_USER, Upsert,
+    DELETE_USER, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE,
+    QUARANTINE_KEEP, REMEMBER_DELETED_USER, Upsert,
 };
 
 /// PostgreSQL transactions in flight at once.
@@ -57,9 +57,19 @@ pub(crate) fn start(
 }
 
 async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics) {
+    let mut carried: Option<Job> = None;
     loop {
-        let first = match rx.recv().await {
+        let job = match carried.take() {
+            Some(job) => Some(job),
+            None => rx.recv().await,
+        };
+        let first = match job {
             Some(Job::Store(batch)) => batch,
+            // Every group that began before this job has committed.
+            Some(Job::Barrier(reply)) => {
+                let _ = reply.send(());
+                continue;
+            }
             Some(Job::Stop) | None => return,
             // Flushes and deletions go straight to PostgreSQL.
             Some(_) => continue,
@@ -81,9 +91,7 @@ async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: C
         } else {
             settle(jobs, result, &metrics, size, started);
         }
-        if matches!(next, Some(Job::Stop)) {
-            return;
-        }
+        carried = next;
     }
 }
 
@@ -226,6 +234,12 @@ pub(crate) async fn delete_user(
     now_ms: i64,
 ) -> Result<bool, StorageError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(REMEMBER_DELETED_USER)
+        .bind(user_hash)
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     let mut found = 0;
     for sql in DELETE_USER {
         found += sqlx::query(sql)
@@ -234,9 +248,8 @@ pub(crate) async fn delete_user(
             .await?
             .rows_affected();
     }
-    sqlx::query(REMEMBER_DELETED_USER)
+    sqlx::query(DELETE_USER_QUARANTINE)
         .bind(user_hash)
-        .bind(now_ms)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -235,43 +235,86 @@ pub(crate) fn owner_rows<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<
         .collect()
 }
 
-/// An invalid event kept for inspection: why, and its first bytes.
+/// An invalid event kept for inspection: why it was refused and the keys
+/// it had, never a value (no user id, no device id, nothing a client
+/// typed); the salted hash of its user id, when it had a readable one, so
+/// it is deleted with the user.
 #[derive(Debug, Clone)]
 pub(crate) struct QuarantineRow {
     pub(crate) received_at: i64,
     pub(crate) field: String,
     pub(crate) reason: String,
     pub(crate) size: i64,
-    pub(crate) excerpt: String,
+    pub(crate) keys: String,
+    pub(crate) user_hash: Option<String>,
 }
 
 /// Longest field path a quarantine row keeps, in characters.
 pub(crate) const QUARANTINE_FIELD_CHARS: usize = 64;
 /// Longest reason a quarantine row keeps, in characters.
 pub(crate) const QUARANTINE_REASON_CHARS: usize = 256;
-/// How much of an invalid event the quarantine keeps, in bytes.
-pub(crate) const QUARANTINE_EXCERPT_BYTES: usize = 1024;
+/// Longest list of keys a quarantine row keeps, in bytes.
+pub(crate) const QUARANTINE_KEYS_BYTES: usize = 1024;
+
+/// The wire format's own key names, at any depth.
+static KNOWN_KEYS: std::sync::LazyLock<std::collections::BTreeSet<String>> =
+    std::sync::LazyLock::new(piperider_event::schema::cli_event_keys);
+
+/// The dotted paths of the keys in `value`, sorted, without a value; a key
+/// the wire format does not have is written `?` (a client can put anything
+/// in a key's name).
+fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let name = if KNOWN_KEYS.contains(key) {
+                    key.as_str()
+                } else {
+                    "?"
+                };
+                let path = if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                out.push(path.clone());
+                key_paths(v, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                key_paths(v, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
 
 impl QuarantineRow {
     /// The row of `raw`, refused at `field` for `reason`: each text cut to
-    /// its bound, and the excerpt with control characters (the whitespace
-    /// JSON allows between tokens) as spaces, so nothing unbounded or
-    /// unprintable is stored.
-    pub(crate) fn new(received_at: i64, field: &str, reason: &str, raw: &[u8]) -> Self {
+    /// its bound; the keys of the event (none when it is not a JSON
+    /// object); `user_hash` the salted hash of its user id, when readable.
+    pub(crate) fn new(
+        received_at: i64,
+        field: &str,
+        reason: &str,
+        raw: &[u8],
+        user_hash: Option<String>,
+    ) -> Self {
         let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-        let head = &raw[..raw.len().min(QUARANTINE_EXCERPT_BYTES)];
-        let excerpt = String::from_utf8_lossy(head)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>();
+        let mut paths = Vec::new();
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw) {
+            key_paths(&value, "", &mut paths);
+        }
+        paths.sort();
+        paths.dedup();
         QuarantineRow {
             received_at,
             field: cut(field, QUARANTINE_FIELD_CHARS),
             reason: cut(reason, QUARANTINE_REASON_CHARS),
             size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
-            // A cut multi-byte character reads as one replacement character
-            // of three bytes: cut again to stay within the bound.
-            excerpt: cut_bytes(excerpt, QUARANTINE_EXCERPT_BYTES),
+            keys: cut_bytes(paths.join(","), QUARANTINE_KEYS_BYTES),
+            user_hash,
         }
     }
 
@@ -282,7 +325,8 @@ impl QuarantineRow {
             (&self.field).into(),
             (&self.reason).into(),
             self.size.into(),
-            (&self.excerpt).into(),
+            (&self.keys).into(),
+            (&self.user_hash).into(),
         ]
     }
 }

@@ -274,7 +274,8 @@ pub(crate) const QUARANTINE: Upsert = Upsert {
         ("field", "text"),
         ("reason", "text"),
         ("size", "int"),
-        ("excerpt", "text"),
+        ("keys", "text"),
+        ("user_hash", "text"),
     ],
     on_conflict: OnConflict::None,
 };
@@ -310,8 +311,17 @@ pub(crate) const DELETE_USER: [&str; 6] = [
     "DELETE FROM owner_keys WHERE user_id = $1",
 ];
 
-/// Remembers a deleted user's salted hash (`$1`) and when (`$2`).
-pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at) VALUES ($1, $2) ON CONFLICT (user_hash) DO NOTHING";
+/// Remembers a deleted user's salted hash (`$1`), when (`$2`), and the
+/// owner key bound to the id (`$3`), so a repeated request is answered as
+/// done; run before [`DELETE_USER`], which deletes the key.
+pub(crate) const REMEMBER_DELETED_USER: &str = "INSERT INTO deleted_users (user_hash, deleted_at, owner_key) \
+     VALUES ($1, $2, (SELECT owner_key FROM owner_keys WHERE user_id = $3)) ON CONFLICT (user_hash) DO NOTHING";
+
+/// Deleting one user's quarantined events, by the salted hash of the id (`$1`).
+pub(crate) const DELETE_USER_QUARANTINE: &str = "DELETE FROM quarantine WHERE user_hash = $1";
+
+/// Deleting quarantined events received before `$1` (milliseconds).
+pub(crate) const PRUNE_QUARANTINE_BEFORE: &str = "DELETE FROM quarantine WHERE received_at < $1";
 
 /// How long an SQLite connection waits for the file's lock.
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -366,7 +376,7 @@ pub(crate) fn saturating_total(column: &str) -> String {
 /// columns each database has, fails for one missing here, and fills every
 /// column to its limit to check the bound.
 pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
-    use super::rows::{QUARANTINE_EXCERPT_BYTES, QUARANTINE_FIELD_CHARS, QUARANTINE_REASON_CHARS};
+    use super::rows::{QUARANTINE_FIELD_CHARS, QUARANTINE_KEYS_BYTES, QUARANTINE_REASON_CHARS};
     use crate::geo::{COUNTRY_CHARS, REGION_CHARS};
     use piperider_event::limits::{
         MAX_COMPARISON_SOURCES, MAX_NAME_LEN, MAX_ROUTE_LEN, MAX_VERSION_LEN,
@@ -429,8 +439,10 @@ pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
         ("daily_buckets", "metric", NAME),
         ("quarantine", "field", QUARANTINE_FIELD_CHARS),
         ("quarantine", "reason", QUARANTINE_REASON_CHARS),
-        ("quarantine", "excerpt", QUARANTINE_EXCERPT_BYTES),
+        ("quarantine", "keys", QUARANTINE_KEYS_BYTES),
+        ("quarantine", "user_hash", 64),
         ("deleted_users", "user_hash", 64),
+        ("deleted_users", "owner_key", 64),
         ("cloud_events", "event_id", EVENT_ID),
         ("cloud_events", "day", DAY),
         ("cloud_events", "event_type", NAME),

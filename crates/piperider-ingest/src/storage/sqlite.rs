@@ -40,8 +40,9 @@ use super::group::{
 use super::rollup::Aggregate;
 use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
-    DELETE_USER, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP,
-    REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, sqlite_synchronous,
+    DELETE_USER, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE,
+    QUARANTINE_KEEP, REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS,
+    sqlite_synchronous,
 };
 use wal::{Settle, checkpointer, syncer, wal_path};
 
@@ -342,6 +343,9 @@ impl SqliteWriter {
                         let _ = reply.send(result.and_then(|found| synced.map(|()| found)));
                     });
                 }
+                Job::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
                 Job::Stop => break,
             }
         }
@@ -417,11 +421,15 @@ impl SqliteWriter {
         now_ms: i64,
     ) -> rusqlite::Result<bool> {
         self.write_pending(tx)?;
+        tx.execute(
+            REMEMBER_DELETED_USER,
+            rusqlite::params![hash, now_ms, user_id],
+        )?;
         let mut found = 0;
         for sql in DELETE_USER {
             found += tx.execute(sql, [user_id])?;
         }
-        tx.execute(REMEMBER_DELETED_USER, rusqlite::params![hash, now_ms])?;
+        tx.execute(DELETE_USER_QUARANTINE, [hash])?;
         Ok(found > 0)
     }
 

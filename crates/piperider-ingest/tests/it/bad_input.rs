@@ -468,7 +468,7 @@ on_both!(
         maximal["project"]["datasource_type"] = json!(name('d'));
         maximal["outcome"]["status"] = json!("error");
         maximal["owner_key"] = json!(owner(1).public_key().to_string());
-        // ... an invalid one far over the excerpt, with the line breaks JSON
+        // ... an invalid one far over every bound, with the line breaks JSON
         // allows between tokens and an unknown field deep inside ...
         let mut invalid = event(USER);
         invalid["platform"]["os_version"] = json!("ü".repeat(4_000));
@@ -552,13 +552,15 @@ on_both!(
                 "{table}.{column}: the longest value has {longest} characters, the bound is {bound}"
             );
         }
-        // The quarantine keeps no control character.
-        let excerpt = h.query_text("SELECT excerpt FROM quarantine").await;
-        assert!(
-            !excerpt[0].chars().any(char::is_control),
-            "{:?}",
-            excerpt[0]
-        );
+        // The quarantine keeps the event's keys, never a value or a made-up key.
+        let kept = h
+            .query_text("SELECT field || ' ' || reason || ' ' || keys FROM quarantine")
+            .await;
+        assert!(kept[0].contains("platform.os_version"), "{}", kept[0]);
+        assert!(kept[0].contains("stats.?"), "{}", kept[0]);
+        for value in ["ü", USER, "unknown_and_long_field_name", "9b2e4c7a"] {
+            assert!(!kept[0].contains(value), "{value} kept: {}", kept[0]);
+        }
         h.finish().await;
     }
 );

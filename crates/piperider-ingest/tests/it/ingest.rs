@@ -163,10 +163,13 @@ on_both!(
             return;
         };
         let (mine, theirs) = (owner(1), owner(2));
+        let mut refused = owned_event(USER, &mine);
+        refused["stats"]["rows"] = json!(-1);
         let (status, _) = h
-            .post_batch(&[owned_event(USER, &mine), owned_event(USER, &mine)])
+            .post_batch(&[owned_event(USER, &mine), owned_event(USER, &mine), refused])
             .await;
         assert_eq!(status, StatusCode::OK);
+        assert_eq!(h.store().count_quarantined().await.unwrap(), 1);
         // An outsider's event under the same id, with their key, later:
         // stored (ingestion is anonymous) but it binds nothing.
         let (_, body) = h.post_batch(&[owned_event(USER, &theirs)]).await;
@@ -211,12 +214,37 @@ on_both!(
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(h.store().count_events().await.unwrap(), 0);
         assert_eq!(h.tombstones().await, 1);
-        for table in ["users", "projects", "daily_users", "owner_keys"] {
+        for table in [
+            "users",
+            "projects",
+            "daily_users",
+            "owner_keys",
+            "quarantine",
+        ] {
             let left = h
                 .query_text(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
                 .await;
             assert_eq!(left[0], "0", "{table} keeps a row");
         }
+
+        // The same request again (its answer lost, say): done, and said so;
+        // reading is proved but finds nothing.
+        let (status, _) = h
+            .post_json("/v1/deletion-requests", deletion(USER, &mine))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let read = mine
+            .prove(
+                piperider_event::OwnerAction::Read,
+                &USER.parse().unwrap(),
+                chrono::Utc::now(),
+            )
+            .to_header();
+        assert_eq!(h.held(USER, Some(&read)).await.0, StatusCode::NOT_FOUND);
+        let (status, _) = h
+            .post_json("/v1/deletion-requests", deletion(USER, &theirs))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
 
         // An event still queued on a laptop arrives late: dropped, and the sender told so.
         let (status, body) = h.post_batch(&[owned_event(USER, &mine)]).await;
@@ -365,3 +393,59 @@ on_both!(
         h.finish().await;
     }
 );
+
+/// PostgreSQL: a deletion and a commit of the same user's events in flight
+/// at once; the events never survive the deletion. (On SQLite both go
+/// through the one writer, one after the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_racing_a_commit_of_the_same_user_leaves_nothing() {
+    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let mine = owner(1);
+    let (status, _) = h.post_batch(&[owned_event(USER, &mine)]).await;
+    assert_eq!(status, StatusCode::OK);
+    // The next commit of this user's events holds its transaction open for
+    // a second after it has checked the tombstones.
+    h.execute(
+        "",
+        &format!(
+            "CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN \
+             IF NEW.user_id = '{USER}' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER slow BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow()"
+        ),
+    )
+    .await;
+    let h = std::sync::Arc::new(h);
+    let late = {
+        let h = h.clone();
+        let event = owned_event(USER, &mine);
+        tokio::spawn(async move { h.post_batch(&[event]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _) = h
+        .post_json("/v1/deletion-requests", deletion(USER, &mine))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = late.await.unwrap();
+    assert!(
+        status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+        "{status}: {body}"
+    );
+    let left = h
+        .query_text(&format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM events WHERE user_id = '{USER}'"
+        ))
+        .await;
+    assert_eq!(
+        left[0], "0",
+        "an event committed beside the deletion survived it"
+    );
+    for table in ["users", "daily_users", "owner_keys"] {
+        let left = h
+            .query_text(&format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"))
+            .await;
+        assert_eq!(left[0], "0", "{table} keeps a row");
+    }
+    std::sync::Arc::into_inner(h).unwrap().finish().await;
+}

@@ -208,7 +208,7 @@ async fn serve_runs_on_a_socket_and_shuts_down_cleanly() {
 }
 
 on_both!(
-    retention_deletes_old_events_cloud_events_and_consent_decisions,
+    retention_deletes_old_events_cloud_events_consent_decisions_and_refused_events,
     |db: Db| async move {
         let Some(h) = Harness::start(db, |c| {
             c.retention_days = 30;
@@ -224,7 +224,9 @@ on_both!(
                 .date_naive()
                 .to_string()
         };
-        let (status, _) = h.post_batch(&[event(USER)]).await;
+        let mut refused = event(USER);
+        refused["stats"]["rows"] = serde_json::json!(-1);
+        let (status, _) = h.post_batch(&[event(USER), refused]).await;
         assert_eq!(status, StatusCode::OK);
         let mut rows = String::new();
         for (id, ago) in [("old", 40), ("recent", 10)] {
@@ -241,8 +243,16 @@ on_both!(
                 day(ago)
             ));
         }
+        let ms = |ago: i64| (now - chrono::TimeDelta::days(ago)).timestamp_millis();
+        rows.push_str(&format!(
+            "INSERT INTO quarantine (received_at, field, reason, size, keys) VALUES ({}, 'x', 'y', 1, '');",
+            ms(31)
+        ));
         h.execute(&rows, &rows).await;
+        assert_eq!(h.store().count_quarantined().await.unwrap(), 2);
         h.state.run_retention(now).await.unwrap();
+        // The refused event of 31 days ago goes (30 days); today's stays.
+        assert_eq!(h.store().count_quarantined().await.unwrap(), 1);
         // The Cloud event of 40 days ago goes (30 days); the consent decision
         // of 40 days ago stays (90 days), the one of 100 days ago goes.
         assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
@@ -260,6 +270,7 @@ on_both!(
         assert_eq!(h.store().count_events().await.unwrap(), 0);
         assert_eq!(h.store().count_cloud_events().await.unwrap(), 0);
         assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
+        assert_eq!(h.store().count_quarantined().await.unwrap(), 0);
         h.finish().await;
     }
 );
