@@ -28,6 +28,9 @@ pub enum Reason {
     FirstRun,
     /// No backend to send to (no endpoint variable and no built-in default).
     NoEndpoint,
+    /// The endpoint is `http://` to another machine: the user id would
+    /// travel in clear text. Only `https://`, or `http://` on loopback.
+    InsecureEndpoint,
     /// On, in CI: pseudonymous ids per CI vendor and project.
     Ci,
     /// On.
@@ -47,6 +50,7 @@ impl Reason {
             Reason::ProjectOptOut => "project_opt_out".into(),
             Reason::FirstRun => "first_run".into(),
             Reason::NoEndpoint => "no_endpoint".into(),
+            Reason::InsecureEndpoint => "insecure_endpoint".into(),
             Reason::Ci => "ci".into(),
             Reason::Enabled => "enabled".into(),
         }
@@ -64,6 +68,10 @@ impl Reason {
             Reason::ProjectOptOut => "disabled in this project: its config has no telemetry.id".into(),
             Reason::FirstRun => "off until the notice is shown: the next command creates the profile, prints the notice and records nothing".into(),
             Reason::NoEndpoint => format!("disabled: no endpoint (set {})", app.endpoint_var()),
+            Reason::InsecureEndpoint => format!(
+                "disabled: {} is http:// to another machine, where ids would travel in clear text; use https:// (http:// is taken only on this machine's loopback)",
+                app.endpoint_var()
+            ),
             Reason::Ci => "enabled, in CI: runs count under one pseudonymous id per CI vendor and project".into(),
             Reason::Enabled => "enabled".into(),
         }
@@ -94,6 +102,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) home: Option<&'a AppHome>,
     pub(crate) cwd: &'a Path,
     pub(crate) has_endpoint: bool,
+    /// The configured endpoint is `http://` to a host that is not loopback.
+    pub(crate) insecure_endpoint: bool,
 }
 
 /// Every rule, in order.
@@ -187,6 +197,9 @@ pub(crate) fn project_rules(c: &Inputs<'_>, mut d: Decision) -> Decision {
     }
     if !c.has_endpoint {
         return off(d, Reason::NoEndpoint);
+    }
+    if c.insecure_endpoint {
+        return off(d, Reason::InsecureEndpoint);
     }
     d.reason = if d.ci.is_some() {
         Reason::Ci

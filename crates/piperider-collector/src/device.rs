@@ -28,13 +28,23 @@ fn os_version() -> Option<String> {
     } else {
         return None;
     };
-    let cleaned: String = raw
+    numeric_release(&raw)
+}
+
+/// The numeric part of a release (`6.1.0` of `6.1.0-13-custom-bob`): a
+/// kernel's local version can name a host or a person, and the documented
+/// field is the operating system's release, nothing more.
+pub(crate) fn numeric_release(raw: &str) -> Option<String> {
+    let numeric: String = raw
         .trim()
         .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .take(piperider_event::limits::MAX_VERSION_LEN)
         .collect();
-    (!cleaned.is_empty()).then_some(cleaned)
+    let numeric = numeric.trim_end_matches('.');
+    numeric
+        .starts_with(|c: char| c.is_ascii_digit())
+        .then(|| numeric.to_string())
 }
 
 /// The machine id the OS keeps (Linux and the BSDs), if readable.
@@ -62,9 +72,11 @@ fn salted(app: &str, purpose: &str, parts: &[&str]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The device id: the machine id hashed with an app-specific salt.
-pub(crate) fn device_id_from_machine(app: &str, machine_id: &str) -> DeviceId {
-    DeviceId::from_digest(&salted(app, "device", &[machine_id]))
+/// The device id: the machine id hashed with an app-specific salt and the
+/// user id, so a reset (a new user id) cannot be linked to the old one
+/// through the device.
+pub(crate) fn device_id_from_machine(app: &str, machine_id: &str, user: &UserId) -> DeviceId {
+    DeviceId::from_digest(&salted(app, "device", &[machine_id, user.as_str()]))
 }
 
 /// One pseudonymous user per CI vendor and project, so CI runs do not count as people.
@@ -88,10 +100,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_salted_per_app_and_stable() {
-        let a = device_id_from_machine("piperider", "0123456789abcdef");
-        assert_eq!(a, device_id_from_machine("piperider", "0123456789abcdef"));
-        assert_ne!(a, device_id_from_machine("other-cli", "0123456789abcdef"));
+    fn ids_are_salted_per_app_and_user_and_stable() {
+        let user: UserId = "3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b".parse().unwrap();
+        let a = device_id_from_machine("piperider", "0123456789abcdef", &user);
+        assert_eq!(
+            a,
+            device_id_from_machine("piperider", "0123456789abcdef", &user)
+        );
+        assert_ne!(
+            a,
+            device_id_from_machine("other-cli", "0123456789abcdef", &user)
+        );
+        // After a reset the same machine is another device.
+        let reset = UserId::random();
+        assert_ne!(
+            a,
+            device_id_from_machine("piperider", "0123456789abcdef", &reset)
+        );
         assert_eq!(a.as_str().len(), 64);
         // Not the plain SHA-256 of the machine id.
         let plain = DeviceId::from_digest(&Sha256::digest(b"0123456789abcdef").into());
@@ -105,6 +130,20 @@ mod tests {
         assert_ne!(gh, ci_user_id("piperider", "gitlab_ci", Some(&p)));
         assert_ne!(gh, ci_user_id("piperider", "github_actions", None));
         assert_eq!(gh, ci_user_id("piperider", "github_actions", Some(&p)));
+    }
+
+    #[test]
+    fn only_the_numeric_release_is_kept() {
+        for (raw, kept) in [
+            ("6.1.0-13-custom-bob\n", Some("6.1.0")),
+            ("6.18.44-fc-v1252", Some("6.18.44")),
+            ("14.5", Some("14.5")),
+            ("5.15.0.", Some("5.15.0")),
+            ("bob-6.1", None),
+            ("", None),
+        ] {
+            assert_eq!(numeric_release(raw).as_deref(), kept, "{raw:?}");
+        }
     }
 
     #[test]

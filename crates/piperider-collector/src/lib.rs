@@ -82,6 +82,25 @@ impl AppInfo {
     }
 }
 
+/// Whether events may go to `endpoint`: over https, or over http to this
+/// machine's loopback (a local backend, tests); anything else would carry
+/// the user id in clear text.
+fn endpoint_is_safe(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => uri.host().is_some(),
+        Some(s) if s.eq_ignore_ascii_case("http") => uri.host().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
 /// The files the collector keeps under the app folder.
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
@@ -172,8 +191,14 @@ impl Collector {
         &self.app
     }
 
-    /// The backend's base URL, from the environment or the app's default.
+    /// The backend's base URL, from the environment or the app's default,
+    /// when it may be used: `https://`, or `http://` on loopback.
     pub fn endpoint(&self) -> Option<String> {
+        self.configured_endpoint().filter(|e| endpoint_is_safe(e))
+    }
+
+    /// The backend's base URL as configured, safe or not.
+    fn configured_endpoint(&self) -> Option<String> {
         self.env
             .get(&self.app.endpoint_var())
             .filter(|v| !v.trim().is_empty())
@@ -199,7 +224,10 @@ impl Collector {
             env: &self.env,
             home: self.home.as_ref(),
             cwd: &self.cwd,
-            has_endpoint: self.endpoint().is_some(),
+            has_endpoint: self.configured_endpoint().is_some(),
+            insecure_endpoint: self
+                .configured_endpoint()
+                .is_some_and(|e| !endpoint_is_safe(&e)),
         }
     }
 

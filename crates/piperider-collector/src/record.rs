@@ -6,7 +6,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use piperider_event::{CliEvent, CommandName, Outcome, Project, SCHEMA_VERSION, Stats, Status};
+use piperider_event::{
+    CliEvent, CommandName, Outcome, Project, SCHEMA_VERSION, Stats, Status, WireEvent,
+};
 
 use crate::decision::{self, Decision, Reason};
 use crate::spool::{Spool, SpoolLimits};
@@ -194,6 +196,10 @@ impl Collector {
         };
         let event = self.assemble(&decision, prepared.platform, device, record)?;
         let json = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        // What the backend would refuse is never spooled (it would only be
+        // lost there): the wire crate's own checks, size included.
+        CliEvent::parse(&json, chrono::Utc::now())
+            .map_err(|e| format!("an event the backend would refuse was not recorded: {e}"))?;
         if self.debug() {
             let mut stderr = std::io::stderr().lock();
             let _ = stderr.write_all(&json);
@@ -258,11 +264,17 @@ impl Collector {
             owner_key,
             device_id,
             platform,
-            runtime: self.app.runtime.clone(),
-            app_version: self.app.version.clone(),
-            initial_version: profile
-                .and_then(|p| p.initial_version.clone())
-                .unwrap_or_else(|| self.app.version.clone()),
+            runtime: piperider_event::Runtime {
+                name: self.app.runtime.name.clone(),
+                version: version_text(&self.app.runtime.version),
+            },
+            app_version: version_text(&self.app.version),
+            // A hand-edited profile may say anything: held to the wire format's form.
+            initial_version: version_text(
+                &profile
+                    .and_then(|p| p.initial_version.clone())
+                    .unwrap_or_else(|| self.app.version.clone()),
+            ),
             ci: decision.ci.map(str::to_string),
             project,
             stats: record.stats.map(Stats::within_limits),
@@ -285,7 +297,11 @@ impl Collector {
         profile: &piperider_profile::Profile,
     ) -> Result<piperider_event::DeviceId, String> {
         if let Some(machine) = device::machine_id() {
-            return Ok(device::device_id_from_machine(&self.app.name, &machine));
+            return Ok(device::device_id_from_machine(
+                &self.app.name,
+                &machine,
+                &profile.user_id,
+            ));
         }
         if let Some(id) = &profile.device_id {
             return Ok(id.clone());
@@ -321,6 +337,22 @@ impl Collector {
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "{}", self.app.notice.trim_end());
         }
+    }
+}
+
+/// A version as the wire format takes it: no control characters, at most
+/// its length in characters, `unknown` when nothing is left.
+fn version_text(s: &str) -> String {
+    let kept: String = s
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(piperider_event::limits::MAX_VERSION_LEN)
+        .collect();
+    if kept.is_empty() {
+        "unknown".into()
+    } else {
+        kept
     }
 }
 

@@ -143,7 +143,8 @@ pub struct SendReport {
 enum Failure {
     /// Try again later (network error, 5xx, 429, timeouts), after this long if the server said.
     Retry(Option<Duration>),
-    /// The batch as a whole was refused (400, 413, 415): send smaller batches.
+    /// The batch is too large for the server (413): send smaller batches.
+    /// One event alone refused so is kept, as for [`Failure::Retry`].
     Split,
 }
 
@@ -217,17 +218,14 @@ fn pass(
                 batch_limit = (batch.len() / 2).max(1);
                 continue;
             }
-            Err(Failure::Split) => {
-                // A single event the backend refuses as a whole request: it will never be taken.
-                let (event, _) = &batch[0];
-                log::append(
-                    &paths.rejected_log,
-                    &format!("{}: refused as a request", event.name),
-                );
-                let _ = spool.remove(event);
-                report.rejected += 1;
-            }
-            Err(Failure::Retry(after)) => {
+            // An event leaves the spool only on its own result: an answer
+            // without one (a wrong endpoint, a proxy's limit, an outage) is
+            // waited out with backoff.
+            Err(failure) => {
+                let after = match failure {
+                    Failure::Retry(after) => after,
+                    Failure::Split => None,
+                };
                 report.failed_attempts += 1;
                 backoff.failures = backoff.failures.saturating_add(1);
                 let delay = after.unwrap_or_else(|| jittered(policy, backoff.failures));
@@ -357,9 +355,11 @@ fn post_batch(
     };
     match status {
         200 => results().ok_or(Failure::Retry(None)),
-        // Every event refused: the body says why, event by event.
-        400 => results().ok_or(Failure::Split),
-        413 | 415 => Err(Failure::Split),
+        // Every event refused: the body says why, event by event. A 400
+        // without a result per event is not the backend's answer about the
+        // events (a wrong endpoint, a proxy): nothing is dropped for it.
+        400 => results().ok_or(Failure::Retry(retry_after)),
+        413 => Err(Failure::Split),
         _ => Err(Failure::Retry(retry_after)),
     }
 }

@@ -5,8 +5,9 @@
 // the signed cookie (a hand-made or edited cookie reads as pending). While
 // the state is pending or denied the script sends nothing to the telemetry
 // endpoint and keeps nothing in the browser for telemetry. With Accept All
-// it keeps a random visitor id in localStorage and sends page views and the
-// actions the page marks with data-track.
+// it keeps the visitor id the server named in localStorage and sends page
+// views and the actions the page marks with data-track; withdrawing makes
+// the server delete that visitor's events.
 (function () {
   "use strict";
   var VISITOR_KEY = "piperider_visitor_id";
@@ -23,6 +24,10 @@
     });
   }
 
+  // The visitor id is the one the server's Accept All named (its answer's
+  // visitor_id), the only one it stores events for and the one whose events
+  // it deletes on withdrawal. A cookie from before ids were named has none:
+  // then one is made here, as before.
   function visitorId() {
     var id = window.localStorage.getItem(VISITOR_KEY);
     if (!id) {
@@ -30,6 +35,13 @@
       window.localStorage.setItem(VISITOR_KEY, id);
     }
     return id;
+  }
+
+  function adopt(answer) {
+    state = answer.state;
+    if (state === "granted" && answer.visitor_id) {
+      window.localStorage.setItem(VISITOR_KEY, answer.visitor_id);
+    }
   }
 
   function forgetTelemetry() {
@@ -96,7 +108,7 @@
       return r.ok ? r.json() : null;
     }).then(function (answer) {
       if (!answer) return;
-      state = answer.state;
+      adopt(answer);
       document.body.setAttribute("data-consent", state);
       var box = document.getElementById("consent-banner");
       if (box) box.remove();
@@ -142,7 +154,7 @@
     send("GET", "/v1/consent").then(function (r) {
       return r.json();
     }).then(function (answer) {
-      state = answer.state;
+      adopt(answer);
       if (state === "pending") {
         forgetTelemetry();
         banner("banner");

@@ -62,6 +62,10 @@ pub struct ConsentAnswer {
     pub choice: Option<Choice>,
     /// When the choice stops counting (RFC 3339); `null` while pending.
     pub expires_at: Option<String>,
+    /// While granted: the visitor id the Accept All named, the only one
+    /// the page's Cloud events may carry; `null` otherwise.
+    #[schemars(regex(pattern = "^[0-9a-f]{32}$"))]
+    pub visitor_id: Option<String>,
 }
 
 impl ConsentAnswer {
@@ -80,6 +84,10 @@ impl ConsentAnswer {
             expires_at: current
                 .and_then(|r| r.expires_at(policy))
                 .map(|t| t.to_rfc3339()),
+            visitor_id: current
+                .filter(|_| st == ConsentState::Granted)
+                .and_then(|r| r.visitor.as_ref())
+                .map(|v| v.as_str().to_string()),
         }
     }
 }

@@ -27,6 +27,21 @@ pub use record::{
 
 use chrono::{DateTime, Utc};
 
+/// May telemetry record an event of `visitor` for this request? Only with
+/// a valid, current, signed Accept All that named this visitor (or named
+/// none, in a cookie made before records named one).
+pub fn may_track_visitor(
+    cookie: Option<&str>,
+    codec: &CookieCodec,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    visitor: &piperider_event::VisitorId,
+) -> bool {
+    let record = cookie.and_then(|c| codec.decode(c));
+    state(record.as_ref(), policy, now) == ConsentState::Granted
+        && record.and_then(|r| r.visitor).is_none_or(|v| &v == visitor)
+}
+
 /// May telemetry record this request? Only with a valid, current,
 /// signed Accept All.
 pub fn may_track(

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use piperider_event::VisitorId;
 use serde::{Deserialize, Serialize};
 
 /// The version of the record's own format.
@@ -105,11 +106,39 @@ pub struct ConsentRecord {
     pub at: i64,
     /// Whether the browser sent the Global Privacy Control signal then.
     pub gpc: bool,
+    /// The Cloud visitor id this Accept All named: the only id its Cloud
+    /// events may carry, and the one whose events are deleted when the
+    /// visitor withdraws. None for Necessary Only (and in cookies made
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor: Option<VisitorId>,
 }
 
 impl ConsentRecord {
-    /// A new decision under `policy`, made `now`.
+    /// A new decision under `policy`, made `now`; an Accept All names a
+    /// fresh visitor id.
     pub fn new(choice: Choice, policy: &Policy, now: DateTime<Utc>, gpc: bool) -> Self {
+        Self::after(None, choice, policy, now, gpc)
+    }
+
+    /// A new decision replacing `previous` (the browser's record, if it
+    /// had a valid one): an Accept All keeps the visitor id an earlier
+    /// Accept All named, so a visitor who confirms is one visitor.
+    pub fn after(
+        previous: Option<&ConsentRecord>,
+        choice: Choice,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        gpc: bool,
+    ) -> Self {
+        let visitor = match choice {
+            Choice::AcceptAll => Some(
+                previous
+                    .and_then(|p| p.visitor.clone())
+                    .unwrap_or_else(VisitorId::random),
+            ),
+            Choice::NecessaryOnly => None,
+        };
         ConsentRecord {
             v: FORMAT_VERSION,
             policy: policy.version,
@@ -117,7 +146,16 @@ impl ConsentRecord {
             id: ConsentId::random(),
             at: now.timestamp(),
             gpc,
+            visitor,
         }
+    }
+
+    /// The visitor id whose Cloud events go when `self` replaces
+    /// `previous`: the one `previous` named, unless `self` names it too.
+    pub fn withdrawn<'a>(&self, previous: Option<&'a ConsentRecord>) -> Option<&'a VisitorId> {
+        previous
+            .and_then(|p| p.visitor.as_ref())
+            .filter(|v| self.visitor.as_ref() != Some(*v))
     }
 
     pub fn decided_at(&self) -> Option<DateTime<Utc>> {

@@ -6,7 +6,8 @@
 //! refused (429) for the rest of it: one browser adds at most one audit row
 //! per interval, whatever it repeats.
 //! `POST /v1/cloud/events` stores an event only for a request whose cookie
-//! holds a valid, current Accept All; for anyone else it stores nothing,
+//! holds a valid, current Accept All naming the event's visitor id;
+//! withdrawing deletes that visitor's events. For anyone else it stores nothing,
 //! answers 204 all the same, and counts the drop. The cookie's attributes,
 //! its reading and the answer's shape are the consent crate's.
 
@@ -70,7 +71,8 @@ pub(crate) async fn decide(
     Json(decision): Json<Decision>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
-    if let Some(previous) = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c)) {
+    let previous = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
+    if let Some(previous) = &previous {
         let wait = previous.wait_before_next(now);
         if wait > 0 {
             return Err(ApiError::TooManyRequests {
@@ -79,7 +81,22 @@ pub(crate) async fn decide(
         }
     }
     let gpc = piperider_consent::gpc(headers.get("sec-gpc").and_then(|v| v.to_str().ok()));
-    let record = ConsentRecord::new(decision.choice, &app.consent_policy, now, gpc);
+    let record = ConsentRecord::after(
+        previous.as_ref(),
+        decision.choice,
+        &app.consent_policy,
+        now,
+        gpc,
+    );
+    // Withdrawing deletes what the Accept All let through, on the word of
+    // the signed cookie that named the visitor.
+    if let Some(gone) = record.withdrawn(previous.as_ref()) {
+        let deleted = app.store.delete_visitor(gone.as_str()).await?;
+        tracing::info!(
+            deleted,
+            "consent withdrawn: the visitor's Cloud events deleted"
+        );
+    }
     let source = match decision.source {
         Source::Banner => "banner",
         Source::Settings => "settings",
@@ -112,15 +129,14 @@ pub(crate) async fn event(
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
-    if !piperider_consent::may_track(
-        consent_cookie(&headers),
-        &app.consent_codec,
-        &app.consent_policy,
-        now,
-    ) {
+    let dropped = || {
         // Not a word about why: the answer is the same with or without consent.
         app.metrics.count_event("dropped", "no_consent");
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    let cookie = consent_cookie(&headers);
+    if !piperider_consent::may_track(cookie, &app.consent_codec, &app.consent_policy, now) {
+        return dropped();
     }
     let JsonBody(bytes, _) = body?;
     let event = CloudEvent::parse(&bytes, now).map_err(|e| {
@@ -132,6 +148,16 @@ pub(crate) async fn event(
             other => ApiError::BadRequest(other.to_string()),
         }
     })?;
+    // Only the visitor the Accept All named: what withdrawing deletes.
+    if !piperider_consent::may_track_visitor(
+        cookie,
+        &app.consent_codec,
+        &app.consent_policy,
+        now,
+        &event.visitor_id,
+    ) {
+        return dropped();
+    }
     app.store
         .insert_cloud_event(&event, now.timestamp_millis())
         .await?;

@@ -104,8 +104,9 @@ impl ProfileStore {
         )
     }
 
-    /// A fresh `user_id` and `telemetry_secret` at once (a reset: the new id
-    /// cannot be proved with the old secret, nor linked to it), leaving
+    /// A fresh `user_id` and `telemetry_secret` at once, and no kept
+    /// `device_id` (a reset: the new id cannot be proved with the old
+    /// secret, nor linked to the old id through the device), leaving
     /// everything else as it was. Returns the new id.
     pub fn renew_identity(&self) -> Result<UserId, ProfileError> {
         let secret = random_secret(&self.path)?;
@@ -115,6 +116,7 @@ impl ProfileStore {
             &[
                 Edit::Set(&["user_id"], Scalar::Str(user_id.to_string())),
                 Edit::Set(&[SECRET_KEY], Scalar::Str(secret.to_hex())),
+                Edit::Remove(&["device_id"]),
             ],
         )?;
         Ok(user_id)

@@ -32,6 +32,9 @@ pub enum Mode {
     Unavailable = 2,
     /// 429 with `Retry-After: 1`.
     Throttle = 3,
+    /// 400 with a body that is no batch response, to every request (a
+    /// wrong endpoint, a proxy).
+    BadRequest = 4,
 }
 
 /// One request the sink saw.
@@ -228,6 +231,12 @@ fn handle(stream: TcpStream, mode: &AtomicU8, stop: &AtomicBool, shared: &Shared
             "503 Service Unavailable",
             "Retry-After: 1\r\n",
             "{}".to_string(),
+        )
+    } else if mode == Mode::BadRequest as u8 {
+        (
+            "400 Bad Request",
+            "",
+            r#"{"error":"bad_request"}"#.to_string(),
         )
     } else if mode == Mode::Throttle as u8 {
         (

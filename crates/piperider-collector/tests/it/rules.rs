@@ -198,3 +198,31 @@ fn disable_before_any_profile_creates_one_that_is_off() {
     let status = world.collector().status();
     assert_eq!(status.reason, "profile_opt_out");
 }
+
+#[test]
+fn an_http_endpoint_off_this_machine_is_refused_and_says_why() {
+    for (endpoint, reason) in [
+        ("http://telemetry.example.com", "insecure_endpoint"),
+        ("http://10.1.2.3:8080", "insecure_endpoint"),
+        ("ftp://telemetry.example.com", "insecure_endpoint"),
+        ("https://telemetry.example.com", "enabled"),
+        ("http://127.0.0.1:9", "enabled"),
+        ("http://[::1]:9", "enabled"),
+        ("http://localhost:9", "enabled"),
+    ] {
+        let world = World::with_profile(endpoint);
+        let collector = world.collector();
+        let status = collector.status();
+        assert_eq!(status.reason, reason, "{endpoint}");
+        if reason == "insecure_endpoint" {
+            assert!(!status.enabled);
+            assert!(
+                status.explanation.contains("https://"),
+                "{}",
+                status.explanation
+            );
+            collector.record(&run_record(Status::Ok));
+            assert_eq!(world.spool_files(), 0, "{endpoint}: an event was recorded");
+        }
+    }
+}

@@ -225,3 +225,31 @@ fn forget_fails_loudly_and_keeps_the_id_when_the_backend_is_away() {
         Some("3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b")
     );
 }
+
+#[test]
+fn a_backend_answering_400_to_everything_loses_no_event() {
+    // A wrong endpoint or a proxy: 400 with no result per event.
+    let sink = Sink::start(Mode::BadRequest);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    for _ in 0..3 {
+        collector.record(&run_record(Status::Ok));
+    }
+    for _ in 0..5 {
+        let report = collector.run_sender(&quick_policy());
+        assert_eq!((report.sent, report.rejected), (0, 0), "{report:?}");
+        assert!(report.failed_attempts > 0);
+        assert_eq!(
+            world.spool_files(),
+            3,
+            "an event left without its own result"
+        );
+        // The next run would wait out the backoff; this one is made now.
+        let _ = std::fs::remove_file(world.home().join("telemetry/sender-backoff.json"));
+    }
+    sink.set_mode(Mode::Accept);
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 3, "{report:?}");
+    assert_eq!(sink.events().len(), 3);
+    assert_eq!(world.spool_files(), 0);
+}

@@ -59,6 +59,55 @@ fn the_ttl_counts_from_the_decision_not_the_visits() {
 }
 
 #[test]
+fn an_accept_all_names_its_visitor_and_withdrawing_gives_it_up() {
+    let policy = Policy::new(1);
+    let yes = ConsentRecord::new(Choice::AcceptAll, &policy, t0(), false);
+    let visitor = yes.visitor.clone().expect("Accept All names a visitor");
+    let again = ConsentRecord::after(Some(&yes), Choice::AcceptAll, &policy, t0(), false);
+    assert_eq!(
+        again.visitor.as_ref(),
+        Some(&visitor),
+        "confirming keeps the visitor"
+    );
+    assert_eq!(again.withdrawn(Some(&yes)), None);
+    let no = ConsentRecord::after(Some(&yes), Choice::NecessaryOnly, &policy, t0(), false);
+    assert_eq!(no.visitor, None);
+    assert_eq!(no.withdrawn(Some(&yes)), Some(&visitor));
+    assert_eq!(no.withdrawn(None), None);
+    // The cookie carries it, and tracking holds to it.
+    let codec = CookieCodec::new(SECRET);
+    let cookie = codec.encode(&yes);
+    assert_eq!(codec.decode(&cookie), Some(yes.clone()));
+    assert!(piperider_consent::may_track_visitor(
+        Some(&cookie),
+        &codec,
+        &policy,
+        t0(),
+        &visitor
+    ));
+    let stranger = piperider_event::VisitorId::random();
+    assert!(!piperider_consent::may_track_visitor(
+        Some(&cookie),
+        &codec,
+        &policy,
+        t0(),
+        &stranger
+    ));
+    // A cookie from before records named a visitor still reads, for any visitor.
+    let mut old = yes.clone();
+    old.visitor = None;
+    let old_cookie = codec.encode(&old);
+    assert!(!old_cookie.is_empty());
+    assert!(piperider_consent::may_track_visitor(
+        Some(&old_cookie),
+        &codec,
+        &policy,
+        t0(),
+        &stranger
+    ));
+}
+
+#[test]
 fn a_decision_waits_the_interval_after_the_last() {
     use piperider_consent::DECISION_INTERVAL_SECS as I;
     let record = ConsentRecord::new(Choice::AcceptAll, &Policy::new(1), t0(), false);

@@ -502,12 +502,24 @@ fn withdrawal_through_cookie_settings_stops_telemetry_and_deletes_its_storage() 
         return;
     };
     accept_all(&b, &site);
+    b.go(&site.url("/reports/1"));
+    b.click("#share");
     b.settle();
     let before = site.telemetry_requests();
     assert!(before >= 1, "Accept All sent no page view");
+    assert!(
+        !site.stored_types().is_empty(),
+        "nothing was stored under Accept All"
+    );
     b.click("#cookie-settings");
     b.click("button[data-choice=necessary_only]");
     b.wait_state("denied");
+    // The backend deleted what it had stored for this visitor.
+    assert_eq!(
+        site.stored_types(),
+        Vec::<String>::new(),
+        "Cloud events survived the withdrawal"
+    );
     assert_eq!(
         b.visitor_id(),
         Value::Null,

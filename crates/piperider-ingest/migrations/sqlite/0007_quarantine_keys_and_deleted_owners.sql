@@ -11,3 +11,5 @@ ALTER TABLE quarantine ADD COLUMN user_hash TEXT;
 CREATE INDEX quarantine_user_hash ON quarantine (user_hash);
 CREATE INDEX quarantine_received_at ON quarantine (received_at);
 ALTER TABLE deleted_users ADD COLUMN owner_key TEXT;
+-- A Cloud visitor who withdraws has their events deleted by visitor id.
+CREATE INDEX cloud_events_visitor ON cloud_events (visitor_id);

@@ -36,6 +36,16 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every Cloud event of one visitor (their consent was
+    /// withdrawn); how many there were.
+    pub(crate) async fn delete_visitor(&self, visitor_id: &str) -> Result<u64, StorageError> {
+        on_pool!(&self.0.backend, pool => Ok(sqlx::query("DELETE FROM cloud_events WHERE visitor_id = $1")
+            .bind(visitor_id)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
     /// Stores one Cloud event (once per `event_id`).
     pub(crate) async fn insert_cloud_event(
         &self,

@@ -18,6 +18,13 @@ fn cloud_event() -> Value {
     })
 }
 
+/// A Cloud event of the visitor an Accept All's answer named.
+fn visitors_event(answer: &Value) -> Value {
+    let mut e = cloud_event();
+    e["visitor_id"] = answer["visitor_id"].clone();
+    e
+}
+
 /// Chooses on the banner; returns the cookie's `name=value`.
 async fn choose(h: &Harness, choice: &str, gpc: bool) -> (Value, String) {
     let mut request = Request::post("/v1/consent").header("content-type", "application/json");
@@ -107,7 +114,12 @@ on_both!(
         let (answer, accepted) = choose(&h, "accept_all", true).await;
         assert_eq!(answer["state"], "granted");
         assert_eq!(
-            post_event(&h, Some(&format!("other=1; {accepted}")), &cloud_event()).await,
+            post_event(
+                &h,
+                Some(&format!("other=1; {accepted}")),
+                &visitors_event(&answer)
+            )
+            .await,
             StatusCode::NO_CONTENT
         );
         assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
@@ -165,16 +177,16 @@ on_both!(
         let Some(h) = Harness::start(db, |_| {}).await else {
             return;
         };
-        let (_, accepted) = choose(&h, "accept_all", false).await;
+        let (answer, accepted) = choose(&h, "accept_all", false).await;
         assert_eq!(
-            post_event(&h, Some(&accepted), &cloud_event()).await,
+            post_event(&h, Some(&accepted), &visitors_event(&answer)).await,
             StatusCode::NO_CONTENT
         );
         assert_eq!(h.store().count_cloud_events().await.unwrap(), 1);
         // The same database, the policy bumped: the old Accept All no longer counts.
         let bumped = h.with_config(|c| c.consent_policy_version = 2).await;
         assert_eq!(
-            post_event(&bumped, Some(&accepted), &cloud_event()).await,
+            post_event(&bumped, Some(&accepted), &visitors_event(&answer)).await,
             StatusCode::NO_CONTENT
         );
         assert_eq!(bumped.store().count_cloud_events().await.unwrap(), 1);
@@ -221,9 +233,9 @@ on_both!(
         let Some(h) = Harness::start(db, |_| {}).await else {
             return;
         };
-        let (_, cookie) = choose(&h, "accept_all", false).await;
+        let (answer, cookie) = choose(&h, "accept_all", false).await;
         let now = chrono::Utc::now();
-        let mut e = cloud_event();
+        let mut e = visitors_event(&answer);
         e["timestamp"] = json!((now + chrono::TimeDelta::minutes(23 * 60 + 59)).to_rfc3339());
         assert_eq!(
             post_event(&h, Some(&cookie), &e).await,
@@ -316,6 +328,69 @@ on_both!(
             + chrono::TimeDelta::days(i64::from(h.state.config().consent_retention_days) + 1);
         h.state.run_retention(later).await.unwrap();
         assert_eq!(h.store().count_consent_decisions().await.unwrap(), 0);
+        h.finish().await;
+    }
+);
+
+on_both!(
+    withdrawing_deletes_the_visitors_cloud_events,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (answer, accepted) = choose(&h, "accept_all", false).await;
+        assert_eq!(answer["state"], "granted");
+        let visitor = answer["visitor_id"]
+            .as_str()
+            .expect("a visitor id")
+            .to_string();
+        let mut mine = cloud_event();
+        mine["visitor_id"] = json!(visitor);
+        for _ in 0..3 {
+            mine["event_id"] = json!(uuid::Uuid::new_v4().to_string());
+            assert_eq!(
+                post_event(&h, Some(&accepted), &mine).await,
+                StatusCode::NO_CONTENT
+            );
+        }
+        // An id the Accept All did not name is not stored under it.
+        assert_eq!(
+            post_event(&h, Some(&accepted), &cloud_event()).await,
+            StatusCode::NO_CONTENT
+        );
+        // Another visitor's events, which stay.
+        let (other_answer, other) = choose(&h, "accept_all", false).await;
+        let mut theirs = cloud_event();
+        theirs["visitor_id"] = other_answer["visitor_id"].clone();
+        assert_eq!(
+            post_event(&h, Some(&other), &theirs).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(h.store().count_cloud_events().await.unwrap(), 4);
+        // Confirming Accept All keeps the visitor; withdrawing deletes its events.
+        tokio::time::sleep(std::time::Duration::from_secs(
+            piperider_consent::DECISION_INTERVAL_SECS,
+        ))
+        .await;
+        let request = Request::post("/v1/consent")
+            .header("content-type", "application/json")
+            .header("cookie", &accepted)
+            .body(Body::from(
+                json!({"choice": "necessary_only", "source": "settings"}).to_string(),
+            ))
+            .unwrap();
+        let (status, _, body) = h.send(CLIENT_IP, request).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["state"], "denied");
+        assert_eq!(answer["visitor_id"], Value::Null);
+        assert_eq!(
+            h.store().count_cloud_events().await.unwrap(),
+            1,
+            "the withdrawn visitor's events stayed, or another's went"
+        );
+        let left = h.query_text("SELECT visitor_id FROM cloud_events").await;
+        assert_eq!(left, [other_answer["visitor_id"].as_str().unwrap()]);
         h.finish().await;
     }
 );
