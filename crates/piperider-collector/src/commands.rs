@@ -228,8 +228,14 @@ impl Collector {
             total.failed_attempts += report.failed_attempts;
             total.already_running |= report.already_running;
             total.left_behind = report.left_behind;
-            // Events queued while the lock was held are ours to send.
-            if report.already_running || report.failed_attempts > 0 || report.left_behind == 0 {
+            // Events queued while the lock was held are ours to send; a
+            // pass that moved nothing (a spool it cannot read) ends it.
+            let moved = report.sent + report.rejected + report.set_aside;
+            if report.already_running
+                || report.failed_attempts > 0
+                || report.left_behind == 0
+                || moved == 0
+            {
                 return total;
             }
         }

@@ -21,6 +21,7 @@ mod commands;
 mod decision;
 mod device;
 mod env;
+mod files;
 mod log;
 mod record;
 mod sender;

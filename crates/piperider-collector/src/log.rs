@@ -1,8 +1,8 @@
 //! Small bounded log files: telemetry errors are written here and swallowed,
 //! never shown to the host command's user unless debug mode is on.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Largest size of a log file; past it the older half is dropped.
@@ -15,19 +15,31 @@ pub(crate) fn append(path: &Path, message: &str) {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         message.replace('\n', " ")
     );
-    if let Some(dir) = path.parent() {
-        let _ = crate::spool::create_private_dir(dir);
-    }
-    if fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG_BYTES)
-        && let Ok(text) = fs::read_to_string(path)
+    if let Some(dir) = path.parent()
+        && crate::files::ensure_private_dir(dir).is_err()
     {
-        let half = text.len() / 2;
-        let cut = text[half..].find('\n').map_or(text.len(), |i| half + i + 1);
-        let _ = fs::write(path, &text[cut..]);
+        return;
     }
-    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
-        let _ = file.write_all(line.as_bytes());
+    let options = || {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        o
+    };
+    let Ok(mut file) = crate::files::open(path, &mut options()) else {
+        return;
+    };
+    if file.metadata().is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+        let mut text = String::new();
+        if file.read_to_string(&mut text).is_ok() {
+            let half = text.len() / 2;
+            let cut = text[half..].find('\n').map_or(text.len(), |i| half + i + 1);
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = file.write_all(&text.as_bytes()[cut..]);
+        }
     }
+    let _ = file.seek(SeekFrom::End(0));
+    let _ = file.write_all(line.as_bytes());
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ struct Backoff {
 
 impl Backoff {
     fn load(path: &Path) -> Self {
-        std::fs::read(path)
+        crate::files::read(path, 4096)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
@@ -77,10 +77,7 @@ impl Backoff {
 
     fn save(&self, path: &Path) {
         if let Ok(text) = serde_json::to_vec(self) {
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, text).is_ok() {
-                let _ = std::fs::rename(&tmp, path);
-            }
+            let _ = crate::files::write_atomic(path, &text);
         }
     }
 
@@ -101,7 +98,7 @@ pub(crate) fn backoff_due(paths: &Paths) -> bool {
 /// Whether a sender holds the lock. A sender re-reads the spool after it
 /// lets go of the lock, so an event spooled before this check is sent.
 pub(crate) fn lock_is_held(path: &Path) -> bool {
-    match File::open(path) {
+    match crate::files::open(path, OpenOptions::new().read(true)) {
         Ok(file) => match file.try_lock() {
             Ok(()) => false,
             Err(std::fs::TryLockError::WouldBlock) => true,
@@ -257,14 +254,13 @@ fn jittered(policy: &SenderPolicy, failures: u32) -> Duration {
 
 fn try_lock(path: &Path) -> Option<File> {
     if let Some(dir) = path.parent() {
-        let _ = crate::spool::create_private_dir(dir);
+        crate::files::ensure_private_dir(dir).ok()?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .ok()?;
+    let file = crate::files::open(
+        path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+    )
+    .ok()?;
     file.try_lock().ok()?;
     Some(file)
 }
@@ -296,14 +292,18 @@ fn next_batch(
         {
             break;
         }
+        // A file that cannot be read as one of ours (a link, not a regular
+        // file, too large, not an event) is set aside, never followed.
         let raw = match spool.read(&event) {
-            Ok(raw) => raw,
+            Ok(raw) => Some(raw),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(_) => None,
         };
-        let is_object =
-            serde_json::from_slice::<serde_json::Value>(&raw).is_ok_and(|v| v.is_object());
-        if !is_object || raw.len() as u64 != event.bytes {
+        let is_event = raw.as_ref().is_some_and(|raw| {
+            raw.len() as u64 == event.bytes
+                && serde_json::from_slice::<serde_json::Value>(raw).is_ok_and(|v| v.is_object())
+        });
+        let Some(raw) = raw.filter(|_| is_event) else {
             log::append(
                 &paths.log,
                 &format!("sender: set aside unreadable spool file {}", event.name),
@@ -311,7 +311,7 @@ fn next_batch(
             let _ = spool.set_aside(&event);
             report.set_aside += 1;
             continue;
-        }
+        };
         bytes += raw.len();
         batch.push((event, raw));
     }

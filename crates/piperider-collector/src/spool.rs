@@ -8,13 +8,15 @@
 //! directory listing and no reads. A file that cannot be read as an event is
 //! moved aside, never fatal.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use piperider_event::EventId;
+
+use crate::files;
 
 /// How much the spool may hold before the oldest events are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +94,8 @@ impl Spool {
             json.len()
         );
         let tmp = self.dir.join(format!("{TMP_PREFIX}{name}"));
-        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-        let mut file = match create() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_private_dir(&self.dir)?;
-                create()?
-            }
-            other => other?,
-        };
+        files::ensure_private_dir(&self.dir)?;
+        let mut file = files::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
         let result = file
             .write_all(json)
             .and_then(|()| fs::rename(&tmp, self.dir.join(&name)));
@@ -136,11 +132,13 @@ impl Spool {
     /// Waiting events, oldest first. Stray temporary files older than ten
     /// minutes (left by a crash) are cleaned up on the way.
     pub fn list(&self) -> io::Result<Vec<SpooledEvent>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
+        match fs::symlink_metadata(&self.dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
-        };
+            // A folder that is a link or another user's is not read.
+            Ok(_) => files::ensure_private_dir(&self.dir)?,
+        }
+        let entries = fs::read_dir(&self.dir)?;
         let mut events = Vec::new();
         for entry in entries {
             let entry = entry?;
@@ -173,10 +171,13 @@ impl Spool {
         self.len() == 0
     }
 
+    /// An event's bytes: only a regular file of the spool (a link is not
+    /// followed), at most the largest event the wire format takes.
     pub fn read(&self, event: &SpooledEvent) -> io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(event.bytes as usize);
-        File::open(self.dir.join(&event.name))?.read_to_end(&mut out)?;
-        Ok(out)
+        files::read(
+            &self.dir.join(&event.name),
+            piperider_event::limits::MAX_EVENT_BYTES as u64,
+        )
     }
 
     /// Forgets an event the backend has answered for.
@@ -190,7 +191,7 @@ impl Spool {
     /// Moves an unreadable event out of the way (the newest few are kept for inspection).
     pub fn set_aside(&self, event: &SpooledEvent) -> io::Result<()> {
         let corrupt = self.corrupt_dir();
-        create_private_dir(&corrupt)?;
+        files::ensure_private_dir(&corrupt)?;
         fs::rename(self.dir.join(&event.name), corrupt.join(&event.name))?;
         let mut kept: Vec<_> = fs::read_dir(&corrupt)?
             .filter_map(|e| e.ok().map(|e| e.file_name()))
@@ -222,20 +223,22 @@ impl Spool {
 
     /// How many events the cap has dropped, ever.
     pub fn dropped(&self) -> u64 {
-        fs::read_to_string(self.dropped_path())
+        files::read(&self.dropped_path(), 64)
             .ok()
-            .and_then(|s| s.trim().parse().ok())
+            .and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok())
             .unwrap_or(0)
     }
 
     fn add_dropped(&self, n: u64) -> io::Result<()> {
         let path = self.dropped_path();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut file = files::open(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )?;
         file.lock()?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
@@ -250,18 +253,4 @@ fn size_from_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(SUFFIX)?;
     let (_, size) = stem.rsplit_once('-')?;
     size.parse().ok()
-}
-
-#[cfg(unix)]
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-#[cfg(not(unix))]
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
 }

@@ -253,3 +253,74 @@ fn a_backend_answering_400_to_everything_loses_no_event() {
     assert_eq!(sink.events().len(), 3);
     assert_eq!(world.spool_files(), 0);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_link_planted_in_the_spool_is_neither_read_nor_sent() {
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    collector.record(&run_record(Status::Ok));
+    // A file only its owner may read, shaped like an event, and a link to
+    // it in the spool with an event file's name.
+    let outside = world.home().join("../victim-secret.json");
+    let mut planted: serde_json::Value = serde_json::from_slice(&collector.pending()[0]).unwrap();
+    planted["event_id"] = serde_json::json!(uuid::Uuid::now_v7().to_string());
+    planted["app_version"] = serde_json::json!("SECRET-CONTENT");
+    let text = planted.to_string();
+    std::fs::write(&outside, &text).unwrap();
+    let name = format!(
+        "00000000000000000001000-{}-{}.json",
+        uuid::Uuid::now_v7().simple(),
+        text.len()
+    );
+    std::os::unix::fs::symlink(&outside, world.home().join("telemetry/spool").join(name)).unwrap();
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(
+        report.set_aside, 1,
+        "the link was not set aside: {report:?}"
+    );
+    for request in sink.requests() {
+        assert!(
+            !String::from_utf8_lossy(&request.body).contains("SECRET-CONTENT"),
+            "the linked file was sent"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), text);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_telemetry_folder_of_another_user_or_open_to_others_is_not_used_as_it_is() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    let spool = world.home().join("telemetry/spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // Open to everyone: tightened to the user alone, then used.
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o777)).unwrap();
+    collector.record(&run_record(Status::Ok));
+    assert_eq!(std::fs::metadata(&spool).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(world.spool_files(), 1);
+    // Another user's: refused, nothing written into it, and said so.
+    let nobody = 65534;
+    if std::os::unix::fs::chown(&spool, Some(nobody), Some(nobody)).is_err() {
+        eprintln!("SKIPPED the other-user half: chown needs root here");
+        return;
+    }
+    collector.record(&run_record(Status::Ok));
+    assert_eq!(
+        world.spool_files(),
+        1,
+        "an event was written into another user's folder"
+    );
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 0, "another user's folder was read");
+    let log = std::fs::read_to_string(world.home().join("telemetry/telemetry.log")).unwrap();
+    assert!(
+        log.contains("owned by another user") && log.contains("telemetry does not use it"),
+        "{log}"
+    );
+}
