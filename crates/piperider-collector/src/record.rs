@@ -207,7 +207,8 @@ impl Collector {
             return Ok(Recorded::Printed);
         }
         let paths = self.paths().ok_or("no app folder")?;
-        let spool = Spool::new(&paths.spool, SpoolLimits::default());
+        let endpoint = self.endpoint().ok_or("no endpoint")?;
+        let spool = Spool::new(&paths.spool, SpoolLimits::default()).for_endpoint(&endpoint);
         let appended = if prepared.room_made {
             spool.append_unchecked(&json, &event.event_id).map(|()| 0)
         } else {

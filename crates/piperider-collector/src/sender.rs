@@ -185,7 +185,14 @@ fn pass(
     let mut attempts = 0;
     let mut idle_since: Option<std::time::Instant> = None;
     loop {
-        let batch = match next_batch(spool, batch_limit, policy.batch_bytes, &mut report, paths) {
+        let batch = match next_batch(
+            spool,
+            endpoint,
+            batch_limit,
+            policy.batch_bytes,
+            &mut report,
+            paths,
+        ) {
             Ok(b) => b,
             Err(e) => {
                 log::append(&paths.log, &format!("sender: reading the spool: {e}"));
@@ -279,6 +286,7 @@ fn agent(policy: &SenderPolicy) -> ureq::Agent {
 /// The oldest events that fit one batch, with their bytes. Unreadable files are set aside.
 fn next_batch(
     spool: &Spool,
+    endpoint: &str,
     max_events: usize,
     max_bytes: usize,
     report: &mut SendReport,
@@ -286,7 +294,9 @@ fn next_batch(
 ) -> io::Result<Vec<(SpooledEvent, Vec<u8>)>> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    for event in spool.list()? {
+    // Only the events recorded for this endpoint (or naming none).
+    let tag = crate::spool::endpoint_tag(endpoint);
+    for event in spool.list()?.into_iter().filter(|e| e.is_for(&tag)) {
         if batch.len() >= max_events
             || (bytes + event.bytes as usize > max_bytes && !batch.is_empty())
         {

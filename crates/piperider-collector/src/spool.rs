@@ -4,8 +4,9 @@
 //! temporary name and renamed into place, so a crash mid-write leaves at
 //! most a stray temporary file and never touches an earlier event; the
 //! sender removes a file only after the backend has answered for it. File
-//! names sort by time and carry their size, so enforcing the cap needs one
-//! directory listing and no reads. A file that cannot be read as an event is
+//! names sort by time and carry their size and a tag of the endpoint they
+//! were recorded for (a sender pointed elsewhere leaves them), so enforcing
+//! the cap needs one directory listing and no reads. A file that cannot be read as an event is
 //! moved aside, never fatal.
 
 use std::fs::{self, OpenOptions};
@@ -41,11 +42,38 @@ pub struct SpooledEvent {
     pub bytes: u64,
 }
 
+impl SpooledEvent {
+    /// The tag of the endpoint it was recorded for, if it names one.
+    fn endpoint_tag(&self) -> Option<&str> {
+        let parts: Vec<&str> = self.name.split('-').collect();
+        match parts.as_slice() {
+            [_, _, tag, _] => tag.strip_prefix('e'),
+            _ => None,
+        }
+    }
+
+    /// Whether it may go to the endpoint of `tag`: it was recorded for
+    /// that endpoint, or named none (spooled before events named theirs).
+    pub(crate) fn is_for(&self, tag: &str) -> bool {
+        self.endpoint_tag().is_none_or(|t| t == tag)
+    }
+}
+
+/// A short tag of an endpoint, written into the names of the events
+/// recorded for it: a sender pointed elsewhere does not send them.
+pub(crate) fn endpoint_tag(endpoint: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(endpoint.trim().trim_end_matches('/').as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The spool folder.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
     limits: SpoolLimits,
+    /// The endpoint tag new events are written with, if any.
+    tag: Option<String>,
 }
 
 /// Keeps two events of one process in one microsecond apart and in order.
@@ -60,7 +88,15 @@ impl Spool {
         Spool {
             dir: dir.into(),
             limits,
+            tag: None,
         }
+    }
+
+    /// The spool whose new events remember `endpoint` as the one they
+    /// were recorded for.
+    pub fn for_endpoint(mut self, endpoint: &str) -> Self {
+        self.tag = Some(endpoint_tag(endpoint));
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -88,8 +124,12 @@ impl Spool {
             .unwrap_or_default()
             .as_micros();
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1000;
+        let tag = self
+            .tag
+            .as_ref()
+            .map_or(String::new(), |t| format!("e{t}-"));
         let name = format!(
-            "{micros:020}{seq:03}-{}-{}{SUFFIX}",
+            "{micros:020}{seq:03}-{}-{tag}{}{SUFFIX}",
             event_id.simple(),
             json.len()
         );

@@ -324,3 +324,24 @@ fn a_telemetry_folder_of_another_user_or_open_to_others_is_not_used_as_it_is() {
         "{log}"
     );
 }
+
+#[test]
+fn an_event_goes_only_to_the_endpoint_it_was_recorded_for() {
+    let (a, b) = (Sink::start(Mode::Accept), Sink::start(Mode::Accept));
+    let mut world = World::with_profile(&a.endpoint());
+    world.collector().record(&run_record(Status::Ok));
+    // Pointed elsewhere, the sender leaves it.
+    world.set("PIPERIDER_TELEMETRY_ENDPOINT", &b.endpoint());
+    let report = world.collector().run_sender(&quick_policy());
+    assert_eq!(report.sent, 0, "{report:?}");
+    assert!(
+        b.events().is_empty(),
+        "sent to an endpoint it was not recorded for"
+    );
+    assert_eq!(world.spool_files(), 1);
+    // Back to its own endpoint, it goes.
+    world.set("PIPERIDER_TELEMETRY_ENDPOINT", &a.endpoint());
+    let report = world.collector().run_sender(&quick_policy());
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(a.events().len(), 1);
+}
