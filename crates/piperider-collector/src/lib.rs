@@ -295,3 +295,8 @@ pub fn run_sender_if_requested(app: &AppInfo) -> Option<std::process::ExitCode> 
     }
     Some(std::process::ExitCode::SUCCESS)
 }
+
+/// The README's examples, compiled (and run where they can be) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -60,3 +60,8 @@ pub const BROWSER_SCRIPT: &str = concat!(
     include_str!("../assets/cloud-events.generated.js"),
     include_str!("../assets/consent.js")
 );
+
+/// The README's examples, compiled (and run where they can be) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -39,3 +39,8 @@ pub const SCHEMA_VERSION: u8 = 1;
 pub(crate) fn schema_version_default() -> u8 {
     SCHEMA_VERSION
 }
+
+/// The README's examples, compiled (and run where they can be) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

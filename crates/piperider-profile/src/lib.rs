@@ -32,3 +32,8 @@ pub use config::{ConfigStore, DataSourceSummary, ProjectConfig};
 pub use error::ProfileError;
 pub use home::AppHome;
 pub use profile::{NewProfile, Profile, ProfileStore};
+
+/// The README's examples, compiled (and run where they can be) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

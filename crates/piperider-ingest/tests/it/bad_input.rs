@@ -500,7 +500,8 @@ on_both!(
             .header("content-type", "application/json")
             .body(Body::from(json!({"choice": "accept_all"}).to_string()))
             .unwrap();
-        let (status, headers, _) = h.send(CLIENT_IP, request).await;
+        let (status, headers, answer) = h.send(CLIENT_IP, request).await;
+        let visitor = serde_json::from_slice::<Value>(&answer).unwrap()["visitor_id"].clone();
         assert_eq!(status, StatusCode::OK);
         let cookie = headers["set-cookie"]
             .to_str()
@@ -520,7 +521,7 @@ on_both!(
                 "event_id": uuid::Uuid::new_v4().to_string(),
                 "event_type": event_type,
                 "timestamp": chrono::Utc::now().to_rfc3339(),
-                "visitor_id": "c0ffee0123456789abcdef0123456789",
+                "visitor_id": visitor,
                 "route": route,
             });
             cloud
