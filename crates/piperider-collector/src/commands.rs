@@ -124,26 +124,12 @@ impl Collector {
 
     /// Asks the backend to delete everything stored for this user, then resets.
     pub fn forget(&self) -> Result<piperider_event::UserId, ForgetError> {
-        let store = self.profile_store()?;
-        let profile = store.load()?.ok_or_else(|| ForgetError::NoProfile {
-            path: store.path().to_path_buf(),
-        })?;
-        let endpoint = self.endpoint().ok_or_else(|| ForgetError::NoEndpoint {
-            var: self.app.endpoint_var(),
-        })?;
+        let (user_id, secret, endpoint) = self.owner_request()?;
         // Pending events would re-create what is being deleted.
         self.drop_pending();
-        let secret = profile
-            .owner_secret
-            .as_ref()
-            .ok_or(ForgetError::NotProved)?;
-        match sender::request_deletion(
-            &endpoint,
-            &profile.user_id,
-            secret,
-            &SenderPolicy::default(),
-        )
-        .map_err(ForgetError::Request)?
+        let policy = SenderPolicy::default();
+        match sender::request_deletion(&endpoint, &user_id, &secret, &policy)
+            .map_err(ForgetError::Request)?
         {
             OwnerAnswer::Done(_) => Ok(self.reset()?),
             OwnerAnswer::NotProved => Err(ForgetError::NotProved),
@@ -153,6 +139,29 @@ impl Collector {
     /// Everything the backend holds about this user, as its JSON answer
     /// (`GET /v1/users/{user_id}` with the profile's proof).
     pub fn held(&self) -> Result<serde_json::Value, ForgetError> {
+        let (user_id, secret, endpoint) = self.owner_request()?;
+        let policy = SenderPolicy::default();
+        match sender::request_held(&endpoint, &user_id, &secret, &policy)
+            .map_err(ForgetError::Request)?
+        {
+            OwnerAnswer::Done(body) => serde_json::from_slice(&body)
+                .map_err(|_| ForgetError::Request("the backend's answer is not JSON".into())),
+            OwnerAnswer::NotProved => Err(ForgetError::NotProved),
+        }
+    }
+
+    /// What an owner's request needs: the profile's user id and secret,
+    /// and the endpoint to ask.
+    fn owner_request(
+        &self,
+    ) -> Result<
+        (
+            piperider_event::UserId,
+            piperider_event::OwnerSecret,
+            String,
+        ),
+        ForgetError,
+    > {
         let store = self.profile_store()?;
         let profile = store.load()?.ok_or_else(|| ForgetError::NoProfile {
             path: store.path().to_path_buf(),
@@ -160,22 +169,8 @@ impl Collector {
         let endpoint = self.endpoint().ok_or_else(|| ForgetError::NoEndpoint {
             var: self.app.endpoint_var(),
         })?;
-        let secret = profile
-            .owner_secret
-            .as_ref()
-            .ok_or(ForgetError::NotProved)?;
-        match sender::request_held(
-            &endpoint,
-            &profile.user_id,
-            secret,
-            &SenderPolicy::default(),
-        )
-        .map_err(ForgetError::Request)?
-        {
-            OwnerAnswer::Done(body) => serde_json::from_slice(&body)
-                .map_err(|_| ForgetError::Request("the backend's answer is not JSON".into())),
-            OwnerAnswer::NotProved => Err(ForgetError::NotProved),
-        }
+        let secret = profile.owner_secret.ok_or(ForgetError::NotProved)?;
+        Ok((profile.user_id, secret, endpoint))
     }
 
     fn drop_pending(&self) -> usize {
