@@ -20,11 +20,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test               run every test suite (tidy, codegen --check, cargo test)
+  test               run every test suite (tidy, codegen --check, cargo test, examples)
   codegen [--check]  write docs/schema/ from the Rust types; --check fails when stale
   lint               cargo fmt --check and cargo clippy --all-targets -D warnings
   tidy               check crate layering and manifest rules
   bench [--quick]    measure the speed targets; writes target/bench/report.json
+  examples           every crate's examples alone (also run by `test`)
   faults             the fault-injection cases alone (also run by `test`)
   fuzz [--cases N]   the never-panics property tests with N cases each (default 20,000):
                      event parser, profile reader, consent cookie, request bodies (gzip too)
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::run(),
         ["bench"] => bench(&["bench"]),
         ["bench", "--quick"] => bench(&["bench", "--quick"]),
+        ["examples"] => run_examples(&mut Totals::default()),
         ["faults"] => match faults() {
             Ok((_, 0)) => Ok(()),
             Ok((passed, failed)) => Err(format!("faults: {passed} passed, {failed} failed")),
@@ -242,6 +244,7 @@ fn test() -> Result {
         &mut cmd,
         &mut totals,
     );
+    let examples = run_examples(&mut totals);
     eprintln!("xtask: == fault injection (release binaries)");
     let fault_cases = faults();
     if let Ok((passed, failed)) = &fault_cases {
@@ -254,6 +257,7 @@ fn test() -> Result {
     }
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
     cargo_tests?;
+    examples?;
     match fault_cases {
         Ok((_, 0)) => {}
         Ok((_, failed)) => return Err(format!("{failed} fault-injection case(s) failed")),
@@ -310,6 +314,50 @@ fn run_tests(name: &str, cmd: &mut Command, totals: &mut Totals) -> Result {
         Ok(())
     } else {
         Err(format!("{name} failed ({status})"))
+    }
+}
+
+/// Runs every crate's `examples/*.rs` (each must exit 0), counting each
+/// as a test.
+fn run_examples(totals: &mut Totals) -> Result {
+    eprintln!("xtask: == examples");
+    let mut failed = Vec::new();
+    let crates = std::fs::read_dir(root().join("crates")).map_err(|e| format!("crates/: {e}"))?;
+    let mut found: Vec<(String, String)> = Vec::new();
+    for krate in crates.filter_map(|e| e.ok()) {
+        let Ok(examples) = std::fs::read_dir(krate.path().join("examples")) else {
+            continue;
+        };
+        for example in examples.filter_map(|e| e.ok()) {
+            let name = example.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".rs") {
+                found.push((
+                    krate.file_name().to_string_lossy().into_owned(),
+                    stem.to_string(),
+                ));
+            }
+        }
+    }
+    found.sort();
+    for (krate, example) in found {
+        let status = cargo()
+            .args(["run", "--quiet", "-p", &krate, "--example", &example])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("starting cargo: {e}"))?;
+        if status.success() {
+            println!("example {krate}/{example} ... ok");
+            totals.passed += 1;
+        } else {
+            println!("example {krate}/{example} ... FAILED ({status})");
+            totals.failed += 1;
+            failed.push(format!("{krate}/{example}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("examples failed: {}", failed.join(", ")))
     }
 }
 
