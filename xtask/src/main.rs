@@ -22,7 +22,7 @@ usage: cargo xtask <task>
 tasks:
   test               run every test suite (tidy, codegen --check, cargo test, examples)
   codegen [--check]  write docs/schema/ from the Rust types; --check fails when stale
-  lint               cargo fmt --check and cargo clippy --all-targets -D warnings
+  lint               cargo fmt --check, cargo doc and cargo clippy --all-targets, warnings denied
   tidy               check crate layering and manifest rules
   bench [--quick]    measure the speed targets; writes target/bench/report.json
   examples           every crate's examples alone (also run by `test`)
@@ -410,6 +410,12 @@ fn libfuzzer(seconds: u64) -> Result {
 
 fn lint() -> Result {
     run_step("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
+    run_step(
+        "rustdoc (warnings denied)",
+        cargo()
+            .args(["doc", "--no-deps", "--workspace"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     run_step(
         "clippy",
         cargo().args([

@@ -5,6 +5,10 @@
 //! through the collector, with its real outcome, duration and figures. The
 //! telemetry commands themselves record nothing.
 
+// The doc comments of the commands are their `--help` text, where a path
+// such as `outputs/<time>/run.json` is written as the user types it.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod app;
 mod assertions;
 mod datasource;

@@ -2,13 +2,14 @@
 //! one layer or one extractor.
 //!
 //! - Client routes (`/v1/batch`, `/v1/deletion-requests`, `/v1/consent`,
-//!   `/v1/cloud/events`, `/admin/login`) pass the [`admission`] layer: the
+//!   `/v1/cloud/events`, `/v1/users/{user_id}`, `/admin/login`) pass the
+//!   `admission` layer: the
 //!   client's address under one proxy-trust rule, its rate limit, the body
 //!   limit.
-//! - Admin routes take the [`auth::Admin`] extractor.
-//! - Inputs come through the [`body`] extractors; every refusal, an unknown
+//! - Admin routes take the `auth::Admin` extractor.
+//! - Inputs come through the `body` extractors; every refusal, an unknown
 //!   route or method and a timeout included, is the one JSON error shape.
-//! - Every request is counted and timed ([`crate::metrics::ObserveLayer`])
+//! - Every request is counted and timed (`metrics::ObserveLayer`)
 //!   and given at most the configured time.
 //!
 //! The route list is written once, in [`app`]; [`routes`] reads it back so a

@@ -3,8 +3,8 @@
 //!
 //! A [`Store`] owns its writers: [`Store::connect`] runs the migrations and
 //! starts them, every clone shares them, and [`Store::close`] drains them.
-//! Writes are group-committed ([`group`]) by the backend's own writer
-//! ([`sqlite`], [`postgres`]) and acknowledged only once durable; reads of
+//! Writes are group-committed (`group`) by the backend's own writer
+//! (`sqlite`, `postgres`) and acknowledged only once durable; reads of
 //! the rollups ([`reports`]) first make them include every acknowledged
 //! event.
 //!

@@ -25,7 +25,7 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 /// Requests queued for the writers at most (then senders wait).
 pub(crate) const QUEUE: usize = 4096;
 
-/// What became of one event handed to [`super::Store::write`].
+/// What became of one event handed to the store's `write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     Accepted,
