@@ -220,15 +220,14 @@ impl Collector {
 
     /// What the rules read, and nothing else of the collector.
     fn inputs(&self) -> decision::Inputs<'_> {
+        let configured = self.configured_endpoint();
         decision::Inputs {
             app: &self.app,
             env: &self.env,
             home: self.home.as_ref(),
             cwd: &self.cwd,
-            has_endpoint: self.configured_endpoint().is_some(),
-            insecure_endpoint: self
-                .configured_endpoint()
-                .is_some_and(|e| !endpoint_is_safe(&e)),
+            has_endpoint: configured.is_some(),
+            insecure_endpoint: configured.is_some_and(|e| !endpoint_is_safe(&e)),
         }
     }
 

@@ -39,7 +39,7 @@ pub fn may_track_visitor(
 ) -> bool {
     let record = cookie.and_then(|c| codec.decode(c));
     state(record.as_ref(), policy, now) == ConsentState::Granted
-        && record.and_then(|r| r.visitor).is_none_or(|v| &v == visitor)
+        && record.is_some_and(|r| r.admits(visitor))
 }
 
 /// May telemetry record this request? Only with a valid, current,

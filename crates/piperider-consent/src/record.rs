@@ -150,6 +150,12 @@ impl ConsentRecord {
         }
     }
 
+    /// Whether an event of `visitor` may count under this record: the
+    /// visitor it named, or any in a record made before records named one.
+    pub fn admits(&self, visitor: &VisitorId) -> bool {
+        self.visitor.as_ref().is_none_or(|v| v == visitor)
+    }
+
     /// The visitor id whose Cloud events go when `self` replaces
     /// `previous`: the one `previous` named, unless `self` names it too.
     pub fn withdrawn<'a>(&self, previous: Option<&'a ConsentRecord>) -> Option<&'a VisitorId> {

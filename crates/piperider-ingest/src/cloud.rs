@@ -15,7 +15,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use piperider_consent::{COOKIE_NAME, Choice, ConsentAnswer, ConsentRecord};
+use piperider_consent::{COOKIE_NAME, Choice, ConsentAnswer, ConsentRecord, ConsentState};
 use piperider_event::{CloudEvent, EventError, WireEvent};
 use serde::Deserialize;
 
@@ -134,10 +134,14 @@ pub(crate) async fn event(
         app.metrics.count_event("dropped", "no_consent");
         Ok(StatusCode::NO_CONTENT.into_response())
     };
-    let cookie = consent_cookie(&headers);
-    if !piperider_consent::may_track(cookie, &app.consent_codec, &app.consent_policy, now) {
+    // The cookie is read and its signature checked once: consent first,
+    // before the body is read; its visitor once the event is parsed.
+    let record = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
+    let Some(record) = record.filter(|r| {
+        piperider_consent::state(Some(r), &app.consent_policy, now) == ConsentState::Granted
+    }) else {
         return dropped();
-    }
+    };
     let JsonBody(bytes, _) = body?;
     let event = CloudEvent::parse(&bytes, now).map_err(|e| {
         app.metrics.count_event("rejected", "cloud_invalid");
@@ -149,13 +153,7 @@ pub(crate) async fn event(
         }
     })?;
     // Only the visitor the Accept All named: what withdrawing deletes.
-    if !piperider_consent::may_track_visitor(
-        cookie,
-        &app.consent_codec,
-        &app.consent_policy,
-        now,
-        &event.visitor_id,
-    ) {
+    if !record.admits(&event.visitor_id) {
         return dropped();
     }
     app.store

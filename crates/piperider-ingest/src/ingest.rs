@@ -75,7 +75,8 @@ fn sort(app: &AppState, batch: &RawBatch<'_>, client: Client) -> Sorted {
                     received_at,
                     &field,
                     &reason,
-                    raw,
+                    raw.len(),
+                    value.as_ref(),
                     user_hash,
                 ));
                 let event_id = value.and_then(|v| v.get("event_id")?.as_str()?.parse().ok());

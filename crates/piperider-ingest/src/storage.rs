@@ -328,27 +328,24 @@ impl Store {
     /// The owner key `user_id` is bound to: live, or kept by its tombstone
     /// once the user was deleted.
     pub(crate) async fn owner(&self, user_id: &str) -> Result<Owner, StorageError> {
-        let hash = self.user_hash(user_id);
-        let (live, deleted): (Option<String>, Option<String>) = on_pool!(&self.0.backend, pool => {
-            let live = sqlx::query_scalar("SELECT owner_key FROM owner_keys WHERE user_id = $1")
+        let key = |k: Option<String>| k.and_then(|k| piperider_event::OwnerKey::try_from(k).ok());
+        let live: Option<String> = on_pool!(&self.0.backend, pool => {
+            sqlx::query_scalar("SELECT owner_key FROM owner_keys WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(pool)
-                .await?;
-            let deleted = sqlx::query_scalar::<_, Option<String>>(
-                "SELECT owner_key FROM deleted_users WHERE user_hash = $1",
-            )
-            .bind(&hash)
-            .fetch_optional(pool)
-            .await?
-            .flatten();
-            (live, deleted)
+                .await?
         });
-        let key = |k: String| piperider_event::OwnerKey::try_from(k).ok();
-        Ok(match (live.and_then(key), deleted.and_then(key)) {
-            (Some(k), _) => Owner::Bound(k),
-            (None, Some(k)) => Owner::Deleted(k),
-            (None, None) => Owner::Unknown,
-        })
+        if let Some(k) = key(live) {
+            return Ok(Owner::Bound(k));
+        }
+        let hash = self.user_hash(user_id);
+        let deleted: Option<Option<String>> = on_pool!(&self.0.backend, pool => {
+            sqlx::query_scalar("SELECT owner_key FROM deleted_users WHERE user_hash = $1")
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(key(deleted.flatten()).map_or(Owner::Unknown, Owner::Deleted))
     }
 
     /// Deletes quarantined events received before `before_ms`.

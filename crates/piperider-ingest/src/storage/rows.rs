@@ -291,20 +291,22 @@ fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
 }
 
 impl QuarantineRow {
-    /// The row of `raw`, refused at `field` for `reason`: each text cut to
-    /// its bound; the keys of the event (none when it is not a JSON
-    /// object); `user_hash` the salted hash of its user id, when readable.
+    /// The row of an event of `size` bytes, refused at `field` for
+    /// `reason`: each text cut to its bound; the keys of `value`, the event
+    /// as JSON (none when it is not JSON); `user_hash` the salted hash of
+    /// its user id, when readable.
     pub(crate) fn new(
         received_at: i64,
         field: &str,
         reason: &str,
-        raw: &[u8],
+        size: usize,
+        value: Option<&serde_json::Value>,
         user_hash: Option<String>,
     ) -> Self {
         let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
         let mut paths = Vec::new();
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw) {
-            key_paths(&value, "", &mut paths);
+        if let Some(value) = value {
+            key_paths(value, "", &mut paths);
         }
         paths.sort();
         paths.dedup();
@@ -312,7 +314,7 @@ impl QuarantineRow {
             received_at,
             field: cut(field, QUARANTINE_FIELD_CHARS),
             reason: cut(reason, QUARANTINE_REASON_CHARS),
-            size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
             keys: cut_bytes(paths.join(","), QUARANTINE_KEYS_BYTES),
             user_hash,
         }
