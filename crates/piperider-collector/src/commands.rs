@@ -15,16 +15,27 @@ use crate::{Collector, Spool};
 /// The state `piperider telemetry status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct TelemetryStatus {
+    /// Whether the next command would record an event.
     pub enabled: bool,
+    /// The rule that decided, as a stable name (`do_not_track`, `enabled`, ...).
     pub reason: String,
+    /// The rule that decided, in words, with how to change it.
     pub explanation: String,
+    /// The profile's user id, when there is a profile.
     pub user_id: Option<String>,
+    /// The project's telemetry id, inside a project that has one.
     pub project_id: Option<String>,
+    /// Where the profile is (or would be).
     pub profile_path: PathBuf,
+    /// The project's config file, inside a project.
     pub project_config: Option<PathBuf>,
+    /// Events on disk, not yet answered by the backend.
     pub pending_events: usize,
+    /// Events the spool's cap has dropped, ever.
     pub dropped_events: u64,
+    /// Where events go, when a safe endpoint is configured.
     pub endpoint: Option<String>,
+    /// Whether debug mode prints events instead of sending them.
     pub debug: bool,
 }
 
@@ -37,10 +48,16 @@ pub enum ForgetError {
     Profile(#[from] ProfileError),
     /// There is no profile: nothing was ever sent about this user.
     #[error("{}: no profile, so nothing was sent about you", path.display())]
-    NoProfile { path: PathBuf },
+    NoProfile {
+        /// Where the profile would be.
+        path: PathBuf,
+    },
     /// No backend is configured to ask.
     #[error("no endpoint: set {var}")]
-    NoEndpoint { var: String },
+    NoEndpoint {
+        /// The variable that sets it (`PIPERIDER_TELEMETRY_ENDPOINT`).
+        var: String,
+    },
     /// The backend could not check that the user id is this user's: it
     /// holds no key for it (nothing sent since the profile got its
     /// `telemetry_secret`), or a key of another profile.

@@ -81,15 +81,21 @@ impl Reason {
 /// The outcome of the rules, with what they read.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// Whether an event may be recorded.
     pub enabled: bool,
+    /// The first rule that matched.
     pub reason: Reason,
+    /// The profile as read, when there is one and it could be read.
     pub profile: Option<Profile>,
     /// Why the profile could not be read, when it could not.
     pub profile_error: Option<String>,
+    /// The config file of the project the command ran in.
     pub project_config: Option<PathBuf>,
+    /// The project's telemetry id; `None` outside a project or when removed.
     pub project_id: Option<ProjectId>,
     /// The first data source type the project configures.
     pub datasource_type: Option<String>,
+    /// The CI vendor (`github_actions`, ...), when the command runs in CI.
     pub ci: Option<&'static str>,
 }
 

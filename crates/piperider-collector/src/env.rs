@@ -9,6 +9,8 @@ pub struct Env {
 }
 
 impl Env {
+    /// The process's variables; those that are not UTF-8 are left out, and
+    /// a value that is not is read lossily.
     pub fn from_process() -> Self {
         Env {
             vars: std::env::vars_os()
@@ -19,6 +21,8 @@ impl Env {
         }
     }
 
+    /// Exactly these variables, and no others: what tests and examples use
+    /// so that the machine's own settings cannot leak in.
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
@@ -30,6 +34,7 @@ impl Env {
         }
     }
 
+    /// The variable's value, when set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }

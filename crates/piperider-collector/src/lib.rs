@@ -17,6 +17,8 @@
 //! telemetry: status, enable, disable, reset, forget, pending, and the
 //! sender (`commands.rs`).
 
+#![warn(missing_docs)]
+
 mod commands;
 mod decision;
 mod device;
@@ -44,8 +46,12 @@ pub use spool::{Spool, SpoolLimits, SpooledEvent};
 /// and its variables, `{NAME}_TELEMETRY_*`), version and runtime.
 #[derive(Debug, Clone)]
 pub struct AppInfo {
+    /// Lowercase app name (`piperider`); another CLI uses its own, and so
+    /// gets its own folder, profile and variables.
     pub name: String,
+    /// The app's version, sent as `app_version` (and `initial_version` on a new profile).
     pub version: String,
+    /// The runtime the app runs on, sent as is.
     pub runtime: Runtime,
     /// Where events go when `{NAME}_TELEMETRY_ENDPOINT` is not set. With
     /// neither, nothing is recorded.

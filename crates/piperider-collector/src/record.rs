@@ -17,9 +17,13 @@ use crate::{Collector, NoticeOut, device, sender};
 /// One finished command, as the host reports it.
 #[derive(Debug, Clone)]
 pub struct CommandRecord {
+    /// The command that ran; another CLI names its own (see [`CommandName::new`]).
     pub command: CommandName,
+    /// How it ended.
     pub status: Status,
+    /// How long it took, measured by the host.
     pub duration: Duration,
+    /// What it counted, for commands that count (`run`).
     pub stats: Option<Stats>,
     /// The data source type the command used (`sqlite`, `postgres`); when
     /// `None` inside a project, the first configured one is reported.
@@ -37,7 +41,9 @@ pub enum Recorded {
     Printed,
     /// In the spool; `sender_started` when this call started a sender.
     Queued {
+        /// Whether this call started a detached sender (at most one runs).
         sender_started: bool,
+        /// How many of the oldest events the spool's cap dropped to make room.
         dropped: usize,
     },
     /// Something failed; it was logged and nothing else happened.

@@ -32,14 +32,20 @@ const LINGER_POLL: Duration = Duration::from_millis(25);
 /// How the sender paces itself.
 #[derive(Debug, Clone)]
 pub struct SenderPolicy {
+    /// Most events per request (100; the backend takes up to 500).
     pub batch_events: usize,
+    /// Most bytes per request body (512 KiB, under the backend's 1 MiB).
     pub batch_bytes: usize,
+    /// How long to wait for a connection (3 s): a detached sender may wait,
+    /// but should not hang on a dead address.
     pub connect_timeout: Duration,
+    /// How long to wait for a whole answer (10 s).
     pub request_timeout: Duration,
     /// Attempts within one sender run before it leaves the rest to a later command.
     pub attempts_per_run: u32,
     /// First backoff delay; doubles with each consecutive failure.
     pub base_backoff: Duration,
+    /// The longest backoff (an hour), so a long outage is retried hourly.
     pub max_backoff: Duration,
     /// How long to wait for more events once the spool is empty.
     pub linger: Duration,
@@ -127,9 +133,13 @@ pub(crate) fn spawn_detached(exe: &Path) -> io::Result<()> {
 /// What one sender run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SendReport {
+    /// Events the backend stored (accepted or duplicate), now off the disk.
     pub sent: usize,
+    /// Events the backend refused for good, now off the disk (and logged).
     pub rejected: usize,
+    /// Spool files that were not events, moved out of the way.
     pub set_aside: usize,
+    /// Requests that failed and were backed off from.
     pub failed_attempts: u32,
     /// Another sender held the lock; this one did nothing.
     pub already_running: bool,

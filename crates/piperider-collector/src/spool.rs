@@ -22,7 +22,9 @@ use crate::files;
 /// How much the spool may hold before the oldest events are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolLimits {
+    /// Most events on disk (1,000): a machine offline for months keeps the newest.
     pub max_events: usize,
+    /// Most bytes on disk (1 MiB).
     pub max_bytes: u64,
 }
 
@@ -38,7 +40,9 @@ impl Default for SpoolLimits {
 /// One waiting event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledEvent {
+    /// The file's name: time-ordered, so names sort oldest first.
     pub name: String,
+    /// The file's size.
     pub bytes: u64,
 }
 
@@ -84,6 +88,7 @@ const TMP_PREFIX: &str = ".tmp-";
 const KEEP_CORRUPT: usize = 20;
 
 impl Spool {
+    /// The spool in `dir` (created, private, on the first append).
     pub fn new(dir: impl Into<PathBuf>, limits: SpoolLimits) -> Self {
         Spool {
             dir: dir.into(),
@@ -99,6 +104,7 @@ impl Spool {
         self
     }
 
+    /// The spool's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -203,10 +209,12 @@ impl Spool {
         Ok(events)
     }
 
+    /// Events waiting; 0 when the folder cannot be read.
     pub fn len(&self) -> usize {
         self.list().map(|l| l.len()).unwrap_or(0)
     }
 
+    /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -41,6 +41,8 @@ impl CookieCodec {
             .expect("HMAC takes a key of any length")
     }
 
+    /// The cookie's value: the record as URL-safe base64 JSON, a dot, and
+    /// its HMAC-SHA256, so a browser can read its choice but not forge one.
     pub fn encode(&self, record: &ConsentRecord) -> String {
         let json = serde_json::to_vec(record).expect("a record always serializes");
         let payload = URL_SAFE_NO_PAD.encode(json);

@@ -56,7 +56,9 @@ pub fn set_cookie(
 /// visitor stands now, under which policy, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ConsentAnswer {
+    /// Pending (show the banner), granted or denied.
     pub state: ConsentState,
+    /// The policy in force, which the banner should name.
     pub policy_version: u32,
     /// The choice in force; `null` while pending.
     pub choice: Option<Choice>,

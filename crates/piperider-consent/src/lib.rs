@@ -14,6 +14,8 @@
 //!
 //! No IO: times come in as arguments.
 
+#![warn(missing_docs)]
+
 mod cookie;
 mod http;
 mod record;

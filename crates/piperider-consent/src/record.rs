@@ -32,11 +32,14 @@ pub enum Purpose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
+    /// The session cookie and Cloud telemetry.
     AcceptAll,
+    /// The session cookie only.
     NecessaryOnly,
 }
 
 impl Choice {
+    /// Whether this choice lets `purpose` run.
     pub fn allows(self, purpose: Purpose) -> bool {
         match purpose {
             Purpose::Necessary => true,
@@ -44,6 +47,7 @@ impl Choice {
         }
     }
 
+    /// The name on the wire and in the audit trail.
     pub fn as_str(self) -> &'static str {
         match self {
             Choice::AcceptAll => "accept_all",
@@ -58,7 +62,9 @@ impl Choice {
 pub enum ConsentState {
     /// No valid, current decision: show the banner, track nothing.
     Pending,
+    /// Accept All, under the current policy and within its time to live.
     Granted,
+    /// Necessary Only, under the current policy and within its time to live.
     Denied,
 }
 
@@ -69,10 +75,12 @@ pub enum ConsentState {
 pub struct ConsentId(String);
 
 impl ConsentId {
+    /// A fresh id (a UUID v4 as 32 lowercase hex digits) for a new decision.
     pub fn random() -> Self {
         ConsentId(uuid::Uuid::new_v4().simple().to_string())
     }
 
+    /// The id as stored: 32 lowercase hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -100,7 +108,9 @@ pub struct ConsentRecord {
     pub v: u8,
     /// The policy version the visitor saw.
     pub policy: u32,
+    /// What the visitor chose.
     pub choice: Choice,
+    /// This decision's own id, which names its row in the audit trail.
     pub id: ConsentId,
     /// When the visitor chose, in seconds since the epoch (UTC).
     pub at: i64,
@@ -164,6 +174,7 @@ impl ConsentRecord {
             .filter(|v| self.visitor.as_ref() != Some(*v))
     }
 
+    /// When the visitor chose; `None` for a time out of range.
     pub fn decided_at(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp(self.at, 0)
     }
@@ -191,7 +202,9 @@ impl ConsentRecord {
 /// it was made (visits do not extend it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// Raised when the banner's wording or the purposes change.
     pub version: u32,
+    /// How long a decision counts.
     pub ttl: TimeDelta,
 }
 
@@ -199,6 +212,7 @@ impl Policy {
     /// The default time to live: 182 days (about six months).
     pub const DEFAULT_TTL: TimeDelta = TimeDelta::days(182);
 
+    /// Policy `version` with the default time to live.
     pub fn new(version: u32) -> Self {
         Policy {
             version,

@@ -31,12 +31,17 @@ pub struct CliEvent {
     pub event_type: CommandName,
     /// When the command finished, RFC 3339 in UTC.
     pub timestamp: DateTime<Utc>,
+    /// The user from `profile.yml`; or, in CI, a salted pseudonym of the repository.
     pub user_id: UserId,
     /// The public key of the profile's secret (see [`OwnerKey`]); absent in CI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key: Option<OwnerKey>,
+    /// The machine, as a salted digest: the same machine and user give the
+    /// same id, and nothing about the machine can be read back from it.
     pub device_id: DeviceId,
+    /// Where the command ran.
     pub platform: Platform,
+    /// The runtime the CLI ran on (for PipeRider, Python and its version).
     pub runtime: Runtime,
     /// Version of the CLI that ran the command.
     #[schemars(length(min = 1, max = MAX_VERSION_LEN), regex(pattern = PRINTABLE_PATTERN))]
@@ -51,6 +56,7 @@ pub struct CliEvent {
     pub project: Option<Project>,
     /// What the command counted, or null for commands that count nothing.
     pub stats: Option<Stats>,
+    /// How the command ended and how long it took.
     pub outcome: Outcome,
 }
 
@@ -73,8 +79,10 @@ pub struct Platform {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
+    /// `python`, `rust`, ...
     #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = TOKEN_PATTERN))]
     pub name: String,
+    /// The runtime's version (`3.11.7`).
     #[schemars(length(min = 1, max = MAX_VERSION_LEN), regex(pattern = PRINTABLE_PATTERN))]
     pub version: String,
 }
@@ -83,6 +91,7 @@ pub struct Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Project {
+    /// The telemetry id `piperider init` wrote to `.piperider/config.yml`.
     pub project_id: ProjectId,
     /// The data source type the command used (`sqlite`, `postgres`, ...), null when none is configured.
     #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = TOKEN_PATTERN))]
@@ -93,18 +102,25 @@ pub struct Project {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
+    /// Tables profiled.
     #[schemars(range(max = MAX_TABLES))]
     pub tables: u64,
+    /// Columns profiled, over all tables.
     #[schemars(range(max = MAX_COLUMNS))]
     pub columns: u64,
+    /// Rows profiled, over all tables.
     #[schemars(range(max = MAX_ROWS))]
     pub rows: u64,
+    /// Assertions of PipeRider's own kinds that ran.
     #[schemars(range(max = MAX_ASSERTIONS))]
     pub builtin_assertions: u64,
+    /// Assertions the user wrote that ran.
     #[schemars(range(max = MAX_ASSERTIONS))]
     pub custom_assertions: u64,
+    /// Assertions that passed; with `failed_assertions`, at most the assertions that ran.
     #[schemars(range(max = MAX_ASSERTIONS))]
     pub passed_assertions: u64,
+    /// Assertions that failed.
     #[schemars(range(max = MAX_ASSERTIONS))]
     pub failed_assertions: u64,
 }
@@ -113,24 +129,28 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outcome {
+    /// Whether the command finished, failed or was interrupted.
     pub status: Status,
     /// Wall time of the command in milliseconds.
     #[schemars(range(max = MAX_DURATION_MS))]
     pub duration_ms: u64,
 }
 
-/// `ok`: finished as intended (a run whose assertions failed is still `ok`);
-/// `error`: failed (bad configuration, unreachable database, ...);
-/// `aborted`: interrupted (Ctrl-C, a signal).
+/// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::names_enum)]
 pub enum Status {
+    /// Finished as intended (a run whose assertions failed is still `ok`).
     Ok,
+    /// Failed (bad configuration, unreachable database, ...); the message itself is never sent.
     Error,
+    /// Interrupted (Ctrl-C, a signal).
     Aborted,
 }
 
 impl Status {
+    /// The name on the wire and in the backend's tables.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -146,15 +166,30 @@ impl Status {
 pub struct CommandName(Cow<'static, str>);
 
 impl CommandName {
+    /// `piperider init`: creates the project and its telemetry id.
     pub const INIT: CommandName = CommandName(Cow::Borrowed("init"));
+    /// `piperider run`: profiles the data source and runs the assertions.
     pub const RUN: CommandName = CommandName(Cow::Borrowed("run"));
+    /// `piperider generate-assertions`: proposes assertions from a profile.
     pub const GENERATE_ASSERTIONS: CommandName = CommandName(Cow::Borrowed("generate-assertions"));
+    /// `piperider generate-report`: renders a run as a report.
     pub const GENERATE_REPORT: CommandName = CommandName(Cow::Borrowed("generate-report"));
 
+    /// Any other command name, checked as the backend checks it. Another CLI
+    /// sending to a backend it shares with PipeRider prefixes its own
+    /// commands with its name and a dot (`mytool.deploy`), so that no count
+    /// of PipeRider's commands includes them.
+    ///
+    /// ```
+    /// use piperider_event::CommandName;
+    /// assert_eq!(CommandName::new("mytool.deploy").unwrap().as_str(), "mytool.deploy");
+    /// assert!(CommandName::new("Deploy Now").is_err());
+    /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, Violation> {
         Self::try_from(name.into())
     }
 
+    /// The name on the wire.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -38,9 +38,11 @@ pub struct CloudEvent {
     /// Made by the browser; the backend stores each event id once.
     #[schemars(extend("not" = {"const": "00000000-0000-0000-0000-000000000000"}))]
     pub event_id: EventId,
+    /// What happened.
     pub event_type: CloudEventType,
     /// When it happened, RFC 3339 in UTC.
     pub timestamp: DateTime<Utc>,
+    /// The browser's random id, made once consent is given and forgotten with it.
     pub visitor_id: VisitorId,
     /// The route template of the page it happened on.
     pub route: RouteTemplate,
@@ -63,21 +65,34 @@ pub struct CloudEvent {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::names_enum)]
 pub enum CloudEventType {
+    /// A page was shown (its route template, never its URL).
     PageView,
+    /// Where the reports of a comparison came from, in `sources`.
     ComparisonSources,
+    /// A metric was picked on the historical trend graph; `metric` names it.
     TrendMetricSelected,
+    /// The visitor logged in.
     Login,
+    /// The visitor logged out.
     Logout,
+    /// The visitor saved their profile.
     UpdateProfile,
+    /// A report was uploaded.
     UploadReport,
+    /// A report was shared.
     ShareReport,
+    /// The feedback form was opened.
     OpenFeedbackForm,
+    /// The feedback form was sent (its text is never part of the event).
     SubmitFeedback,
+    /// Reports were compared (the action; `comparison_sources` carries where they came from).
     CompareReports,
 }
 
 impl CloudEventType {
+    /// Every type, in the order the dashboard lists them.
     pub const ALL: [CloudEventType; 11] = [
         CloudEventType::PageView,
         CloudEventType::ComparisonSources,
@@ -92,6 +107,7 @@ impl CloudEventType {
         CloudEventType::CompareReports,
     ];
 
+    /// The name on the wire and in the backend's tables.
     pub fn as_str(self) -> &'static str {
         match self {
             CloudEventType::PageView => "page_view",
@@ -136,6 +152,7 @@ impl fmt::Display for CloudEventType {
 pub struct RouteTemplate(String);
 
 impl RouteTemplate {
+    /// The template as sent (`/reports/:id`).
     pub fn as_str(&self) -> &str {
         &self.0
     }

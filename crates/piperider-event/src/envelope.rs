@@ -13,8 +13,10 @@ use crate::{EventError, EventId, SCHEMA_VERSION, Violation};
 
 /// What the backend needs of any event type.
 pub trait WireEvent: Serialize + DeserializeOwned + JsonSchema {
+    /// The id the backend stores once: resends of an event are duplicates.
     fn event_id(&self) -> EventId;
 
+    /// When the event happened, checked against the receiver's clock.
     fn timestamp(&self) -> DateTime<Utc>;
 
     /// Checks every rule beyond the JSON shape: limits, the timestamp window
@@ -85,6 +87,7 @@ pub(crate) fn check_envelope(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch<E> {
+    /// At most 500 events (`MAX_BATCH_EVENTS`), answered one result each, in this order.
     #[schemars(length(max = crate::limits::MAX_BATCH_EVENTS))]
     pub events: Vec<E>,
 }

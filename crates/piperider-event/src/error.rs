@@ -9,11 +9,14 @@ use std::fmt;
 /// things that must not end up in logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    /// The JSON path of the field that broke the rule.
     pub field: String,
+    /// The rule, in words; never the value.
     pub reason: String,
 }
 
 impl Violation {
+    /// A broken rule of `field`; `reason` must not quote the value.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Violation {
             field: field.into(),
@@ -36,7 +39,12 @@ impl std::error::Error for Violation {}
 pub enum EventError {
     /// The serialized event is larger than [`crate::limits::MAX_EVENT_BYTES`].
     #[error("event is {size} bytes, more than the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The event's size in bytes.
+        size: usize,
+        /// The most bytes an event may have.
+        limit: usize,
+    },
     /// The JSON does not have the shape of an event (wrong type, missing or unknown field).
     #[error("{0}")]
     Shape(Violation),

@@ -30,6 +30,7 @@ macro_rules! hex_id {
                 $name(uuid::Uuid::new_v4().simple().to_string())
             }
 
+            /// The id as sent: lowercase hex digits.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -10,6 +10,8 @@
 //! clock; functions that need "now" take it as an argument. Fresh random
 //! ids and owner secrets take the operating system's random source.
 
+#![warn(missing_docs)]
+
 mod cli;
 mod cloud;
 mod envelope;

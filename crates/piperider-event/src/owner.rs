@@ -66,6 +66,7 @@ pub struct OwnerKey(String);
 const OWNER_KEY_DOC: &str = "The Ed25519 public key of the user's profile secret, 64 lowercase hex digits: deletion and access requests for this user id must be signed by its secret. The first stored event that carries one binds it to the user id for good. Absent in CI, where there is no profile.";
 
 impl OwnerKey {
+    /// The key as sent: 64 lowercase hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -152,6 +153,8 @@ pub enum OwnerAction {
 }
 
 impl OwnerAction {
+    /// The action's name inside the signed message, so that a proof made
+    /// to read cannot be replayed to delete.
     pub fn as_str(self) -> &'static str {
         match self {
             OwnerAction::Delete => "delete",
@@ -189,6 +192,8 @@ impl OwnerSecret {
         unhex::<32>(s).map(|seed| OwnerSecret(SigningKey::from_bytes(&seed)))
     }
 
+    /// The secret as 64 lowercase hex digits, as `profile.yml` keeps it
+    /// (`telemetry_secret`). Whoever has it can delete the user's data.
     pub fn to_hex(&self) -> String {
         hex(&self.0.to_bytes())
     }
@@ -277,8 +282,11 @@ impl OwnerProof {
 /// it does a user id it holds no key for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// The proof was made more than [`PROOF_WINDOW`] away from the
+    /// receiver's clock, so a captured proof soon stops working.
     #[error("the proof's time is more than 15 minutes from the receiver's clock")]
     OutOfWindow,
+    /// The signature is not the key's over this action, user and time.
     #[error("the proof does not match")]
     Mismatch,
 }

@@ -10,6 +10,7 @@ use crate::{EventId, OwnerProof, UserId};
 /// The answer to `POST /v1/batch`: `results[i]` is about `events[i]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BatchResponse {
+    /// One result per event sent, in the order sent.
     pub results: Vec<EventResult>,
 }
 
@@ -18,6 +19,7 @@ pub struct BatchResponse {
 pub struct EventResult {
     /// The event's id, null when the event was too broken to read one.
     pub event_id: Option<EventId>,
+    /// Stored now, stored before, or refused for good.
     pub status: ResultStatus,
     /// For `rejected`: the field that broke a rule (`stats.rows`, or `.` for the whole event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,13 +29,16 @@ pub struct EventResult {
     pub reason: Option<String>,
 }
 
-/// `accepted`: stored now. `duplicate`: stored before (same `event_id`).
-/// `rejected`: refused for good; resending it will not help.
+/// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::names_enum)]
 pub enum ResultStatus {
+    /// Stored by this request; the sender may forget it.
     Accepted,
+    /// Stored by an earlier request (same `event_id`); the sender may forget it.
     Duplicate,
+    /// Refused for good (`field` and `reason` say why); resending will not help.
     Rejected,
 }
 
@@ -42,6 +47,8 @@ pub enum ResultStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeletionRequest {
+    /// The user whose events, rollups and key are deleted.
     pub user_id: UserId,
+    /// The owner's signature over `delete`, this user id and a recent time.
     pub proof: OwnerProof,
 }

@@ -51,3 +51,33 @@ fn render<T: JsonSchema>() -> String {
     text.push('\n');
     text
 }
+
+/// A schemars transform for enums of names whose values are documented:
+/// schemars would write each documented value as a `oneOf` branch; this
+/// keeps the plain `"enum": [...]` every JSON Schema tool reads as a list
+/// of names, and folds each value's doc into the type's description
+/// (`` `ok`: Finished as intended.``).
+pub(crate) fn names_enum(schema: &mut schemars::Schema) {
+    let Some(branches) = schema.get("oneOf").and_then(|b| b.as_array()) else {
+        return;
+    };
+    let mut names = Vec::new();
+    let mut lines = Vec::new();
+    for branch in branches {
+        let Some(name) = branch.get("const").and_then(|c| c.as_str()) else {
+            return;
+        };
+        names.push(serde_json::Value::from(name));
+        if let Some(doc) = branch.get("description").and_then(|d| d.as_str()) {
+            lines.push(format!("`{name}`: {doc}"));
+        }
+    }
+    schema.remove("oneOf");
+    let description = match schema.get("description").and_then(|d| d.as_str()) {
+        Some(own) => format!("{own}\n\n{}", lines.join("\n")),
+        None => lines.join("\n"),
+    };
+    schema.insert("description".into(), description.into());
+    schema.insert("type".into(), "string".into());
+    schema.insert("enum".into(), names.into());
+}

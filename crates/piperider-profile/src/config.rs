@@ -25,7 +25,9 @@ pub struct ProjectConfig {
 /// One entry of `dataSources`: its name and type (`sqlite`, `postgres`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSourceSummary {
+    /// The entry's `name`, when it has one.
     pub name: Option<String>,
+    /// The entry's `type`: the data source type events carry.
     pub kind: Option<String>,
 }
 
@@ -36,6 +38,7 @@ pub struct ConfigStore {
 }
 
 impl ConfigStore {
+    /// The config file at `path` (`<project>/.piperider/config.yml`); nothing is read yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         ConfigStore { path: path.into() }
     }
@@ -45,6 +48,7 @@ impl ConfigStore {
         home.find_project_config(start).map(Self::new)
     }
 
+    /// The file this store reads and edits.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -54,6 +58,8 @@ impl ConfigStore {
         self.path.parent()?.parent()
     }
 
+    /// The telemetry id and data sources. A missing file is
+    /// [`ProfileError::Missing`]; a malformed one names the line.
     pub fn load(&self) -> Result<ProjectConfig, ProfileError> {
         let text = file::read(&self.path)?.ok_or_else(|| ProfileError::Missing {
             path: self.path.clone(),

@@ -49,10 +49,12 @@ impl AppHome {
         format!("{}_HOME", app.to_ascii_uppercase().replace('-', "_"))
     }
 
+    /// The app's name (`piperider`), which names its folders and variables.
     pub fn app(&self) -> &str {
         &self.app
     }
 
+    /// The app folder (`~/.piperider`, or the override variable's value).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -21,6 +21,8 @@
 //!
 //! Nothing here does network IO or knows about HTTP or SQL.
 
+#![warn(missing_docs)]
+
 mod config;
 mod document;
 mod error;

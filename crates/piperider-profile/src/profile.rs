@@ -15,6 +15,7 @@ use crate::{AppHome, ProfileError, file};
 /// What the profile says, read as the collector needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
+    /// The anonymous user id every event carries.
     pub user_id: UserId,
     /// The secret that proves ownership of `user_id` (`telemetry_secret`);
     /// `None` in a profile made before it existed.
@@ -35,7 +36,9 @@ pub struct NewProfile {
     pub header: Vec<String>,
     /// True unless the profile is being made to record an opt-out.
     pub anonymous_tracking: bool,
+    /// The app version to record as the one that created the profile.
     pub initial_version: Option<String>,
+    /// A device id to keep, where the machine has no id to hash.
     pub device_id: Option<DeviceId>,
 }
 
@@ -57,6 +60,7 @@ pub struct ProfileStore {
 }
 
 impl ProfileStore {
+    /// The profile file at `path`; nothing is read yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         ProfileStore { path: path.into() }
     }
@@ -66,6 +70,7 @@ impl ProfileStore {
         Self::new(home.profile_path())
     }
 
+    /// The file this store reads and edits.
     pub fn path(&self) -> &Path {
         &self.path
     }
