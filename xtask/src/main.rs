@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks.
 //!
 //! - `test`     every suite of the workspace (the README's test command)
+//! - `package`  `cargo package` of the boundary crates, verification included
 //! - `codegen`  write generated files (`--check`: fail when they are stale)
 //! - `lint`     `cargo fmt --check` and clippy with warnings denied
 //! - `tidy`     the layering and manifest rules (also run by `test`)
@@ -26,6 +27,7 @@ tasks:
   tidy               check crate layering and manifest rules
   bench [--quick]    measure the speed targets; writes target/bench/report.json
   examples           every crate's examples alone (also run by `test`)
+  package            cargo package (verified) of the boundary crates alone (also run by `test`)
   faults             the fault-injection cases alone (also run by `test`)
   fuzz [--cases N]   the never-panics property tests with N cases each (default 20,000):
                      event parser, profile reader, consent cookie, request bodies (gzip too)
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         ["bench"] => bench(&["bench"]),
         ["bench", "--quick"] => bench(&["bench", "--quick"]),
         ["examples"] => run_examples(&mut Totals::default()),
+        ["package"] => package(&mut Totals::default()),
         ["faults"] => match faults() {
             Ok((_, 0)) => Ok(()),
             Ok((passed, failed)) => Err(format!("faults: {passed} passed, {failed} failed")),
@@ -216,7 +219,7 @@ fn browser_installed() -> bool {
 fn test() -> Result {
     tidy::run()?;
     codegen::run(true)?;
-    let mut skipped = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
     if postgres_reachable() {
@@ -225,7 +228,7 @@ fn test() -> Result {
     } else if in_ci() {
         return Err("PostgreSQL is not reachable on 127.0.0.1:5432, and CI must run its suites (.ci/run starts it)".into());
     } else {
-        skipped.push("PostgreSQL suites (nothing answers on 127.0.0.1:5432)");
+        skipped.push("PostgreSQL suites (nothing answers on 127.0.0.1:5432)".into());
     }
     if browser_installed() {
         // The browser tests fail instead of skipping when no browser is found.
@@ -236,7 +239,20 @@ fn test() -> Result {
                 .into(),
         );
     } else {
-        skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)");
+        skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)".into());
+    }
+    let msrv = rust_version()?;
+    if msrv_toolchain_installed(&msrv) {
+        // The downstream crate is built with the declared rust-version.
+        cmd.env("PIPERIDER_MSRV_TOOLCHAIN", &msrv);
+    } else if in_ci() {
+        return Err(format!(
+            "the Rust {msrv} toolchain (the declared rust-version) is missing, and CI must build the downstream crate with it (.ci/run installs it)"
+        ));
+    } else {
+        skipped.push(format!(
+            "the downstream crate's build on Rust {msrv}, the declared rust-version (built with the current toolchain instead: rustup toolchain install {msrv} --profile minimal)"
+        ));
     }
     let mut totals = Totals::default();
     let cargo_tests = run_tests(
@@ -245,6 +261,7 @@ fn test() -> Result {
         &mut totals,
     );
     let examples = run_examples(&mut totals);
+    let packaged = package(&mut totals);
     eprintln!("xtask: == fault injection (release binaries)");
     let fault_cases = faults();
     if let Ok((passed, failed)) = &fault_cases {
@@ -258,6 +275,7 @@ fn test() -> Result {
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
     cargo_tests?;
     examples?;
+    packaged?;
     match fault_cases {
         Ok((_, 0)) => {}
         Ok((_, failed)) => return Err(format!("{failed} fault-injection case(s) failed")),
@@ -267,6 +285,60 @@ fn test() -> Result {
         return Err("no test ran".into());
     }
     Ok(())
+}
+
+/// The workspace's `rust-version`, which every crate inherits.
+fn rust_version() -> Result<String> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml"))
+        .map_err(|e| format!("Cargo.toml: {e}"))?;
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_string)
+        .ok_or_else(|| "Cargo.toml: no rust-version under [workspace.package]".into())
+}
+
+fn msrv_toolchain_installed(version: &str) -> bool {
+    Command::new("rustup")
+        .args(["run", version, "cargo", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The crates other projects depend on; the rest are `publish = false`.
+pub(crate) const BOUNDARY_CRATES: [&str; 4] = [
+    "piperider-event",
+    "piperider-profile",
+    "piperider-collector",
+    "piperider-consent",
+];
+
+/// `cargo package` of the boundary crates together (each is verified by
+/// building it from its own package, the others it needs taken from theirs):
+/// what a registry would get, without uploading anything.
+fn package(totals: &mut Totals) -> Result {
+    let mut cmd = cargo();
+    cmd.arg("package");
+    for krate in BOUNDARY_CRATES {
+        cmd.args(["-p", krate]);
+    }
+    // Uncommitted changes are packaged as they are: the check is of the
+    // tree being tested, not of the last commit.
+    cmd.arg("--allow-dirty");
+    match run_step("package (the boundary crates, verified)", &mut cmd) {
+        Ok(()) => {
+            println!("package {} ... ok", BOUNDARY_CRATES.join(", "));
+            totals.passed += 1;
+            Ok(())
+        }
+        Err(e) => {
+            println!("package {} ... FAILED", BOUNDARY_CRATES.join(", "));
+            totals.failed += 1;
+            Err(e)
+        }
+    }
 }
 
 /// Counts from the `test result:` lines of libtest.

@@ -280,6 +280,7 @@ fn check_manifests(metadata: &Value, problems: &mut Vec<String>) {
                 continue;
             }
         };
+        check_publishing(name, package, problems);
         if !text.contains("[lints]\nworkspace = true") {
             problems.push(format!(
                 "{name}: Cargo.toml lacks `[lints] workspace = true`"
@@ -301,6 +302,44 @@ fn check_manifests(metadata: &Value, problems: &mut Vec<String>) {
                     "{name}: `{line}` in {section}: take the version from [workspace.dependencies] (`dep.workspace = true`)"
                 ));
             }
+        }
+    }
+}
+
+/// The boundary crates carry what a registry needs; every other crate is
+/// `publish = false`, so nothing internal is packaged by mistake.
+fn check_publishing(name: &str, package: &Value, problems: &mut Vec<String>) {
+    let publishable = package["publish"].as_array().is_none_or(|r| !r.is_empty());
+    if !crate::BOUNDARY_CRATES.contains(&name) {
+        if publishable {
+            problems.push(format!(
+                "{name}: only the boundary crates are published; add `publish.workspace = true`"
+            ));
+        }
+        return;
+    }
+    if !publishable {
+        problems.push(format!("{name}: a boundary crate must be publishable"));
+    }
+    for key in [
+        "description",
+        "license",
+        "repository",
+        "readme",
+        "rust_version",
+    ] {
+        if package[key].as_str().is_none_or(str::is_empty) {
+            problems.push(format!(
+                "{name}: Cargo.toml lacks `{}`, which a registry needs",
+                key.replace('_', "-")
+            ));
+        }
+    }
+    for key in ["keywords", "categories"] {
+        if package[key].as_array().is_none_or(Vec::is_empty) {
+            problems.push(format!(
+                "{name}: Cargo.toml lacks `{key}`, which a registry needs"
+            ));
         }
     }
 }

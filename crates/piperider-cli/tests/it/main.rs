@@ -1,6 +1,7 @@
 //! The `piperider` binary, run as a user runs it, against real SQLite files,
 //! the machine's PostgreSQL, and a loopback telemetry sink.
 
+mod backend;
 mod browser;
 mod commands;
 mod e2e;
