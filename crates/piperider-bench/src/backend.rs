@@ -99,23 +99,59 @@ fn wanted(name: &str) -> bool {
     }
 }
 
+/// The backend's peak memory in each phase, reset between phases.
+#[derive(Default)]
+struct PhaseMemory(Map<String, Value>);
+
+impl PhaseMemory {
+    fn start(&self, backend: &Backend) -> Result {
+        backend.reset_peak_rss()
+    }
+
+    fn end(&mut self, backend: &Backend, phase: &str) -> Result {
+        let rss = backend
+            .peak_rss_mb()
+            .ok_or("cannot read the backend's memory use")?;
+        eprintln!("bench {phase}: the backend's peak RSS {rss:.1} MB");
+        self.0.insert(phase.into(), json!(round(rss, 1)));
+        Ok(())
+    }
+
+    /// `peak_rss_mb` (the highest of every phase) and `peak_rss_mb_by_phase`.
+    fn report(self, report: &mut Map<String, Value>) {
+        let most = self
+            .0
+            .values()
+            .filter_map(Value::as_f64)
+            .fold(0.0, f64::max);
+        if !self.0.is_empty() {
+            report.insert("peak_rss_mb".into(), json!(most));
+            report.insert("peak_rss_mb_by_phase".into(), Value::Object(self.0));
+        }
+    }
+}
+
 async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
     let mut report = Map::new();
+    let mut memory = PhaseMemory::default();
 
     // SQLite: one backend process for all its phases, so the stats query
     // runs over what the others stored too.
-    let mut noop_rps = None;
     if wanted("single") || wanted("latency") || wanted("batch") || wanted("stats") {
         let db: PathBuf = work.join("bench.db");
         let backend = Backend::start(&format!("sqlite:{}", db.display()), Log::Warnings)?;
         if wanted("single") || wanted("latency") {
-            let (n, single_rps) = single_rounds(&backend, phase, &mut report).await?;
-            noop_rps = Some(n);
+            memory.start(&backend)?;
+            let (_, single_rps) = single_rounds(&backend, phase, &mut report).await?;
+            memory.end(&backend, "sqlite_single")?;
             if wanted("latency") {
+                memory.start(&backend)?;
                 latency(&backend, single_rps, phase, &mut report).await;
+                memory.end(&backend, "sqlite_latency")?;
             }
         }
         if wanted("batch") {
+            memory.start(&backend)?;
             let batch_rps = phase_rps(
                 backend.addr,
                 "batch100 sqlite",
@@ -124,18 +160,24 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
                 batch100(),
             )
             .await?;
+            memory.end(&backend, "sqlite_batch100")?;
+            let events_per_s = batch_rps * 100.0;
+            let ceiling = crate::ceilings::sqlite(&db, work, phase)?;
             report.insert(
                 "batch100_events_per_s_sqlite".into(),
-                json!(round(batch_rps * 100.0, 0)),
+                json!(round(events_per_s, 0)),
+            );
+            report.insert("ceiling_sqlite_rows_per_s".into(), json!(round(ceiling, 0)));
+            report.insert(
+                "batch100_ratio_sqlite".into(),
+                json!(round(events_per_s / ceiling, 3)),
             );
         }
         if wanted("stats") {
+            memory.start(&backend)?;
             stats_query(&backend, &mut report).await?;
+            memory.end(&backend, "sqlite_stats")?;
         }
-        let rss = backend
-            .peak_rss_mb()
-            .ok_or("cannot read the backend's memory use")?;
-        report.insert("peak_rss_mb".into(), json!(round(rss, 1)));
     }
 
     if wanted("hostile") {
@@ -144,6 +186,7 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
 
     // PostgreSQL, when a server answers.
     if !wanted("postgres") {
+        memory.report(&mut report);
         return Ok(report);
     }
     if postgres_reachable() {
@@ -155,7 +198,10 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
                 &format!("postgres://postgres@127.0.0.1:5432/{name}"),
                 Log::Warnings,
             )?;
+            memory.start(&backend)?;
             let single_rps = best_rps(backend.addr, "single postgres", phase).await?;
+            memory.end(&backend, "postgres_single")?;
+            memory.start(&backend)?;
             let batch_rps = phase_rps(
                 backend.addr,
                 "batch100 postgres",
@@ -164,29 +210,44 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
                 batch100(),
             )
             .await?;
-            Ok::<_, String>((single_rps, batch_rps))
+            memory.end(&backend, "postgres_batch100")?;
+            drop(backend);
+            let (ceiling_single, ceiling_bulk) =
+                crate::ceilings::postgres(&name, work, phase).await?;
+            Ok::<_, String>((single_rps, batch_rps * 100.0, ceiling_single, ceiling_bulk))
         }
         .await;
         pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-        let (single_rps, batch_rps) = result?;
+        let (single_rps, batch_events, ceiling_single, ceiling_bulk) = result?;
         report.insert(
             "single_event_rps_postgres".into(),
             json!(round(single_rps, 0)),
         );
-        if let Some(noop_rps) = noop_rps {
-            report.insert(
-                "single_event_ratio_postgres".into(),
-                json!(round(single_rps / noop_rps, 3)),
-            );
-        }
+        report.insert(
+            "ceiling_postgres_single_rows_per_s".into(),
+            json!(round(ceiling_single, 0)),
+        );
+        report.insert(
+            "single_event_ratio_postgres".into(),
+            json!(round(single_rps / ceiling_single, 3)),
+        );
         report.insert(
             "batch100_events_per_s_postgres".into(),
-            json!(round(batch_rps * 100.0, 0)),
+            json!(round(batch_events, 0)),
+        );
+        report.insert(
+            "ceiling_postgres_bulk_rows_per_s".into(),
+            json!(round(ceiling_bulk, 0)),
+        );
+        report.insert(
+            "batch100_ratio_postgres".into(),
+            json!(round(batch_events / ceiling_bulk, 3)),
         );
     } else {
         eprintln!("bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
         report.insert("postgres".into(), json!("skipped: not reachable"));
     }
+    memory.report(&mut report);
     Ok(report)
 }
 
@@ -415,13 +476,19 @@ pub(crate) fn print(report: &Map<String, Value>) {
         "noop_rps",
         "single_event_rps_sqlite",
         "single_event_ratio_sqlite",
+        "ceiling_postgres_single_rows_per_s",
         "single_event_rps_postgres",
         "single_event_ratio_postgres",
+        "ceiling_sqlite_rows_per_s",
         "batch100_events_per_s_sqlite",
+        "batch100_ratio_sqlite",
+        "ceiling_postgres_bulk_rows_per_s",
         "batch100_events_per_s_postgres",
+        "batch100_ratio_postgres",
         "p50_ms",
         "p99_ms",
         "peak_rss_mb",
+        "peak_rss_mb_by_phase",
         "stats_query_ms",
         "hostile_peak_rss_mb",
         "hostile_ordinary_success",

@@ -113,6 +113,18 @@ impl Backend {
     }
 
     /// Peak resident memory so far, in MB (Linux).
+    /// Starts a new peak for [`Backend::peak_rss_mb`] (Linux's `clear_refs`),
+    /// so that each phase's peak is its own.
+    pub(crate) fn reset_peak_rss(&self) -> Result {
+        let pid = self
+            .child
+            .as_ref()
+            .ok_or("the backend is not running")?
+            .id();
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .map_err(|e| format!("resetting the backend's peak memory: {e}"))
+    }
+
     pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

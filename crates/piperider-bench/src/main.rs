@@ -10,6 +10,7 @@
 //! - `sample-db PATH`   the sample SQLite data source (`cargo xtask dev` uses it)
 
 mod backend;
+mod ceilings;
 mod cli_overhead;
 mod events;
 mod faults;
