@@ -4,8 +4,10 @@
 //! to, so one user's rollup rows are updated by one writer at a time; each
 //! adds to counters of its own shard (concurrent transactions updating one
 //! row would take turns, each waiting for the other's commit). Rows travel
-//! as one binary array per column (`UNNEST`). Deletions run straight on
-//! the pool, within the request.
+//! as one binary array per column (`UNNEST`). A group whose events are all
+//! new (the usual case) is one statement, so one round trip and one commit
+//! ([`write_new`]); any other group takes a transaction of a statement per
+//! table. Deletions run straight on the pool, within the request.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -27,10 +29,15 @@ pub(crate) const WRITERS: usize = 4;
 
 /// Connects and runs the embedded migrations.
 pub(crate) async fn connect(url: &str) -> Result<PgPool, StorageError> {
+    use std::str::FromStr;
+    // Every execution is planned for its own arrays: a plan kept from when
+    // `events` was small scans the table for the ids a group brings.
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+        .options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(pool)
@@ -101,20 +108,25 @@ async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: C
 /// the statement cache), and the arrays travel in PostgreSQL's binary
 /// format, with no text to parse.
 fn array_sql(upsert: &Upsert) -> String {
+    // `WHERE true` keeps a following `ON CONFLICT` from being read as a join's `ON`.
+    upsert.sql(&unnest(upsert, 1, "true"))
+}
+
+/// `SELECT * FROM UNNEST(<one array per column, from $first>) WHERE <filter>`.
+fn unnest(upsert: &Upsert, first: usize, filter: &str) -> String {
     let columns: Vec<String> = upsert
         .columns
         .iter()
         .enumerate()
         .map(|(i, (_, t))| {
             let pg = if *t == "int" { "BIGINT[]" } else { "TEXT[]" };
-            format!("CAST(${} AS {pg})", i + 1)
+            format!("CAST(${} AS {pg})", first + i)
         })
         .collect();
-    // `WHERE true` keeps a following `ON CONFLICT` from being read as a join's `ON`.
-    upsert.sql(&format!(
-        "SELECT * FROM UNNEST({}) WHERE true",
+    format!(
+        "SELECT * FROM UNNEST({}) WHERE {filter}",
         columns.join(", ")
-    ))
+    )
 }
 
 /// The rows as the parameters of [`array_sql`]: one array per column.
@@ -122,8 +134,18 @@ fn column_arrays<'a, R: AsRef<[Cell<'a>]>>(
     upsert: &Upsert,
     rows: &'a [R],
 ) -> Result<PgArguments, StorageError> {
-    use sqlx::Arguments;
     let mut args = PgArguments::default();
+    add_column_arrays(&mut args, upsert, rows)?;
+    Ok(args)
+}
+
+/// Appends the rows to `args` as one array per column.
+fn add_column_arrays<'a, R: AsRef<[Cell<'a>]>>(
+    args: &mut PgArguments,
+    upsert: &Upsert,
+    rows: &'a [R],
+) -> Result<(), StorageError> {
+    use sqlx::Arguments;
     for (i, (_, kind)) in upsert.columns.iter().enumerate() {
         let added = if *kind == "int" {
             let column: Vec<Option<i64>> = rows.iter().map(|r| r.as_ref()[i].int()).collect();
@@ -134,7 +156,7 @@ fn column_arrays<'a, R: AsRef<[Cell<'a>]>>(
         };
         added.map_err(sqlx::Error::Encode)?;
     }
-    Ok(args)
+    Ok(())
 }
 
 /// Runs one upsert of `rows` in `tx` (nothing when there are none).
@@ -156,6 +178,9 @@ async fn upsert<'a, R: AsRef<[Cell<'a>]>>(
 /// the rollups updated for what was new, and the invalid events
 /// quarantined. Nothing is acknowledged before `COMMIT`.
 async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Written>, StorageError> {
+    if let Some(written) = write_new(pool, shard, group).await? {
+        return Ok(written);
+    }
     let mut tx = pool.begin().await?;
     let wanted: BTreeSet<&str> = group
         .events
@@ -222,6 +247,112 @@ async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Writt
     }
     tx.commit().await?;
     Ok(outcomes(&group.events, is_deleted, &inserted))
+}
+
+/// The tables [`write_new`] writes after `events`, in its parameters' order.
+fn new_group_tables() -> [&'static Upsert; 7] {
+    let rollups = Aggregate::default().tables(0).map(|(table, _)| table);
+    let [a, b, c, d, e, f] = rollups;
+    [a, b, c, d, e, f, &OWNER_KEYS]
+}
+
+/// The statement of [`write_new`], made once: `$1` the group's user hashes,
+/// `$2` how many events, then one array per column of `events` and of each
+/// table of [`new_group_tables`]. The events go in only when no user of
+/// the group asked for deletion and no event id is stored yet; the rollups
+/// and owner keys only when every event went in; a concurrent insert of the
+/// same id fails the whole statement (no `ON CONFLICT` on `events`).
+fn new_group_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let event_id = 3 + EVENTS
+            .columns
+            .iter()
+            .position(|(name, _)| *name == "event_id")
+            .expect("events has event_id");
+        let mut next = 3 + EVENTS.columns.len();
+        let mut ctes = vec![format!(
+            "ins AS (INSERT INTO events ({}) {} RETURNING event_id)",
+            EVENTS.names(),
+            unnest(
+                &EVENTS,
+                3,
+                &format!(
+                    "NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_hash = ANY(CAST($1 AS TEXT[]))) \
+                     AND NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY(CAST(${event_id} AS TEXT[])))"
+                )
+            )
+        )];
+        ctes.push("every AS (SELECT count(*) = CAST($2 AS BIGINT) AS new FROM ins)".into());
+        for (i, table) in new_group_tables().into_iter().enumerate() {
+            ctes.push(format!(
+                "t{i} AS ({})",
+                table.sql(&unnest(table, next, "(SELECT new FROM every)"))
+            ));
+            next += table.columns.len();
+        }
+        format!("WITH {} SELECT event_id FROM ins", ctes.join(", "))
+    })
+}
+
+/// A group whose events are all new, in one statement and so one round
+/// trip and one commit (no `BEGIN`): the events, their rollups and owner
+/// keys, all or nothing. `None` when the group needs [`write`]'s
+/// transaction (events of a deleted user, an event id stored before,
+/// invalid events to quarantine), with nothing written.
+async fn write_new(
+    pool: &PgPool,
+    shard: i64,
+    group: &Group<'_>,
+) -> Result<Option<Vec<Written>>, StorageError> {
+    if !group.quarantine.is_empty() || group.events.is_empty() {
+        return Ok(None);
+    }
+    let mut seen_in_group = HashSet::new();
+    let fresh: Vec<_> = group
+        .events
+        .iter()
+        .copied()
+        .filter(|e| seen_in_group.insert(e.event_id.as_str()))
+        .collect();
+    let hashes: Vec<&str> = group
+        .events
+        .iter()
+        .filter_map(|e| group.hashes.get(e.user_id.as_str()).copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut rollup = Aggregate::default();
+    for e in &fresh {
+        rollup.add(e);
+    }
+    let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| e.cells()).collect();
+    let owners = owner_rows(fresh.iter().map(|e| &***e));
+    let mut args = PgArguments::default();
+    {
+        use sqlx::Arguments;
+        args.add(hashes).map_err(sqlx::Error::Encode)?;
+        args.add(fresh.len() as i64).map_err(sqlx::Error::Encode)?;
+    }
+    add_column_arrays(&mut args, &EVENTS, &rows)?;
+    for (table, rows) in rollup.tables(shard) {
+        add_column_arrays(&mut args, table, &rows)?;
+    }
+    add_column_arrays(&mut args, &OWNER_KEYS, &owners)?;
+    let ids: Vec<String> = match sqlx::query_scalar_with(new_group_sql(), args)
+        .fetch_all(pool)
+        .await
+    {
+        Ok(ids) => ids,
+        // Another node stored one of these ids meanwhile: nothing was written.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if ids.len() != fresh.len() {
+        return Ok(None);
+    }
+    let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    Ok(Some(outcomes(&group.events, |_| false, &inserted)))
 }
 
 /// Deletes everything stored about one user and remembers the salted hash

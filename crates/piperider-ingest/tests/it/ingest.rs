@@ -51,6 +51,50 @@ on_both!(
     }
 );
 
+/// Two nodes on one PostgreSQL database given the same batches at once (a
+/// sender that timed out on one and resent to the other): each event is
+/// stored once and counted once in the rollups, accepted by one node and a
+/// duplicate for the other, whichever wins each race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_given_the_same_batches_at_once_store_and_count_each_event_once() {
+    let Some(a) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let b = a.another_node().await;
+    let users: Vec<String> = (0..40).map(|n| format!("{n:032x}")).collect();
+    let batches: Vec<Vec<Value>> = users
+        .iter()
+        .map(|u| (0..25).map(|_| event(u)).collect())
+        .collect();
+    for (i, events) in batches.iter().enumerate() {
+        let ((sa, x), (sb, y)) = tokio::join!(a.post_batch(events), b.post_batch(events));
+        assert_eq!((sa, sb), (StatusCode::OK, StatusCode::OK), "{x} {y}");
+        for (rx, ry) in x["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(y["results"].as_array().unwrap())
+        {
+            let mut pair = [
+                rx["status"].as_str().unwrap(),
+                ry["status"].as_str().unwrap(),
+            ];
+            pair.sort();
+            assert_eq!(pair, ["accepted", "duplicate"], "batch {i}: {x} {y}");
+        }
+    }
+    assert_eq!(a.store().count_events().await.unwrap(), 1000);
+    let (_, stats) = a.admin_get("/v1/admin/stats").await;
+    assert_eq!(stats["totals"]["events"], 1000, "rollups: {stats}");
+    assert_eq!(
+        a.query_text("SELECT CAST(COUNT(*) AS TEXT) FROM users")
+            .await,
+        ["40"]
+    );
+    b.store().close().await;
+    a.finish().await;
+}
+
 on_both!(
     one_invalid_event_does_not_spoil_its_neighbours,
     |db: Db| async move {

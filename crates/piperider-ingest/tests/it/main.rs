@@ -252,6 +252,26 @@ impl Harness {
         }
     }
 
+    /// Another node on this harness's PostgreSQL database: its own store
+    /// (pool and writers) and service, as a second process would have.
+    pub(crate) async fn another_node(&self) -> Harness {
+        let name = self
+            .pg_database
+            .as_ref()
+            .expect("nodes share a PostgreSQL database");
+        let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+            .await
+            .unwrap();
+        let state = AppState::new(self.state.config().clone(), store, geo_fixture())
+            .await
+            .unwrap();
+        Harness {
+            state,
+            dir: tempfile::tempdir().unwrap(),
+            pg_database: None,
+        }
+    }
+
     pub(crate) fn store(&self) -> &Store {
         self.state.store()
     }
