@@ -61,8 +61,10 @@ struct Inner {
     backend: Backend,
     /// The writers' queues: one on SQLite, one per writer task on PostgreSQL.
     queues: Box<[mpsc::Sender<Job>]>,
-    /// The writers, awaited by [`Store::close`].
+    /// The writers (and the roller), awaited by [`Store::close`].
     writers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// PostgreSQL's roller, which writes the rollups of queued events.
+    roller: Option<mpsc::Sender<Job>>,
     metrics: CommitMetrics,
     /// Salt of the hashes that remember deleted users.
     salt: String,
@@ -128,15 +130,17 @@ impl Store {
     /// migrations and starts the writers. Must run within a tokio runtime.
     pub async fn connect(url: &str) -> Result<Store, StorageError> {
         let metrics = CommitMetrics::default();
-        let (backend, queues, writers) =
+        let (backend, queues, writers, roller) =
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 let pool = postgres::connect(url).await?;
-                let (queues, writers) = postgres::start(&pool, &metrics);
-                (Backend::Postgres(pool), queues, writers)
+                let (queues, mut writers) = postgres::start(&pool, &metrics);
+                let (roller, rolling) = postgres::start_roller(&pool);
+                writers.push(rolling);
+                (Backend::Postgres(pool), queues, writers, Some(roller))
             } else if url.starts_with("sqlite:") {
                 let (pool, path) = sqlite::connect_pool(url).await?;
                 let (queue, writer) = sqlite::start(&path, &metrics)?;
-                (Backend::Sqlite(pool), vec![queue], vec![writer])
+                (Backend::Sqlite(pool), vec![queue], vec![writer], None)
             } else {
                 return Err(StorageError::UnsupportedUrl);
             };
@@ -148,6 +152,7 @@ impl Store {
             backend,
             queues: queues.into(),
             writers: Mutex::new(writers),
+            roller,
             metrics,
             salt,
         })))
@@ -186,7 +191,7 @@ impl Store {
     /// them, and closes the pool. Writes made after it fail with
     /// [`StorageError::WriterStopped`].
     pub async fn close(&self) {
-        for queue in &self.0.queues {
+        for queue in self.0.queues.iter().chain(&self.0.roller) {
             let _ = queue.send(Job::Stop).await;
         }
         let writers =
@@ -250,14 +255,14 @@ impl Store {
         answer.await.map_err(|_| StorageError::WriterStopped)?
     }
 
-    /// Makes the rollups include every event acknowledged so far (SQLite
-    /// holds them back for up to a second; PostgreSQL never does).
+    /// Makes the rollups include every event acknowledged so far (SQLite's
+    /// writer and PostgreSQL's roller hold them back for up to a second).
     pub(crate) async fn flush(&self) -> Result<(), StorageError> {
-        if !self.is_sqlite() {
-            return Ok(());
-        }
         let (reply, answer) = oneshot::channel();
-        self.queue_of(None)
+        self.0
+            .roller
+            .as_ref()
+            .unwrap_or_else(|| self.queue_of(None))
             .send(Job::Flush(reply))
             .await
             .map_err(|_| StorageError::WriterStopped)?;

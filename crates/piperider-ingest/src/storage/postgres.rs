@@ -1,13 +1,14 @@
-//! PostgreSQL: a few async writer tasks overlapping their transactions,
-//! each updating the rollups in the transaction that stores the events.
+//! PostgreSQL: a few async writer tasks overlapping their transactions.
 //! Each has its own queue, and a request goes to the one its user hashes
-//! to, so one user's rollup rows are updated by one writer at a time; each
-//! adds to counters of its own shard (concurrent transactions updating one
-//! row would take turns, each waiting for the other's commit). Rows travel
-//! as one binary array per column (`UNNEST`). A group whose events are all
-//! new (the usual case) is one statement, so one round trip and one commit
-//! ([`write_new`]); any other group takes a transaction of a statement per
-//! table. Deletions run straight on the pool, within the request.
+//! to. A group's transaction stores its events and queues their ids in
+//! `rollup_queue`; the rollups are written by the roller ([`roll_up`]),
+//! about once a second and before every read of them, many groups at once
+//! and off the acknowledgement path, as the SQLite writer holds them back.
+//! Rows travel as one binary array per column (`UNNEST`). A group whose
+//! events are all new (the usual case) is one statement, so one round trip
+//! and one commit ([`write_new`]); any other group takes a transaction of a
+//! statement per table. Deletions run straight on the pool, within the
+//! request.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -20,8 +21,8 @@ use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, o
 use super::rollup::Aggregate;
 use super::rows::{Cell, owner_rows};
 use super::schema::{
-    DELETE_USER, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE,
-    QUARANTINE_KEEP, REMEMBER_DELETED_USER, Upsert,
+    DELETE_USER, DELETE_USER_EVENTS_POSTGRES, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS,
+    PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, Upsert,
 };
 
 /// PostgreSQL transactions in flight at once.
@@ -50,20 +51,15 @@ pub(crate) fn start(
 ) -> (Vec<mpsc::Sender<Job>>, Vec<tokio::task::JoinHandle<()>>) {
     let mut queues = Vec::new();
     let mut handles = Vec::new();
-    for shard in 0..WRITERS {
+    for _ in 0..WRITERS {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE / WRITERS);
         queues.push(tx);
-        handles.push(tokio::spawn(serve(
-            pool.clone(),
-            shard as i64,
-            rx,
-            metrics.clone(),
-        )));
+        handles.push(tokio::spawn(serve(pool.clone(), rx, metrics.clone())));
     }
     (queues, handles)
 }
 
-async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics) {
+async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics) {
     let mut carried: Option<Job> = None;
     loop {
         let job = match carried.take() {
@@ -83,14 +79,14 @@ async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: C
         };
         let (jobs, next) = gather(first, || rx.try_recv().ok());
         let group = Group::of(&jobs);
-        let result = write(&pool, shard, &group).await;
+        let result = write(&pool, &group).await;
         let (size, started) = (group.events.len(), group.started);
         drop(group);
         if isolate(&jobs, &result) {
             for job in jobs {
                 let jobs = vec![job];
                 let group = Group::of(&jobs);
-                let result = write(&pool, shard, &group).await;
+                let result = write(&pool, &group).await;
                 let (size, started) = (group.events.len(), group.started);
                 drop(group);
                 settle(jobs, result, &metrics, size, started);
@@ -100,6 +96,103 @@ async fn serve(pool: PgPool, shard: i64, mut rx: mpsc::Receiver<Job>, metrics: C
         }
         carried = next;
     }
+}
+
+/// Queues the rollups of newly stored events (`$1`, their ids).
+const QUEUE_ROLLUPS: &str = "INSERT INTO rollup_queue (event_id) SELECT CAST(id AS uuid) FROM UNNEST(CAST($1 AS TEXT[])) AS id";
+
+/// Takes a user's queued ids out of the queue (`$1`, the user id).
+const UNQUEUE_USER: &str = "DELETE FROM rollup_queue WHERE CAST(event_id AS text) IN \
+     (SELECT event_id FROM events WHERE user_id = $1)";
+
+/// Most queued events one roll-up takes (then it takes the next ones).
+const ROLL_UP_EVENTS: i64 = 10_000;
+
+/// How often the roller writes the rollups while events keep coming.
+const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The roller's shard of the daily counters; each node's roller commits
+/// one roll-up at a time.
+const ROLLER_SHARD: i64 = 0;
+
+/// Takes up to [`ROLL_UP_EVENTS`] queued ids and adds their events to the
+/// rollups, in one transaction: an id leaves the queue exactly when its
+/// event is counted. Ids of events deleted since (a deleted user, expired
+/// raw events) leave without counting. Returns how many ids it took.
+async fn roll_up_some(pool: &PgPool) -> Result<usize, StorageError> {
+    let mut tx = pool.begin().await?;
+    let taken: Vec<String> = sqlx::query_scalar(&format!(
+        "DELETE FROM rollup_queue WHERE ctid IN (SELECT ctid FROM rollup_queue LIMIT {ROLL_UP_EVENTS}) \
+         RETURNING CAST(event_id AS text)"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events WHERE event_id = ANY($1)",
+        EVENTS.names()
+    ))
+    .bind(&taken)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rollup = Aggregate::default();
+    for row in &rows {
+        rollup.add(&std::sync::Arc::new(super::rows::EventRow::from_pg(row)?));
+    }
+    for (table, rows) in rollup.tables(ROLLER_SHARD) {
+        upsert(&mut tx, table, &rows).await?;
+    }
+    tx.commit().await?;
+    Ok(taken.len())
+}
+
+/// Rolls up everything queued when it is called.
+pub(crate) async fn roll_up(pool: &PgPool) -> Result<(), StorageError> {
+    while roll_up_some(pool).await? as i64 >= ROLL_UP_EVENTS {}
+    Ok(())
+}
+
+/// Starts the roller: it rolls up every [`ROLL_UP_INTERVAL`] and when
+/// asked ([`Job::Flush`], answered once the rollups include every event
+/// stored before), and once more when stopped.
+pub(crate) fn start_roller(pool: &PgPool) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+    let pool = pool.clone();
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ROLL_UP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut replies = Vec::new();
+            let mut stop = false;
+            tokio::select! {
+                _ = tick.tick() => {}
+                job = rx.recv() => match job {
+                    Some(Job::Flush(reply)) => replies.push(reply),
+                    Some(_) | None => stop = true,
+                },
+            }
+            // Every flush asked meanwhile is answered by this one roll-up.
+            while let Ok(job) = rx.try_recv() {
+                match job {
+                    Job::Flush(reply) => replies.push(reply),
+                    _ => stop = true,
+                }
+            }
+            let result = roll_up(&pool).await.map_err(std::sync::Arc::new);
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "rolling up stored events failed; they stay queued");
+            }
+            for reply in replies {
+                let _ = reply.send(result.clone().map_err(|e| e.shared()));
+            }
+            if stop {
+                return;
+            }
+        }
+    });
+    (tx, handle)
 }
 
 /// `SELECT` of typed columns from one array parameter per column
@@ -177,8 +270,8 @@ async fn upsert<'a, R: AsRef<[Cell<'a>]>>(
 /// users are dropped, the rest inserted once each (`event_id` is unique),
 /// the rollups updated for what was new, and the invalid events
 /// quarantined. Nothing is acknowledged before `COMMIT`.
-async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Written>, StorageError> {
-    if let Some(written) = write_new(pool, shard, group).await? {
+async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, StorageError> {
+    if let Some(written) = write_new(pool, group).await? {
         return Ok(written);
     }
     let mut tx = pool.begin().await?;
@@ -218,15 +311,11 @@ async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Writt
         .await?
     };
     let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut rollup = Aggregate::default();
-    for e in fresh
-        .iter()
-        .filter(|e| inserted.contains(e.event_id.as_str()))
-    {
-        rollup.add(e);
-    }
-    for (table, rows) in rollup.tables(shard) {
-        upsert(&mut tx, table, &rows).await?;
+    if !ids.is_empty() {
+        sqlx::query(QUEUE_ROLLUPS)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
     }
     let bound = owner_rows(
         fresh
@@ -249,19 +338,13 @@ async fn write(pool: &PgPool, shard: i64, group: &Group<'_>) -> Result<Vec<Writt
     Ok(outcomes(&group.events, is_deleted, &inserted))
 }
 
-/// The tables [`write_new`] writes after `events`, in its parameters' order.
-fn new_group_tables() -> [&'static Upsert; 7] {
-    let rollups = Aggregate::default().tables(0).map(|(table, _)| table);
-    let [a, b, c, d, e, f] = rollups;
-    [a, b, c, d, e, f, &OWNER_KEYS]
-}
-
 /// The statement of [`write_new`], made once: `$1` the group's user hashes,
-/// `$2` how many events, then one array per column of `events` and of each
-/// table of [`new_group_tables`]. The events go in only when no user of
-/// the group asked for deletion and no event id is stored yet; the rollups
-/// and owner keys only when every event went in; a concurrent insert of the
-/// same id fails the whole statement (no `ON CONFLICT` on `events`).
+/// `$2` how many events, then one array per column of `events` and of
+/// `owner_keys`. The events go in only when no user of the group asked for
+/// deletion and no event id is stored yet, and their ids into
+/// `rollup_queue`; the owner keys only when every event went in; a
+/// concurrent insert of the same id fails the whole statement (no
+/// `ON CONFLICT` on `events`).
 fn new_group_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -270,7 +353,7 @@ fn new_group_sql() -> &'static str {
             .iter()
             .position(|(name, _)| *name == "event_id")
             .expect("events has event_id");
-        let mut next = 3 + EVENTS.columns.len();
+        let next = 3 + EVENTS.columns.len();
         let mut ctes = vec![format!(
             "ins AS (INSERT INTO events ({}) {} RETURNING event_id)",
             EVENTS.names(),
@@ -284,27 +367,21 @@ fn new_group_sql() -> &'static str {
             )
         )];
         ctes.push("every AS (SELECT count(*) = CAST($2 AS BIGINT) AS new FROM ins)".into());
-        for (i, table) in new_group_tables().into_iter().enumerate() {
-            ctes.push(format!(
-                "t{i} AS ({})",
-                table.sql(&unnest(table, next, "(SELECT new FROM every)"))
-            ));
-            next += table.columns.len();
-        }
+        ctes.push(format!(
+            "owners AS ({})",
+            OWNER_KEYS.sql(&unnest(&OWNER_KEYS, next, "(SELECT new FROM every)"))
+        ));
+        ctes.push("queued AS (INSERT INTO rollup_queue (event_id) SELECT CAST(event_id AS uuid) FROM ins)".into());
         format!("WITH {} SELECT event_id FROM ins", ctes.join(", "))
     })
 }
 
 /// A group whose events are all new, in one statement and so one round
-/// trip and one commit (no `BEGIN`): the events, their rollups and owner
-/// keys, all or nothing. `None` when the group needs [`write`]'s
+/// trip and one commit (no `BEGIN`): the events, their ids queued for the
+/// roller, and the owner keys, all or nothing. `None` when the group needs [`write`]'s
 /// transaction (events of a deleted user, an event id stored before,
 /// invalid events to quarantine), with nothing written.
-async fn write_new(
-    pool: &PgPool,
-    shard: i64,
-    group: &Group<'_>,
-) -> Result<Option<Vec<Written>>, StorageError> {
+async fn write_new(pool: &PgPool, group: &Group<'_>) -> Result<Option<Vec<Written>>, StorageError> {
     if !group.quarantine.is_empty() || group.events.is_empty() {
         return Ok(None);
     }
@@ -322,10 +399,6 @@ async fn write_new(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut rollup = Aggregate::default();
-    for e in &fresh {
-        rollup.add(e);
-    }
     let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| e.cells()).collect();
     let owners = owner_rows(fresh.iter().map(|e| &***e));
     let mut args = PgArguments::default();
@@ -335,9 +408,6 @@ async fn write_new(
         args.add(fresh.len() as i64).map_err(sqlx::Error::Encode)?;
     }
     add_column_arrays(&mut args, &EVENTS, &rows)?;
-    for (table, rows) in rollup.tables(shard) {
-        add_column_arrays(&mut args, table, &rows)?;
-    }
     add_column_arrays(&mut args, &OWNER_KEYS, &owners)?;
     let ids: Vec<String> = match sqlx::query_scalar_with(new_group_sql(), args)
         .fetch_all(pool)
@@ -365,6 +435,12 @@ pub(crate) async fn delete_user(
     now_ms: i64,
 ) -> Result<bool, StorageError> {
     let mut tx = pool.begin().await?;
+    // First: a roller holding some of these ids waits for it here, so its
+    // rollups are committed before they are deleted below.
+    sqlx::query(UNQUEUE_USER)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(REMEMBER_DELETED_USER)
         .bind(user_hash)
         .bind(now_ms)
@@ -372,7 +448,7 @@ pub(crate) async fn delete_user(
         .execute(&mut *tx)
         .await?;
     let mut found = 0;
-    for sql in DELETE_USER {
+    for sql in std::iter::once(DELETE_USER_EVENTS_POSTGRES).chain(DELETE_USER) {
         found += sqlx::query(sql)
             .bind(user_id)
             .execute(&mut *tx)

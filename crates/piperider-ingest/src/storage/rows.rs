@@ -224,6 +224,45 @@ impl EventRow {
     }
 }
 
+impl EventRow {
+    /// A stored event as PostgreSQL gives it back (the roller reads them).
+    pub(crate) fn from_pg(r: &sqlx::postgres::PgRow) -> Result<EventRow, sqlx::Error> {
+        use sqlx::Row;
+        let mut stats = [None; 7];
+        for (value, name) in stats.iter_mut().zip(Figures::NAMES) {
+            *value = r.try_get::<Option<i64>, _>(name)?;
+        }
+        Ok(EventRow {
+            event_id: r.try_get("event_id")?,
+            received_at: r.try_get("received_at")?,
+            ts: r.try_get("ts")?,
+            day: r.try_get("day")?,
+            event_type: r.try_get("event_type")?,
+            user_id: r.try_get("user_id")?,
+            device_id: r.try_get("device_id")?,
+            os: r.try_get("os")?,
+            arch: r.try_get("arch")?,
+            os_version: r.try_get("os_version")?,
+            runtime_name: r.try_get("runtime_name")?,
+            runtime_version: r.try_get("runtime_version")?,
+            app_version: r.try_get("app_version")?,
+            initial_version: r.try_get("initial_version")?,
+            ci: r.try_get("ci")?,
+            project_id: r.try_get("project_id")?,
+            datasource_type: r.try_get("datasource_type")?,
+            stats: stats
+                .iter()
+                .all(Option::is_some)
+                .then(|| Figures::from_values(stats.map(|v| v.unwrap_or(0)))),
+            status: r.try_get("status")?,
+            duration_ms: r.try_get("duration_ms")?,
+            country: r.try_get("country")?,
+            region: r.try_get("region")?,
+            owner_key: None,
+        })
+    }
+}
+
 /// The `owner_keys` rows of newly stored events: the first key each user
 /// id carries in them, with the time it arrived.
 pub(crate) fn owner_rows<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<Vec<Cell<'a>>> {

@@ -300,11 +300,21 @@ macro_rules! user_events {
 }
 pub(crate) use user_events;
 
-/// Deleting one user (`$1`): their events, every rollup row of theirs and
-/// their owner key.
-pub(crate) const DELETE_USER: [&str; 6] = [
+/// Deleting one user's events (`$1`) on SQLite: through the days
+/// `daily_users` records for them, which its writer keeps complete (raw
+/// events have no index on `user_id` there).
+pub(crate) const DELETE_USER_EVENTS_SQLITE: &str = concat!("DELETE FROM ", user_events!());
+
+/// Deleting one user's events (`$1`) on PostgreSQL: by its index on
+/// `user_id`, since the rollups of events still queued for the roller are
+/// not written yet.
+pub(crate) const DELETE_USER_EVENTS_POSTGRES: &str = "DELETE FROM events WHERE user_id = $1";
+
+/// Deleting one user (`$1`): every rollup row of theirs and their owner
+/// key (their events: [`DELETE_USER_EVENTS_SQLITE`],
+/// [`DELETE_USER_EVENTS_POSTGRES`], run before these).
+pub(crate) const DELETE_USER: [&str; 5] = [
     "DELETE FROM users WHERE user_id = $1",
-    concat!("DELETE FROM ", user_events!()),
     "DELETE FROM project_datasources WHERE project_id IN (SELECT project_id FROM projects WHERE user_id = $1)",
     "DELETE FROM projects WHERE user_id = $1",
     "DELETE FROM daily_users WHERE user_id = $1",

@@ -40,9 +40,9 @@ use super::group::{
 use super::rollup::Aggregate;
 use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
-    DELETE_USER, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PRUNE_QUARANTINE, QUARANTINE,
-    QUARANTINE_KEEP, REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS,
-    sqlite_synchronous,
+    DELETE_USER, DELETE_USER_EVENTS_SQLITE, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS,
+    PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT,
+    SQLITE_PRAGMAS, sqlite_synchronous,
 };
 use wal::{Settle, checkpointer, syncer, wal_path};
 
@@ -426,7 +426,7 @@ impl SqliteWriter {
             rusqlite::params![hash, now_ms, user_id],
         )?;
         let mut found = 0;
-        for sql in DELETE_USER {
+        for sql in std::iter::once(DELETE_USER_EVENTS_SQLITE).chain(DELETE_USER) {
             found += tx.execute(sql, [user_id])?;
         }
         tx.execute(DELETE_USER_QUARANTINE, [hash])?;

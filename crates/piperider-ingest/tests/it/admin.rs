@@ -125,8 +125,9 @@ on_both!(
     }
 );
 
-// PostgreSQL's writers each add to the daily counters of their own shard
-// (a request goes to the writer its user hashes to); the stats sum them.
+// The users' requests go to PostgreSQL's writers by their hash, and the
+// rollups of what each writer stored are written later by the roller; the
+// stats read writes them first, so every acknowledged event counts.
 on_both!(counters_of_every_writer_add_up, |db: Db| async move {
     let Some(h) = Harness::start(db, |_| {}).await else {
         return;
@@ -135,13 +136,6 @@ on_both!(counters_of_every_writer_add_up, |db: Db| async move {
     for user in &users {
         let (status, body) = h.post_batch(&[event(user)]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    if db == Db::Postgres {
-        let rows = h.store().table_as_text("daily_events").await.unwrap();
-        assert!(
-            rows.lines().count() > 1,
-            "these users all went to one writer, so the test shows nothing: {rows}"
-        );
     }
     let (_, stats) = h.admin_get("/v1/admin/stats").await;
     assert_eq!(stats["totals"]["events"], 12, "{stats}");

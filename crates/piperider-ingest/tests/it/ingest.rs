@@ -51,6 +51,60 @@ on_both!(
     }
 );
 
+/// PostgreSQL's roller writes the rollups of acknowledged events within
+/// about a second with no read asking for them, and a read of the stats
+/// leaves nothing queued; ids queued when a node stopped (a crash) are
+/// rolled up by the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roller_writes_rollups_soon_and_after_a_crash() {
+    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let (status, _) = h.post_batch(&[event(USER), event(USER)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        // Straight from the table: no read of the service's asks for a flush.
+        let counted = h
+            .query_text("SELECT CAST(COALESCE(SUM(events), 0) AS TEXT) FROM daily_events")
+            .await;
+        if counted == ["2"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rolled up: {counted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.query_text("SELECT CAST(COUNT(*) AS TEXT) FROM rollup_queue")
+            .await,
+        ["0"]
+    );
+
+    // A node that stopped before its roller ran: an event stored, its id queued.
+    h.store().close().await;
+    let id = "0190f5a0-0000-7000-8000-00000000abcd";
+    h.execute(
+        "",
+        &format!(
+            "INSERT INTO events SELECT '{id}', received_at, ts, day, event_type, \
+             user_id, device_id, os, arch, os_version, runtime_name, runtime_version, app_version, \
+             initial_version, ci, project_id, datasource_type, tables, columns, rows, \
+             builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, \
+             duration_ms, country, region FROM events LIMIT 1; \
+             INSERT INTO rollup_queue VALUES ('{id}')"
+        ),
+    )
+    .await;
+    let another = h.another_node().await;
+    let (_, stats) = another.admin_get("/v1/admin/stats").await;
+    assert_eq!(stats["totals"]["events"], 3, "{stats}");
+    another.store().close().await;
+    h.finish().await;
+}
+
 /// Two nodes on one PostgreSQL database given the same batches at once (a
 /// sender that timed out on one and resent to the other): each event is
 /// stored once and counted once in the rollups, accepted by one node and a
