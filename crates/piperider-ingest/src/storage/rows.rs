@@ -97,6 +97,47 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// An [`EventRow`] from a stored row, each column read by name with the
+/// driver's `get` (the field's type picks the conversion): one mapping for
+/// rusqlite's rows and sqlx's.
+macro_rules! event_row_from {
+    ($r:expr, $get:ident) => {{
+        let mut stats = [None; 7];
+        for (value, name) in stats.iter_mut().zip(Figures::NAMES) {
+            let v: Option<i64> = $r.$get(name)?;
+            *value = v;
+        }
+        Ok(EventRow {
+            event_id: $r.$get("event_id")?,
+            received_at: $r.$get("received_at")?,
+            ts: $r.$get("ts")?,
+            day: $r.$get("day")?,
+            event_type: $r.$get("event_type")?,
+            user_id: $r.$get("user_id")?,
+            device_id: $r.$get("device_id")?,
+            os: $r.$get("os")?,
+            arch: $r.$get("arch")?,
+            os_version: $r.$get("os_version")?,
+            runtime_name: $r.$get("runtime_name")?,
+            runtime_version: $r.$get("runtime_version")?,
+            app_version: $r.$get("app_version")?,
+            initial_version: $r.$get("initial_version")?,
+            ci: $r.$get("ci")?,
+            project_id: $r.$get("project_id")?,
+            datasource_type: $r.$get("datasource_type")?,
+            stats: stats
+                .iter()
+                .all(Option::is_some)
+                .then(|| Figures::from_values(stats.map(|v| v.unwrap_or(0)))),
+            status: $r.$get("status")?,
+            duration_ms: $r.$get("duration_ms")?,
+            country: $r.$get("country")?,
+            region: $r.$get("region")?,
+            owner_key: None,
+        })
+    }};
+}
+
 impl EventRow {
     /// The row of a valid wire event received at `received_at` from
     /// `country` and `region` (the address itself is not passed here).
@@ -189,77 +230,13 @@ impl EventRow {
 
     /// A stored event read back by column name (the SQLite writer's recovery).
     pub(crate) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-        let mut stats = [None; 7];
-        for (value, name) in stats.iter_mut().zip(Figures::NAMES) {
-            *value = r.get::<_, Option<i64>>(name)?;
-        }
-        Ok(EventRow {
-            event_id: r.get("event_id")?,
-            received_at: r.get("received_at")?,
-            ts: r.get("ts")?,
-            day: r.get("day")?,
-            event_type: r.get("event_type")?,
-            user_id: r.get("user_id")?,
-            device_id: r.get("device_id")?,
-            os: r.get("os")?,
-            arch: r.get("arch")?,
-            os_version: r.get("os_version")?,
-            runtime_name: r.get("runtime_name")?,
-            runtime_version: r.get("runtime_version")?,
-            app_version: r.get("app_version")?,
-            initial_version: r.get("initial_version")?,
-            ci: r.get("ci")?,
-            project_id: r.get("project_id")?,
-            datasource_type: r.get("datasource_type")?,
-            stats: stats
-                .iter()
-                .all(Option::is_some)
-                .then(|| Figures::from_values(stats.map(|v| v.unwrap_or(0)))),
-            status: r.get("status")?,
-            duration_ms: r.get("duration_ms")?,
-            country: r.get("country")?,
-            region: r.get("region")?,
-            owner_key: None,
-        })
+        event_row_from!(r, get)
     }
-}
 
-impl EventRow {
     /// A stored event as PostgreSQL gives it back (the roller reads them).
     pub(crate) fn from_pg(r: &sqlx::postgres::PgRow) -> Result<EventRow, sqlx::Error> {
         use sqlx::Row;
-        let mut stats = [None; 7];
-        for (value, name) in stats.iter_mut().zip(Figures::NAMES) {
-            *value = r.try_get::<Option<i64>, _>(name)?;
-        }
-        Ok(EventRow {
-            event_id: r.try_get("event_id")?,
-            received_at: r.try_get("received_at")?,
-            ts: r.try_get("ts")?,
-            day: r.try_get("day")?,
-            event_type: r.try_get("event_type")?,
-            user_id: r.try_get("user_id")?,
-            device_id: r.try_get("device_id")?,
-            os: r.try_get("os")?,
-            arch: r.try_get("arch")?,
-            os_version: r.try_get("os_version")?,
-            runtime_name: r.try_get("runtime_name")?,
-            runtime_version: r.try_get("runtime_version")?,
-            app_version: r.try_get("app_version")?,
-            initial_version: r.try_get("initial_version")?,
-            ci: r.try_get("ci")?,
-            project_id: r.try_get("project_id")?,
-            datasource_type: r.try_get("datasource_type")?,
-            stats: stats
-                .iter()
-                .all(Option::is_some)
-                .then(|| Figures::from_values(stats.map(|v| v.unwrap_or(0)))),
-            status: r.try_get("status")?,
-            duration_ms: r.try_get("duration_ms")?,
-            country: r.try_get("country")?,
-            region: r.try_get("region")?,
-            owner_key: None,
-        })
+        event_row_from!(r, try_get)
     }
 }
 
