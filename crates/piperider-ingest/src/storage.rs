@@ -134,7 +134,7 @@ impl Store {
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 let pool = postgres::connect(url).await?;
                 let (queues, mut writers) = postgres::start(&pool, &metrics);
-                let (roller, rolling) = postgres::start_roller(&pool);
+                let (roller, rolling) = postgres::start_roller(&pool, &metrics);
                 writers.push(rolling);
                 (Backend::Postgres(pool), queues, writers, Some(roller))
             } else if url.starts_with("sqlite:") {

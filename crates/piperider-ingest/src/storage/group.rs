@@ -71,6 +71,9 @@ pub(crate) struct CommitMetrics {
     pub(crate) seconds: Histogram,
     /// 1 from a failed group commit until a commit (or a readiness probe) succeeds.
     pub(crate) failing: Gauge,
+    /// PostgreSQL: events stored and not yet in the rollups, after the
+    /// roller's last roll-up.
+    pub(crate) rollup_backlog: Gauge,
 }
 
 impl Default for CommitMetrics {
@@ -80,6 +83,7 @@ impl Default for CommitMetrics {
             requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             failing: Gauge::default(),
+            rollup_backlog: Gauge::default(),
         }
     }
 }
@@ -106,6 +110,11 @@ impl CommitMetrics {
             "storage_failing",
             "1 while storage is failing: the last group commit failed and no later commit or readiness probe succeeded",
             self.failing.clone(),
+        );
+        registry.register(
+            "rollup_backlog",
+            "PostgreSQL: events stored and not yet in the rollups (rollup_queue) after the last roll-up; one that keeps growing means no roller runs",
+            self.rollup_backlog.clone(),
         );
     }
 }

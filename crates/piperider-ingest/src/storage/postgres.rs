@@ -157,9 +157,12 @@ pub(crate) async fn roll_up(pool: &PgPool) -> Result<(), StorageError> {
 /// Starts the roller: it rolls up every [`ROLL_UP_INTERVAL`] and when
 /// asked ([`Job::Flush`], answered once the rollups include every event
 /// stored before), and once more when stopped.
-pub(crate) fn start_roller(pool: &PgPool) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
+pub(crate) fn start_roller(
+    pool: &PgPool,
+    metrics: &CommitMetrics,
+) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
-    let pool = pool.clone();
+    let (pool, backlog) = (pool.clone(), metrics.rollup_backlog.clone());
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(ROLL_UP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,6 +186,12 @@ pub(crate) fn start_roller(pool: &PgPool) -> (mpsc::Sender<Job>, tokio::task::Jo
             let result = roll_up(&pool).await.map_err(std::sync::Arc::new);
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "rolling up stored events failed; they stay queued");
+            }
+            if let Ok(left) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rollup_queue")
+                .fetch_one(&pool)
+                .await
+            {
+                backlog.set(left);
             }
             for reply in replies {
                 let _ = reply.send(result.clone().map_err(|e| e.shared()));
