@@ -154,13 +154,7 @@ on_both!(
 
         // Every decision is in the audit trail, without an address.
         assert_eq!(h.store().count_consent_decisions().await.unwrap(), 2);
-        let (_, _, metrics) = h
-            .send(
-                "127.0.0.1",
-                Request::get("/metrics").body(Body::empty()).unwrap(),
-            )
-            .await;
-        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        let metrics = h.metrics().await;
         assert!(
             metrics.contains(
                 "piperider_ingest_events_total{outcome=\"dropped\",reason=\"no_consent\"} 3"

@@ -83,13 +83,7 @@ async fn the_roller_writes_rollups_soon_and_after_a_crash() {
         ["0"]
     );
     // The backlog is exported for operators (0 here, as the queue is empty).
-    let (_, _, metrics) = h
-        .send(
-            "127.0.0.1",
-            Request::get("/metrics").body(Body::empty()).unwrap(),
-        )
-        .await;
-    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("\npiperider_ingest_rollup_backlog 0\n"),
         "{metrics}"

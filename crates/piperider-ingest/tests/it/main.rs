@@ -242,14 +242,7 @@ impl Harness {
     pub(crate) async fn with_config(&self, tune: impl FnOnce(&mut Config)) -> Harness {
         let mut config = self.state.config().clone();
         tune(&mut config);
-        let state = AppState::new(config, self.store().clone(), geo_fixture())
-            .await
-            .unwrap();
-        Harness {
-            state,
-            dir: tempfile::tempdir().unwrap(),
-            pg_database: None,
-        }
+        Self::serving(config, self.store().clone()).await
     }
 
     /// Another node on this harness's PostgreSQL database: its own store
@@ -262,14 +255,28 @@ impl Harness {
         let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
             .await
             .unwrap();
-        let state = AppState::new(self.state.config().clone(), store, geo_fixture())
-            .await
-            .unwrap();
+        Self::serving(self.state.config().clone(), store).await
+    }
+
+    /// A service on `store` that does not own its database.
+    async fn serving(config: Config, store: Store) -> Harness {
+        let state = AppState::new(config, store, geo_fixture()).await.unwrap();
         Harness {
             state,
             dir: tempfile::tempdir().unwrap(),
             pg_database: None,
         }
+    }
+
+    /// The text `GET /metrics` answers.
+    pub(crate) async fn metrics(&self) -> String {
+        let (_, _, body) = self
+            .send(
+                "127.0.0.1",
+                Request::get("/metrics").body(Body::empty()).unwrap(),
+            )
+            .await;
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     pub(crate) fn store(&self) -> &Store {
