@@ -47,7 +47,8 @@ pub(crate) struct Batch {
 #[derive(Debug)]
 pub(crate) enum Job {
     Store(Batch),
-    /// Write the rollups held back so far, before they are read (SQLite).
+    /// Write the rollups held back so far, before they are read (the SQLite
+    /// writer, PostgreSQL's roller).
     Flush(oneshot::Sender<Result<(), StorageError>>),
     /// Delete a user, after writing the rollups held back (SQLite).
     DeleteUser {
@@ -174,6 +175,23 @@ impl<'a> Group<'a> {
                 .collect(),
             started: Instant::now(),
         }
+    }
+
+    /// The salted hashes of the group's users, each once, in order.
+    pub(crate) fn user_hashes(&self) -> Vec<&'a str> {
+        let distinct: std::collections::BTreeSet<&'a str> = self.hashes.values().copied().collect();
+        distinct.into_iter().collect()
+    }
+
+    /// The events `keep` takes, each event id once (its first time in the
+    /// group): the rows one insert stores.
+    pub(crate) fn first_of_each(&self, keep: impl Fn(&EventRow) -> bool) -> Vec<&'a Arc<EventRow>> {
+        let mut seen = HashSet::new();
+        self.events
+            .iter()
+            .copied()
+            .filter(|e| keep(e) && seen.insert(e.event_id.as_str()))
+            .collect()
     }
 
     /// Whether an event's user asked for deletion, given the hashes found

@@ -10,7 +10,7 @@
 //! statement per table. Deletions run straight on the pool, within the
 //! request.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
@@ -111,10 +111,6 @@ const ROLL_UP_EVENTS: i64 = 2_000;
 /// How often the roller writes the rollups while events keep coming.
 const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The roller's shard of the daily counters; each node's roller commits
-/// one roll-up at a time.
-const ROLLER_SHARD: i64 = 0;
-
 /// Takes up to [`ROLL_UP_EVENTS`] queued ids and adds their events to the
 /// rollups, in one transaction: an id leaves the queue exactly when its
 /// event is counted. Ids of events deleted since (a deleted user, expired
@@ -141,7 +137,7 @@ async fn roll_up_some(pool: &PgPool) -> Result<usize, StorageError> {
     for row in &rows {
         rollup.add(&std::sync::Arc::new(super::rows::EventRow::from_pg(row)?));
     }
-    for (table, rows) in rollup.tables(ROLLER_SHARD) {
+    for (table, rows) in rollup.tables() {
         upsert(&mut tx, table, &rows).await?;
     }
     tx.commit().await?;
@@ -275,39 +271,29 @@ async fn upsert<'a, R: AsRef<[Cell<'a>]>>(
     Ok(())
 }
 
-/// Stores a group of events in one transaction: the events of deleted
-/// users are dropped, the rest inserted once each (`event_id` is unique),
-/// the rollups updated for what was new, and the invalid events
+/// Stores a group of events: in one statement when they are all new
+/// ([`write_new`]), else in one transaction: the events of deleted users
+/// are dropped, the rest inserted once each (`event_id` is unique), the
+/// ids of what was new queued for the roller, and the invalid events
 /// quarantined. Nothing is acknowledged before `COMMIT`.
 async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, StorageError> {
     if let Some(written) = write_new(pool, group).await? {
         return Ok(written);
     }
     let mut tx = pool.begin().await?;
-    let wanted: BTreeSet<&str> = group
-        .events
-        .iter()
-        .filter_map(|e| group.hashes.get(e.user_id.as_str()).copied())
-        .collect();
+    let wanted = group.user_hashes();
     let found: Vec<String> = if wanted.is_empty() {
         Vec::new()
     } else {
-        let list: Vec<&str> = wanted.into_iter().collect();
         sqlx::query_scalar("SELECT user_hash FROM deleted_users WHERE user_hash = ANY($1)")
-            .bind(list)
+            .bind(wanted)
             .fetch_all(&mut *tx)
             .await?
     };
     let deleted: HashSet<&str> = found.iter().map(String::as_str).collect();
     let is_deleted = |e: &super::rows::EventRow| group.is_deleted(e, &deleted);
 
-    let mut seen_in_group = HashSet::new();
-    let fresh: Vec<_> = group
-        .events
-        .iter()
-        .copied()
-        .filter(|e| !is_deleted(e) && seen_in_group.insert(e.event_id.as_str()))
-        .collect();
+    let fresh = group.first_of_each(|e| !is_deleted(e));
     let ids: Vec<String> = if fresh.is_empty() {
         Vec::new()
     } else {
@@ -394,26 +380,13 @@ async fn write_new(pool: &PgPool, group: &Group<'_>) -> Result<Option<Vec<Writte
     if !group.quarantine.is_empty() || group.events.is_empty() {
         return Ok(None);
     }
-    let mut seen_in_group = HashSet::new();
-    let fresh: Vec<_> = group
-        .events
-        .iter()
-        .copied()
-        .filter(|e| seen_in_group.insert(e.event_id.as_str()))
-        .collect();
-    let hashes: Vec<&str> = group
-        .events
-        .iter()
-        .filter_map(|e| group.hashes.get(e.user_id.as_str()).copied())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let fresh = group.first_of_each(|_| true);
     let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| e.cells()).collect();
     let owners = owner_rows(fresh.iter().map(|e| &***e));
     let mut args = PgArguments::default();
     {
         use sqlx::Arguments;
-        args.add(hashes).map_err(sqlx::Error::Encode)?;
+        args.add(group.user_hashes()).map_err(sqlx::Error::Encode)?;
         args.add(fresh.len() as i64).map_err(sqlx::Error::Encode)?;
     }
     add_column_arrays(&mut args, &EVENTS, &rows)?;

@@ -1,7 +1,7 @@
 //! What newly stored events add to the rollup tables, worked out in memory
 //! so that each user, project and day costs one upsert however many events
-//! it had. PostgreSQL writes one aggregate per transaction; the SQLite
-//! writer keeps one across transactions and writes it about once a second.
+//! it had. The SQLite writer and PostgreSQL's roller each gather the events
+//! of about a second into one and write it in one transaction.
 //! Upserts commute (earliest and latest win, counts add), so aggregates may
 //! be written in any order.
 
@@ -132,17 +132,16 @@ impl Aggregate {
 
     /// Each rollup table's upsert with its rows, in key order (so that
     /// concurrent PostgreSQL transactions take row locks in one order).
-    /// Counters are added to rows of `shard`: every transaction adds to
-    /// the counters of its day, so concurrent writers sharing one row
-    /// would take turns, each waiting for the other's commit.
-    pub(crate) fn tables(&self, shard: i64) -> [TableRows<'_>; 6] {
+    /// Counters are added to rows of shard 0; reads sum every shard (rows
+    /// of others date from when each PostgreSQL writer had its own).
+    pub(crate) fn tables(&self) -> [TableRows<'_>; 6] {
         [
             (&USERS, self.user_rows()),
             (&PROJECTS, self.project_rows()),
             (&DATASOURCES, self.datasource_rows()),
             (&DAILY_USERS, self.active_rows()),
-            (&DAILY_EVENTS, self.daily_rows(shard)),
-            (&DAILY_BUCKETS, self.bucket_rows(shard)),
+            (&DAILY_EVENTS, self.daily_rows()),
+            (&DAILY_BUCKETS, self.bucket_rows()),
         ]
     }
 
@@ -205,7 +204,7 @@ impl Aggregate {
             .collect()
     }
 
-    fn daily_rows(&self, shard: i64) -> Vec<Vec<Cell<'_>>> {
+    fn daily_rows(&self) -> Vec<Vec<Cell<'_>>> {
         self.daily
             .iter()
             .flat_map(|(day, types)| {
@@ -213,7 +212,7 @@ impl Aggregate {
                     let mut row = vec![
                         day.into(),
                         t.into(),
-                        shard.into(),
+                        0.into(),
                         c.events.into(),
                         c.errors.into(),
                     ];
@@ -224,7 +223,7 @@ impl Aggregate {
             .collect()
     }
 
-    fn bucket_rows(&self, shard: i64) -> Vec<Vec<Cell<'_>>> {
+    fn bucket_rows(&self) -> Vec<Vec<Cell<'_>>> {
         self.buckets
             .iter()
             .flat_map(|(day, counts)| {
@@ -233,7 +232,7 @@ impl Aggregate {
                         day.into(),
                         (*metric).into(),
                         (*b).into(),
-                        shard.into(),
+                        0.into(),
                         (*n).into(),
                     ]
                 })
@@ -307,7 +306,7 @@ mod tests {
                 }
             }
         );
-        for (upsert, rows) in a.tables(3) {
+        for (upsert, rows) in a.tables() {
             assert!(!rows.is_empty(), "{}", upsert.table);
             for r in rows {
                 assert_eq!(r.len(), upsert.columns.len(), "{}", upsert.table);

@@ -392,7 +392,7 @@ impl SqliteWriter {
     /// Writes the held-back rollups and the watermark (everything stored so far).
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         // One writer: one shard.
-        for (upsert, rows) in self.pending.tables(0) {
+        for (upsert, rows) in self.pending.tables() {
             if rows.is_empty() {
                 continue;
             }
