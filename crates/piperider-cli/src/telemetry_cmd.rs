@@ -15,12 +15,20 @@ pub(crate) enum TelemetryCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Turn telemetry on (anonymous_tracking: true in the profile).
+    /// Turn telemetry on (anonymous_tracking: true in the profile). Nothing
+    /// recorded before this moment is ever sent.
     Enable,
+    /// Keep events on this machine only: each command's event is recorded
+    /// (see `telemetry show`) and never sent. Pending events are deleted.
+    Local,
     /// Turn all telemetry off and delete pending events. Sends nothing, not even the opt-out.
     Disable,
-    /// Print the pending events, one JSON object per line, exactly as they will be sent.
+    /// Print the pending events, exactly as they will be sent, then the
+    /// events kept in local mode: one JSON object per line.
     Show,
+    /// Delete every local telemetry file: the events kept in local mode
+    /// and the logs. Pending events stay (`telemetry disable` deletes them).
+    Clean,
     /// Start over with a new user id; pending events are deleted.
     Reset,
     /// Ask the backend to delete everything stored for your user id, then reset.
@@ -51,6 +59,26 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
                 status.explanation
             ));
         }),
+        TelemetryCmd::Local => collector
+            .keep_local()
+            .map_err(|e| e.to_string())
+            .map(|dropped| {
+                out::println(
+                    "Telemetry is local: each command's event is kept on this machine (`piperider telemetry show`) and never sent.",
+                );
+                if dropped > 0 {
+                    out::println(&format!("Deleted {dropped} pending event(s)."));
+                }
+                let status = collector.status();
+                if status.mode.as_str() != "local" {
+                    out::println(&format!("Now: {}.", status.explanation));
+                }
+            }),
+        TelemetryCmd::Clean => collector.clean().map_err(|e| e.to_string()).map(|n| {
+            out::println(&format!(
+                "Deleted the local telemetry files ({n} event(s) kept in local mode, and the logs)."
+            ));
+        }),
         TelemetryCmd::Disable => collector
             .disable()
             .map_err(|e| e.to_string())
@@ -61,11 +89,23 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
                 }
             }),
         TelemetryCmd::Show => {
+            // The headings go to stderr: stdout stays one event per line.
             let pending = collector.pending();
-            if pending.is_empty() {
-                out::eprint("No pending events.\n");
+            match pending.len() {
+                0 => out::eprint("No pending events.\n"),
+                n => out::eprint(&format!("{n} pending event(s), to be sent:\n")),
             }
             for event in pending {
+                out::println(&String::from_utf8_lossy(&event));
+            }
+            let kept = collector.kept_locally();
+            if !kept.is_empty() {
+                out::eprint(&format!(
+                    "{} event(s) kept on this machine in local mode, never sent:\n",
+                    kept.len()
+                ));
+            }
+            for event in kept {
                 out::println(&String::from_utf8_lossy(&event));
             }
             Ok(())
@@ -148,15 +188,22 @@ fn status(collector: &Collector, json: bool) {
         _ => "none (not inside a project)".into(),
     };
     out::println(&format!(
-        "Telemetry is {}: {}\n  rule:           {}\n  user id:        {}\n  profile:        {}\n  project:        {}\n  pending events: {} (dropped by the spool cap so far: {})\n  endpoint:       {}{}",
-        if s.enabled { "on" } else { "off" },
+        "Telemetry is {}: {}\n  mode:           {} (from {})\n  rule:           {}\n  user id:        {}\n  profile:        {}\n  project:        {}\n  pending events: {} (dropped by the spool cap so far: {})\n  kept locally:   {}\n  endpoint:       {}{}",
+        match (s.enabled, s.mode.as_str()) {
+            (true, "local") => "local",
+            (true, _) => "on",
+            (false, _) => "off",
+        },
         s.explanation,
+        s.mode,
+        s.mode_source,
         s.reason,
         s.user_id.as_deref().unwrap_or("none"),
         s.profile_path.display(),
         project,
         s.pending_events,
         s.dropped_events,
+        s.local_events,
         s.endpoint.as_deref().unwrap_or("none"),
         if s.debug {
             "\n  debug:          on (events are printed, not sent)"

@@ -8,15 +8,21 @@ use std::time::Duration;
 use piperider_profile::ProfileError;
 use serde::Serialize;
 
-use crate::decision::{self, Reason};
+use crate::decision::{self, Decision, Reason};
 use crate::sender::{self, OwnerAnswer, SendReport, SenderPolicy};
-use crate::{Collector, Spool};
+use crate::{Collector, Spool, TelemetryMode};
 
 /// The state `piperider telemetry status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct TelemetryStatus {
     /// Whether the next command would record an event.
     pub enabled: bool,
+    /// The mode chosen: `on`, `local` or `off`.
+    #[serde(serialize_with = "mode_name")]
+    pub mode: TelemetryMode,
+    /// Where the mode came from: `profile`, `default`, or the environment
+    /// variable that set it (`PIPERIDER_TELEMETRY`, `DO_NOT_TRACK`, ...).
+    pub mode_source: String,
     /// The rule that decided, as a stable name (`do_not_track`, `enabled`, ...).
     pub reason: String,
     /// The rule that decided, in words, with how to change it.
@@ -33,6 +39,8 @@ pub struct TelemetryStatus {
     pub pending_events: usize,
     /// Events the spool's cap has dropped, ever.
     pub dropped_events: u64,
+    /// Events recorded in local mode and kept on this machine.
+    pub local_events: usize,
     /// Where events go, when a safe endpoint is configured.
     pub endpoint: Option<String>,
     /// Whether debug mode prints events instead of sending them.
@@ -75,8 +83,14 @@ impl Collector {
     pub fn status(&self) -> TelemetryStatus {
         let decision = decision::decide_with_facts(&self.inputs());
         let spool = self.spool();
+        let mode_source = match &decision.mode_source {
+            crate::ModeSource::Environment(var) => var.clone(),
+            other => other.to_string(),
+        };
         TelemetryStatus {
             enabled: decision.enabled,
+            mode: decision.mode,
+            mode_source,
             reason: decision.reason.as_str(&self.app).to_string(),
             explanation: decision.reason.explain(&self.app),
             user_id: decision.profile.as_ref().map(|p| p.user_id.to_string()),
@@ -88,27 +102,83 @@ impl Collector {
             project_config: decision.project_config.clone(),
             pending_events: spool.as_ref().map_or(0, Spool::len),
             dropped_events: spool.as_ref().map_or(0, Spool::dropped),
+            local_events: self.local_records().as_ref().map_or(0, Spool::len),
             endpoint: self.endpoint(),
             debug: self.debug(),
         }
     }
 
-    /// Turns telemetry on in the profile (creating it if needed).
+    /// Turns telemetry on in the profile (creating it if needed). When it
+    /// was not on, the profile records the moment: nothing recorded before
+    /// it is ever sent.
     pub fn enable(&self) -> Result<(), ProfileError> {
+        self.switch_to(TelemetryMode::On)
+    }
+
+    /// Local mode: events are recorded on this machine and never sent.
+    /// Pending events are deleted (they would otherwise go when uploading
+    /// is turned on again, though recorded before it). Returns how many.
+    pub fn keep_local(&self) -> Result<usize, ProfileError> {
+        self.switch_to(TelemetryMode::Local)?;
+        Ok(self.drop_pending())
+    }
+
+    /// Writes `mode` to the profile, creating the profile if needed.
+    fn switch_to(&self, mode: TelemetryMode) -> Result<(), ProfileError> {
         let store = self.profile_store()?;
+        let now = chrono::Utc::now();
         match store.load() {
-            Ok(None) => self.create_profile(true).map(drop),
-            Ok(Some(_)) => store.set_tracking(true),
-            // A profile without a user id gets one: enabling is an explicit choice.
+            Ok(None) => {
+                let (_, created) = self.create_profile(mode == TelemetryMode::On)?;
+                if created && mode == TelemetryMode::On {
+                    return Ok(());
+                }
+                store.set_mode(mode, now)
+            }
+            Ok(Some(_)) => store.set_mode(mode, now),
+            // A profile without a user id gets one: choosing a mode is explicit.
             Err(ProfileError::Field { ref field, .. }) if field == "user_id" => {
                 store.renew_identity()?;
-                store.set_tracking(true)
+                store.set_mode(mode, now)
             }
-            Err(ProfileError::Field { ref field, .. }) if field == "anonymous_tracking" => {
-                store.set_tracking(true)
+            Err(ProfileError::Field { ref field, .. })
+                if ["anonymous_tracking", "telemetry_mode", "uploading_since"]
+                    .contains(&field.as_str()) =>
+            {
+                store.set_mode(mode, now)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Deletes every local telemetry file: the local records and the
+    /// collector's logs. Pending events stay (`disable` deletes them).
+    /// Returns how many local records there were.
+    pub fn clean(&self) -> std::io::Result<usize> {
+        let Some(paths) = self.paths() else {
+            return Ok(0);
+        };
+        let records = Spool::new(&paths.local, crate::SpoolLimits::default()).clear()?;
+        for file in [&paths.log, &paths.rejected_log] {
+            match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(records)
+    }
+
+    /// The events kept in local mode, oldest first, each as recorded.
+    pub fn kept_locally(&self) -> Vec<Vec<u8>> {
+        let Some(local) = self.local_records() else {
+            return Vec::new();
+        };
+        local
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| local.read(e).ok())
+            .collect()
     }
 
     /// Turns telemetry off in the profile (creating it if needed) and
@@ -119,7 +189,9 @@ impl Collector {
         let switched = match store.load() {
             Ok(None) => self.create_profile(false).map(drop),
             // Even a profile with a bad field can say "off".
-            Ok(Some(_)) | Err(ProfileError::Field { .. }) => store.set_tracking(false),
+            Ok(Some(_)) | Err(ProfileError::Field { .. }) => {
+                store.set_mode(TelemetryMode::Off, chrono::Utc::now())
+            }
             Err(e) => Err(e),
         };
         let dropped = self.drop_pending();
@@ -194,6 +266,23 @@ impl Collector {
         self.spool().and_then(|s| s.clear().ok()).unwrap_or(0)
     }
 
+    /// Deletes pending events recorded before the profile's `uploading_since`.
+    fn drop_recorded_before_uploading(&self) {
+        let since = self
+            .profile_store()
+            .ok()
+            .and_then(|s| s.load().ok().flatten())
+            .and_then(|p| p.uploading_since);
+        if let (Some(since), Some(spool)) = (since, self.spool()) {
+            let removed = spool.remove_recorded_before(since.into()).unwrap_or(0);
+            if removed > 0 {
+                self.log(&format!(
+                    "deleted {removed} pending event(s) recorded before uploading was turned on"
+                ));
+            }
+        }
+    }
+
     /// The pending events, each exactly as it will be sent.
     pub fn pending(&self) -> Vec<Vec<u8>> {
         let Some(spool) = self.spool() else {
@@ -220,15 +309,15 @@ impl Collector {
             self.drop_pending();
             return total;
         }
-        if !decision.enabled && !matches!(decision.reason, Reason::ProjectOptOut) {
+        if !may_send(&decision) {
             return total;
         }
         loop {
-            // Switched off since this sender started (`telemetry disable`, a hand edit)?
-            let allowed = || {
-                let now = self.decide();
-                now.enabled || matches!(now.reason, Reason::ProjectOptOut)
-            };
+            // Nothing recorded before uploading was last turned on is sent.
+            self.drop_recorded_before_uploading();
+            // Switched off or to local since this sender started
+            // (`telemetry disable`, `telemetry local`, a hand edit)?
+            let allowed = || may_send(&self.decide());
             let report = sender::run(&paths, &endpoint, policy, &allowed);
             if matches!(self.decide().reason, Reason::ProfileOptOut) {
                 self.drop_pending();
@@ -265,4 +354,15 @@ impl Collector {
         }
         policy
     }
+}
+
+/// Whether spooled events may go now: uploading is on, and recording is
+/// (or only this project opted out; other projects' events may still go).
+fn may_send(decision: &Decision) -> bool {
+    decision.mode == TelemetryMode::On
+        && (decision.enabled || matches!(decision.reason, Reason::ProjectOptOut))
+}
+
+fn mode_name<S: serde::Serializer>(mode: &TelemetryMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.as_str())
 }

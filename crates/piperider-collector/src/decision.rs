@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use piperider_event::ProjectId;
-use piperider_profile::{AppHome, ConfigStore, Profile, ProfileStore};
+use piperider_profile::{AppHome, ConfigStore, Profile, ProfileStore, TelemetryMode};
 
 use crate::{AppInfo, Env};
 
@@ -14,6 +14,11 @@ pub enum Reason {
     DoNotTrack,
     /// `PIPERIDER_TELEMETRY_DISABLED` is set.
     DisabledByEnv,
+    /// `PIPERIDER_TELEMETRY=off`.
+    OffByEnv,
+    /// `PIPERIDER_TELEMETRY` is set to something other than `on`, `local`
+    /// or `off`: off, since what was meant cannot be known.
+    ModeVarUnknown,
     /// There is no home folder to keep a profile in.
     NoHome,
     /// The profile cannot be read; telemetry stays off until it is fixed.
@@ -31,6 +36,8 @@ pub enum Reason {
     /// The endpoint is `http://` to another machine: the user id would
     /// travel in clear text. Only `https://`, or `http://` on loopback.
     InsecureEndpoint,
+    /// Local mode: events are kept on this machine and never sent.
+    Local,
     /// On, in CI: pseudonymous ids per CI vendor and project.
     Ci,
     /// On.
@@ -43,6 +50,8 @@ impl Reason {
         match self {
             Reason::DoNotTrack => "DO_NOT_TRACK".into(),
             Reason::DisabledByEnv => app.disabled_var(),
+            Reason::OffByEnv => format!("{}=off", app.mode_var()),
+            Reason::ModeVarUnknown => format!("{}_unknown", app.mode_var()),
             Reason::NoHome => "no_home".into(),
             Reason::ProfileUnreadable => "profile_unreadable".into(),
             Reason::ProfileOptOut => "profile_opt_out".into(),
@@ -51,6 +60,7 @@ impl Reason {
             Reason::FirstRun => "first_run".into(),
             Reason::NoEndpoint => "no_endpoint".into(),
             Reason::InsecureEndpoint => "insecure_endpoint".into(),
+            Reason::Local => "local".into(),
             Reason::Ci => "ci".into(),
             Reason::Enabled => "enabled".into(),
         }
@@ -61,6 +71,11 @@ impl Reason {
         match self {
             Reason::DoNotTrack => "disabled because DO_NOT_TRACK is set".into(),
             Reason::DisabledByEnv => format!("disabled because {} is set", app.disabled_var()),
+            Reason::OffByEnv => format!("off because {}=off", app.mode_var()),
+            Reason::ModeVarUnknown => format!(
+                "off because {} is neither on, local nor off",
+                app.mode_var()
+            ),
             Reason::NoHome => "disabled: no home folder to keep the profile in".into(),
             Reason::ProfileUnreadable => "disabled: the profile cannot be read (fix or delete it)".into(),
             Reason::ProfileOptOut => "disabled by anonymous_tracking: false in the profile".into(),
@@ -72,8 +87,30 @@ impl Reason {
                 "disabled: {} is http:// to another machine, where ids would travel in clear text; use https:// (http:// is taken only on this machine's loopback)",
                 app.endpoint_var()
             ),
+            Reason::Local => "local: events are kept on this machine (`telemetry show` lists them) and never sent".into(),
             Reason::Ci => "enabled, in CI: runs count under one pseudonymous id per CI vendor and project".into(),
             Reason::Enabled => "enabled".into(),
+        }
+    }
+}
+
+/// Where the mode came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeSource {
+    /// An environment variable, named (`DO_NOT_TRACK`, `PIPERIDER_TELEMETRY`, ...).
+    Environment(String),
+    /// The profile.
+    Profile,
+    /// Nothing chose: on (a profile is made, with the notice, on the first run).
+    Default,
+}
+
+impl std::fmt::Display for ModeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModeSource::Environment(var) => write!(f, "environment ({var})"),
+            ModeSource::Profile => f.write_str("profile"),
+            ModeSource::Default => f.write_str("default"),
         }
     }
 }
@@ -81,10 +118,18 @@ impl Reason {
 /// The outcome of the rules, with what they read.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// Whether an event may be recorded.
+    /// Whether an event may be recorded (sent when `mode` is on, kept on
+    /// this machine when it is local).
     pub enabled: bool,
     /// The first rule that matched.
     pub reason: Reason,
+    /// The mode the user chose (the environment can only narrow the
+    /// profile's: `off` or `local` there wins, `on` there changes nothing).
+    /// A project without a telemetry id, or no endpoint, turns recording
+    /// off without changing the mode.
+    pub mode: TelemetryMode,
+    /// Where `mode` came from.
+    pub mode_source: ModeSource,
     /// The profile as read, when there is one and it could be read.
     pub profile: Option<Profile>,
     /// Why the profile could not be read, when it could not.
@@ -123,7 +168,9 @@ pub(crate) fn decide(c: &Inputs<'_>) -> Decision {
 pub(crate) fn decide_with_facts(c: &Inputs<'_>) -> Decision {
     let d = decide(c);
     match d.reason {
-        Reason::DoNotTrack | Reason::DisabledByEnv => with_facts(c, d),
+        Reason::DoNotTrack | Reason::DisabledByEnv | Reason::OffByEnv | Reason::ModeVarUnknown => {
+            with_facts(c, d)
+        }
         _ => d,
     }
 }
@@ -132,6 +179,37 @@ fn off(mut d: Decision, reason: Reason) -> Decision {
     d.reason = reason;
     d.enabled = false;
     d
+}
+
+/// Off by the environment: the mode is off, and the variable is its source.
+fn off_by(mut d: Decision, reason: Reason, var: String) -> Decision {
+    d.mode = TelemetryMode::Off;
+    d.mode_source = ModeSource::Environment(var);
+    off(d, reason)
+}
+
+/// What the environment says of the mode before any file is read: `Err`
+/// when it turns telemetry off (and names the rule), `Ok(Some(Local))`
+/// when it narrows it to local, `Ok(None)` when it leaves it to the profile.
+pub(crate) fn env_mode(
+    app: &AppInfo,
+    env: &Env,
+) -> Result<Option<TelemetryMode>, (Reason, String)> {
+    if env.flag("DO_NOT_TRACK") {
+        return Err((Reason::DoNotTrack, "DO_NOT_TRACK".into()));
+    }
+    if env.flag(&app.disabled_var()) {
+        return Err((Reason::DisabledByEnv, app.disabled_var()));
+    }
+    let Some(value) = env.get(&app.mode_var()).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match TelemetryMode::parse(value) {
+        Some(TelemetryMode::Off) => Err((Reason::OffByEnv, app.mode_var())),
+        None => Err((Reason::ModeVarUnknown, app.mode_var())),
+        Some(TelemetryMode::Local) => Ok(Some(TelemetryMode::Local)),
+        Some(TelemetryMode::On) => Ok(None),
+    }
 }
 
 /// Rules 1 to 3: the environment and the profile. These hold for the whole
@@ -147,14 +225,14 @@ pub(crate) fn user_rules(c: &Inputs<'_>) -> Decision {
         project_id: None,
         datasource_type: None,
         ci: c.env.ci_vendor(),
+        mode: TelemetryMode::On,
+        mode_source: ModeSource::Default,
     };
     // Rules 1 and 2 need no file read.
-    if c.env.flag("DO_NOT_TRACK") {
-        return off(d, Reason::DoNotTrack);
-    }
-    if c.env.flag(&app.disabled_var()) {
-        return off(d, Reason::DisabledByEnv);
-    }
+    let narrowed = match env_mode(app, c.env) {
+        Ok(narrowed) => narrowed,
+        Err((reason, var)) => return off_by(d, reason, var),
+    };
     let Some(home) = c.home else {
         return off(d, Reason::NoHome);
     };
@@ -167,8 +245,16 @@ pub(crate) fn user_rules(c: &Inputs<'_>) -> Decision {
             return off(d, Reason::ProfileUnreadable);
         }
     }
-    if d.profile.as_ref().is_some_and(|p| !p.anonymous_tracking) {
+    if let Some(profile) = &d.profile {
+        d.mode = profile.mode();
+        d.mode_source = ModeSource::Profile;
+    }
+    if d.mode == TelemetryMode::Off {
         return off(d, Reason::ProfileOptOut);
+    }
+    if narrowed == Some(TelemetryMode::Local) {
+        d.mode = TelemetryMode::Local;
+        d.mode_source = ModeSource::Environment(app.mode_var());
     }
     d
 }
@@ -200,6 +286,11 @@ pub(crate) fn project_rules(c: &Inputs<'_>, mut d: Decision) -> Decision {
     // Rules 5 and 6: first run (outside CI), CI.
     if d.ci.is_none() && d.profile.is_none() {
         return off(d, Reason::FirstRun);
+    }
+    // Kept on this machine: no endpoint is needed.
+    if d.mode == TelemetryMode::Local {
+        d.reason = Reason::Local;
+        return d;
     }
     if !c.has_endpoint {
         return off(d, Reason::NoEndpoint);

@@ -36,8 +36,9 @@ use piperider_event::Runtime;
 use piperider_profile::{AppHome, NewProfile, ProfileError, ProfileStore};
 
 pub use commands::{ForgetError, TelemetryStatus};
-pub use decision::{Decision, Reason};
+pub use decision::{Decision, ModeSource, Reason};
 pub use env::Env;
+pub use piperider_profile::TelemetryMode;
 pub use record::{CommandRecord, Recorded};
 pub use sender::{SENDER_ARG, SendReport, SenderPolicy};
 pub use spool::{Spool, SpoolLimits, SpooledEvent};
@@ -71,6 +72,12 @@ impl AppInfo {
     /// `PIPERIDER_TELEMETRY_DISABLED` for PipeRider.
     pub fn disabled_var(&self) -> String {
         self.var("TELEMETRY_DISABLED")
+    }
+
+    /// `PIPERIDER_TELEMETRY`: `off`, `local` or `on` (the environment can
+    /// only narrow what the profile chose).
+    pub fn mode_var(&self) -> String {
+        self.var("TELEMETRY")
     }
 
     /// `PIPERIDER_TELEMETRY_DEBUG`: print events to stderr instead of sending them.
@@ -116,6 +123,8 @@ pub(crate) struct Paths {
     pub(crate) backoff: PathBuf,
     pub(crate) log: PathBuf,
     pub(crate) rejected_log: PathBuf,
+    /// Events recorded in local mode (a spool of its own, never sent).
+    pub(crate) local: PathBuf,
 }
 
 impl Paths {
@@ -127,6 +136,7 @@ impl Paths {
             backoff: dir.join("sender-backoff.json"),
             log: dir.join("telemetry.log"),
             rejected_log: dir.join("rejected.log"),
+            local: dir.join("local").join("records"),
         }
     }
 }
@@ -247,6 +257,13 @@ impl Collector {
             .map(|p| Spool::new(p.spool, SpoolLimits::default()))
     }
 
+    /// The events recorded in local mode, kept as the spool keeps its own
+    /// (same caps) and never sent.
+    pub fn local_records(&self) -> Option<Spool> {
+        self.paths()
+            .map(|p| Spool::new(p.local, SpoolLimits::default()))
+    }
+
     /// The profile's store, or why there is none.
     fn profile_store(&self) -> Result<ProfileStore, ProfileError> {
         self.home
@@ -269,6 +286,7 @@ impl Collector {
             anonymous_tracking: tracking,
             initial_version: Some(self.app.version.clone()),
             device_id: None,
+            uploading_since: tracking.then(chrono::Utc::now),
         })
     }
 

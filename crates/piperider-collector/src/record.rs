@@ -10,9 +10,13 @@ use piperider_event::{
     CliEvent, CommandName, Outcome, Project, SCHEMA_VERSION, Stats, Status, WireEvent,
 };
 
+use crate::TelemetryMode;
 use crate::decision::{self, Decision, Reason};
 use crate::spool::{Spool, SpoolLimits};
 use crate::{Collector, NoticeOut, device, sender};
+
+/// How long local telemetry files are kept: four weeks, as Go's telemetry does.
+pub(crate) const LOCAL_KEPT_FOR: Duration = Duration::from_secs(28 * 24 * 3600);
 
 /// One finished command, as the host reports it.
 #[derive(Debug, Clone)]
@@ -39,6 +43,11 @@ pub enum Recorded {
     NoticeShown,
     /// Debug mode: printed to stderr, not spooled, not sent.
     Printed,
+    /// Local mode: kept on this machine, never to be sent.
+    KeptLocally {
+        /// How many of the oldest local records the cap dropped to make room.
+        dropped: usize,
+    },
     /// In the spool; `sender_started` when this call started a sender.
     Queued {
         /// Whether this call started a detached sender (at most one runs).
@@ -78,7 +87,7 @@ impl Collector {
     /// command ends. With telemetry switched off by the environment it does
     /// nothing.
     pub fn start(&self) {
-        if self.env.flag("DO_NOT_TRACK") || self.env.flag(&self.app.disabled_var()) {
+        if decision::env_mode(&self.app, &self.env).is_err() {
             return;
         }
         let inputs = self.clone_inputs();
@@ -107,8 +116,17 @@ impl Collector {
             _ => None,
         };
         let paths = self.paths();
+        if ahead
+            && decision.enabled
+            && decision.mode == TelemetryMode::Local
+            && let Some(local) = self.local_records()
+        {
+            // Local records do not outlive their four weeks.
+            let _ = local.remove_older_than(LOCAL_KEPT_FOR);
+        }
         let room_made = ahead
             && decision.enabled
+            && decision.mode == TelemetryMode::On
             && !self.debug()
             && paths.as_ref().is_some_and(|p| {
                 Spool::new(&p.spool, SpoolLimits::default())
@@ -213,6 +231,13 @@ impl Collector {
             return Ok(Recorded::Printed);
         }
         let paths = self.paths().ok_or("no app folder")?;
+        if decision.mode == TelemetryMode::Local {
+            let local = Spool::new(&paths.local, SpoolLimits::default());
+            let dropped = local
+                .append(&json, &event.event_id)
+                .map_err(|e| format!("local records {}: {e}", paths.local.display()))?;
+            return Ok(Recorded::KeptLocally { dropped });
+        }
         let endpoint = self.endpoint().ok_or("no endpoint")?;
         let spool = Spool::new(&paths.spool, SpoolLimits::default()).for_endpoint(&endpoint);
         let appended = if prepared.room_made {

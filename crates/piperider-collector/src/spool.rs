@@ -47,6 +47,12 @@ pub struct SpooledEvent {
 }
 
 impl SpooledEvent {
+    /// When it was recorded, from its name.
+    pub fn recorded_at(&self) -> Option<SystemTime> {
+        let micros: u64 = self.name.get(..20)?.parse().ok()?;
+        Some(UNIX_EPOCH + Duration::from_micros(micros))
+    }
+
     /// The tag of the endpoint it was recorded for, if it names one.
     fn endpoint_tag(&self) -> Option<&str> {
         let parts: Vec<&str> = self.name.split('-').collect();
@@ -254,6 +260,27 @@ impl Spool {
 
     fn corrupt_dir(&self) -> PathBuf {
         self.dir.with_file_name("corrupt")
+    }
+
+    /// Deletes the events recorded before `time`; returns how many.
+    pub fn remove_recorded_before(&self, time: SystemTime) -> io::Result<usize> {
+        let mut removed = 0;
+        for event in self.list()? {
+            if event.recorded_at().is_none_or(|t| t >= time) {
+                break; // names sort oldest first
+            }
+            self.remove(&event)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes the events recorded more than `age` ago; returns how many.
+    pub fn remove_older_than(&self, age: Duration) -> io::Result<usize> {
+        match SystemTime::now().checked_sub(age) {
+            Some(cutoff) => self.remove_recorded_before(cutoff),
+            None => Ok(0),
+        }
     }
 
     /// Deletes every waiting event; returns how many there were.

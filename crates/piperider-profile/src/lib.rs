@@ -33,7 +33,7 @@ mod profile;
 pub use config::{ConfigStore, DataSourceSummary, ProjectConfig};
 pub use error::ProfileError;
 pub use home::AppHome;
-pub use profile::{NewProfile, Profile, ProfileStore};
+pub use profile::{NewProfile, Profile, ProfileStore, TelemetryMode};
 
 /// The README's examples, compiled (and run where they can be) as doc tests.
 #[cfg(doctest)]

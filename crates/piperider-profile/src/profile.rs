@@ -1,11 +1,13 @@
 //! The user profile: `user_id` and `anonymous_tracking`, plus what the
 //! collector keeps beside them (`telemetry_secret`, the owner secret whose
 //! proofs let only this user delete or read their data; `initial_version`;
-//! a fallback `device_id`).
+//! a fallback `device_id`; `telemetry_mode: local` and `uploading_since`,
+//! see [`TelemetryMode`]).
 //! Unknown keys (PipeRider kept a Cloud token here) are never touched.
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use piperider_event::{DeviceId, OwnerSecret, UserId};
 use serde_yaml::Value;
 
@@ -26,6 +28,67 @@ pub struct Profile {
     pub initial_version: Option<String>,
     /// A random device id, kept where the machine has no id to hash.
     pub device_id: Option<DeviceId>,
+    /// `telemetry_mode` as written (`on`, `local` or `off`); `None` when
+    /// absent. [`Profile::mode`] combines it with `anonymous_tracking`.
+    pub telemetry_mode: Option<TelemetryMode>,
+    /// When uploading was last turned on (`uploading_since`): nothing
+    /// recorded before it may be sent. `None` in a profile made before the
+    /// key existed, which has been uploading all along.
+    pub uploading_since: Option<DateTime<Utc>>,
+}
+
+/// What a user chose for their telemetry.
+///
+/// In the profile, `anonymous_tracking: false` means [`Off`](Self::Off)
+/// whatever else it says (it is the opt-out PipeRider has always
+/// documented); otherwise `telemetry_mode: local` means
+/// [`Local`](Self::Local), and no `telemetry_mode` means [`On`](Self::On).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TelemetryMode {
+    /// Events are recorded and sent.
+    On,
+    /// Events are recorded on this machine, can be looked at, and are never sent.
+    Local,
+    /// Nothing is recorded or sent.
+    Off,
+}
+
+impl TelemetryMode {
+    /// `on`, `local` or `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelemetryMode::On => "on",
+            TelemetryMode::Local => "local",
+            TelemetryMode::Off => "off",
+        }
+    }
+
+    /// Reads `on`, `local` or `off` (any case, surrounding space ignored).
+    pub fn parse(text: &str) -> Option<TelemetryMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "on" => Some(TelemetryMode::On),
+            "local" => Some(TelemetryMode::Local),
+            "off" => Some(TelemetryMode::Off),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TelemetryMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Profile {
+    /// The mode this profile chose: off when `anonymous_tracking` is
+    /// false, else `telemetry_mode`, else on.
+    pub fn mode(&self) -> TelemetryMode {
+        if !self.anonymous_tracking {
+            return TelemetryMode::Off;
+        }
+        self.telemetry_mode.unwrap_or(TelemetryMode::On)
+    }
 }
 
 /// What a new profile starts with; it always gets a fresh `user_id` and
@@ -40,6 +103,8 @@ pub struct NewProfile {
     pub initial_version: Option<String>,
     /// A device id to keep, where the machine has no id to hash.
     pub device_id: Option<DeviceId>,
+    /// Written as `uploading_since` when the profile starts with uploading on.
+    pub uploading_since: Option<DateTime<Utc>>,
 }
 
 impl Default for NewProfile {
@@ -49,6 +114,7 @@ impl Default for NewProfile {
             anonymous_tracking: true,
             initial_version: None,
             device_id: None,
+            uploading_since: None,
         }
     }
 }
@@ -109,6 +175,39 @@ impl ProfileStore {
         )
     }
 
+    /// Switches the profile to `mode`, leaving every other key as it was:
+    ///
+    /// - off: `anonymous_tracking: false`, no `telemetry_mode`;
+    /// - local: `anonymous_tracking: true`, `telemetry_mode: local`;
+    /// - on: `anonymous_tracking: true`, no `telemetry_mode`, and, when the
+    ///   profile was not on already, `uploading_since: now`, so that
+    ///   nothing recorded before the switch is ever sent.
+    ///
+    /// Decided under the file's lock. A profile whose mode keys cannot be
+    /// read is switched too: choosing a mode is explicit.
+    pub fn set_mode(&self, mode: TelemetryMode, now: DateTime<Utc>) -> Result<(), ProfileError> {
+        let since = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+        file::edit_with(&self.path, |doc| {
+            let was_on = parse(doc).is_ok_and(|p| p.mode() == TelemetryMode::On);
+            let mut edits = vec![
+                Edit::Set(
+                    &["anonymous_tracking"],
+                    Scalar::Bool(mode != TelemetryMode::Off),
+                ),
+                match mode {
+                    TelemetryMode::Local => {
+                        Edit::Set(&[MODE_KEY], Scalar::Str("local".to_string()))
+                    }
+                    TelemetryMode::On | TelemetryMode::Off => Edit::Remove(&[MODE_KEY]),
+                },
+            ];
+            if mode == TelemetryMode::On && !was_on {
+                edits.push(Edit::Set(&[SINCE_KEY], Scalar::Str(since)));
+            }
+            Ok((edits, ()))
+        })
+    }
+
     /// A fresh `user_id` and `telemetry_secret` at once, and no kept
     /// `device_id` (a reset: the new id cannot be proved with the old
     /// secret, nor linked to the old id through the device), leaving
@@ -161,6 +260,10 @@ fn random_secret(path: &Path) -> Result<OwnerSecret, ProfileError> {
 
 /// The profile key of the owner secret.
 const SECRET_KEY: &str = "telemetry_secret";
+/// The profile key of the mode beside `anonymous_tracking`.
+const MODE_KEY: &str = "telemetry_mode";
+/// The profile key of the moment uploading was last turned on.
+const SINCE_KEY: &str = "uploading_since";
 
 fn new_profile_text(
     path: &Path,
@@ -186,6 +289,12 @@ fn new_profile_text(
     }
     if let Some(d) = &new.device_id {
         edits.push(Edit::Set(&["device_id"], Scalar::Str(d.to_string())));
+    }
+    if let Some(t) = &new.uploading_since {
+        edits.push(Edit::Set(
+            &[SINCE_KEY],
+            Scalar::Str(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        ));
     }
     YamlText::parse(path, header)?.edited(&edits)
 }
@@ -247,12 +356,38 @@ fn parse(doc: &YamlText) -> Result<Profile, ProfileError> {
                 .ok_or_else(|| doc.field_error(&[SECRET_KEY], "must be 64 lowercase hex digits"))?,
         ),
     };
+    let telemetry_mode = match doc.get(&[MODE_KEY]) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_str()
+                .and_then(TelemetryMode::parse)
+                .ok_or_else(|| doc.field_error(&[MODE_KEY], "must be on, local or off"))?,
+        ),
+    };
+    let uploading_since = match doc.get(&[SINCE_KEY]) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| {
+                    doc.field_error(
+                        &[SINCE_KEY],
+                        "must be a time such as 2026-12-03T20:00:00.000Z (RFC 3339)",
+                    )
+                })?,
+        ),
+    };
     Ok(Profile {
         user_id: UserId::from(user_id),
         owner_secret,
         anonymous_tracking,
         initial_version,
         device_id,
+        telemetry_mode,
+        uploading_since,
     })
 }
 

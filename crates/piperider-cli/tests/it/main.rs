@@ -5,6 +5,7 @@ mod backend;
 mod browser;
 mod commands;
 mod e2e;
+mod modes;
 mod postgres;
 mod telemetry;
 

@@ -261,10 +261,15 @@ fn disable_and_piperiders_spelling_turn_everything_off() {
     assert_run_sends_nothing(&user, &sink);
     assert_eq!(sink.connections(), before, "disabling sent something");
     assert_eq!(code(&user.run(&["telemetry", "enable"])), 0);
-    // Back as it was, the owner secret added by the first run kept.
-    assert_eq!(
-        std::fs::read_to_string(user.home().join("profile.yml")).unwrap(),
-        profile.replace("anonymous_tracking: false", "anonymous_tracking: true")
+    // Back as it was, the owner secret added by the first run kept, and
+    // the moment uploading was turned on again added.
+    let enabled = std::fs::read_to_string(user.home().join("profile.yml")).unwrap();
+    let added = enabled
+        .strip_prefix(&profile.replace("anonymous_tracking: false", "anonymous_tracking: true"))
+        .unwrap_or_else(|| panic!("{enabled}"));
+    assert!(
+        added.starts_with("uploading_since: ") && added.lines().count() == 1,
+        "{added:?}"
     );
 }
 

@@ -345,3 +345,81 @@ fn an_event_goes_only_to_the_endpoint_it_was_recorded_for() {
     assert_eq!(report.sent, 1, "{report:?}");
     assert_eq!(a.events().len(), 1);
 }
+
+#[test]
+fn pending_events_recorded_before_uploading_was_turned_on_are_never_sent() {
+    use piperider_collector::{Recorded, TelemetryMode};
+    use piperider_profile::ProfileStore;
+    let sink = Sink::start(Mode::Accept);
+    let world = World::with_profile(&sink.endpoint());
+    let collector = world.collector();
+    // Recorded while on, never sent (no sender ran): pending.
+    for _ in 0..2 {
+        assert!(matches!(
+            collector.record(&run_record(Status::Ok)),
+            Recorded::Queued { .. }
+        ));
+    }
+    // A hand edit to local and back to on through the profile: the two
+    // stay in the spool, recorded before uploading was turned on again.
+    let store = ProfileStore::new(world.profile_path());
+    store
+        .set_mode(TelemetryMode::Local, chrono::Utc::now())
+        .unwrap();
+    assert!(matches!(
+        collector.record(&run_record(Status::Ok)),
+        Recorded::KeptLocally { dropped: 0 }
+    ));
+    std::thread::sleep(Duration::from_millis(5));
+    store
+        .set_mode(TelemetryMode::On, chrono::Utc::now())
+        .unwrap();
+    assert_eq!(world.spool_files(), 2);
+    collector.record(&run_record(Status::Error));
+    let report = collector.run_sender(&quick_policy());
+    assert_eq!(report.sent, 1);
+    assert_eq!(world.spool_files(), 0, "the older two were deleted unsent");
+    let events = sink.posted_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["outcome"]["status"], "error");
+    // Already on: switching to on again keeps the moment it was turned on.
+    let since = store.load().unwrap().unwrap().uploading_since;
+    store
+        .set_mode(TelemetryMode::On, chrono::Utc::now())
+        .unwrap();
+    assert_eq!(store.load().unwrap().unwrap().uploading_since, since);
+}
+
+#[test]
+fn local_records_older_than_four_weeks_are_removed_and_the_rest_kept_within_the_caps() {
+    use piperider_collector::{Recorded, TelemetryMode};
+    let mut world = World::with_profile(&Sink::refused_endpoint());
+    world.set("PIPERIDER_TELEMETRY", "local");
+    let collector = world.collector();
+    let local = world.home().join("telemetry/local/records");
+    std::fs::create_dir_all(&local).unwrap();
+    // A record of 29 days ago and one of 27, named as the store names them.
+    let day_us: u128 = 86_400 * 1_000_000;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    for (days, id) in [(29, "a"), (27, "b")] {
+        let name = format!("{:020}000-{}-2.json", now_us - days * day_us, id.repeat(32));
+        std::fs::write(local.join(name), "{}").unwrap();
+    }
+    collector.start();
+    assert!(matches!(
+        collector.record(&run_record(Status::Ok)),
+        Recorded::KeptLocally { .. }
+    ));
+    let mut names: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].contains(&"b".repeat(32)), "{names:?}");
+    assert_eq!(collector.status().mode, TelemetryMode::Local);
+    assert_eq!(world.spool_files(), 0);
+}
