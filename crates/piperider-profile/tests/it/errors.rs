@@ -171,3 +171,21 @@ fn an_existing_config_is_never_clobbered() {
         "malformed text is refused before writing"
     );
 }
+
+#[test]
+fn a_bad_mode_or_time_names_its_line_and_is_left_alone() {
+    for (line, expected) in [
+        ("telemetry_mode: upload", "must be on, local or off"),
+        ("uploading_since: yesterday", "RFC 3339"),
+    ] {
+        let text = format!(
+            "user_id: 5f8c0a9e2b7d4e1fa3c6b9d2e4f7a1c3\nanonymous_tracking: true\n{line}\n"
+        );
+        let (_dir, path) = temp_file("profile.yml", &text);
+        let err = ProfileStore::new(&path).load().unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains(expected), "{shown}");
+        assert!(shown.contains(":3:"), "the line is named: {shown}");
+        assert_untouched(&path, text.as_bytes());
+    }
+}

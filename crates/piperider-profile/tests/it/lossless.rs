@@ -187,3 +187,50 @@ fn data_source_types_are_read() {
         .collect();
     assert_eq!(kinds, ["postgres", "sqlite"]);
 }
+
+#[test]
+fn switching_modes_edits_only_the_mode_keys_and_round_trips() {
+    use piperider_profile::TelemetryMode;
+    let original = "# my profile\nuser_id: 3f6a1c9e0b2d4e7f8a5c6b1d2e3f4a5b   # mine\n\nanonymous_tracking: true\ncloud_token: keep-me\n";
+    let (_dir, path) = temp_file("profile.yml", original);
+    let store = ProfileStore::new(&path);
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    assert_eq!(store.load().unwrap().unwrap().mode(), TelemetryMode::On);
+
+    store
+        .set_mode(TelemetryMode::Local, t("2026-12-01T10:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{original}telemetry_mode: local\n")
+    );
+    assert_eq!(store.load().unwrap().unwrap().mode(), TelemetryMode::Local);
+
+    store
+        .set_mode(TelemetryMode::On, t("2026-12-02T10:00:00.250Z"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{original}uploading_since: 2026-12-02T10:00:00.250Z\n")
+    );
+    let on = store.load().unwrap().unwrap();
+    assert_eq!(
+        (on.mode(), on.uploading_since),
+        (TelemetryMode::On, Some(t("2026-12-02T10:00:00.250Z")))
+    );
+
+    store
+        .set_mode(TelemetryMode::Off, t("2026-12-03T10:00:00Z"))
+        .unwrap();
+    let off = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        off,
+        format!(
+            "{}uploading_since: 2026-12-02T10:00:00.250Z\n",
+            original.replace("tracking: true", "tracking: false")
+        )
+    );
+    // Off wins over a telemetry_mode written by hand.
+    std::fs::write(&path, format!("{off}telemetry_mode: local\n")).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().mode(), TelemetryMode::Off);
+}
