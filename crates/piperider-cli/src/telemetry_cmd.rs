@@ -26,8 +26,24 @@ pub(crate) enum TelemetryCmd {
     /// Print the pending events, exactly as they will be sent, then the
     /// events kept in local mode: one JSON object per line.
     Show,
-    /// Delete every local telemetry file: the events kept in local mode
-    /// and the logs. Pending events stay (`telemetry disable` deletes them).
+    /// The batches that left this machine (the last 2,500 events, 1 MiB,
+    /// four weeks), each with whether the backend's receipt matches what
+    /// was sent and whether the backend still holds it as sent (asked with
+    /// your profile's proof). Exits 1 when either check fails.
+    Sent {
+        /// Every batch as one JSON array, bodies included.
+        #[arg(long)]
+        json: bool,
+        /// Check the receipts only; do not ask the backend.
+        #[arg(long)]
+        offline: bool,
+        /// Print each batch's bytes under its line.
+        #[arg(long)]
+        bodies: bool,
+    },
+    /// Delete every local telemetry file: the events kept in local mode,
+    /// the record of what was sent, and the logs. Pending events stay
+    /// (`telemetry disable` deletes them).
     Clean,
     /// Start over with a new user id; pending events are deleted.
     Reset,
@@ -74,9 +90,14 @@ pub(crate) fn run(app: &AppInfo, cmd: TelemetryCmd) -> ExitCode {
                     out::println(&format!("Now: {}.", status.explanation));
                 }
             }),
+        TelemetryCmd::Sent {
+            json,
+            offline,
+            bodies,
+        } => return sent(&collector, json, offline, bodies),
         TelemetryCmd::Clean => collector.clean().map_err(|e| e.to_string()).map(|n| {
             out::println(&format!(
-                "Deleted the local telemetry files ({n} event(s) kept in local mode, and the logs)."
+                "Deleted the local telemetry files ({n} event(s) kept in local mode, the record of what was sent, and the logs)."
             ));
         }),
         TelemetryCmd::Disable => collector
@@ -211,4 +232,55 @@ fn status(collector: &Collector, json: bool) {
             ""
         },
     ));
+}
+
+/// `telemetry sent`: exit 1 when a receipt or the backend's copy differs.
+fn sent(collector: &Collector, json: bool, offline: bool, bodies: bool) -> ExitCode {
+    use piperider_collector::{HeldCheck, ReceiptCheck};
+    let batches = match collector.sent(!offline) {
+        Ok(batches) => batches,
+        Err(e) => {
+            out::eprint(&format!(
+                "error: reading the record of what was sent: {e}\n"
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    let bad = batches
+        .iter()
+        .any(|b| b.receipt == ReceiptCheck::Differs || matches!(b.held, HeldCheck::Changed { .. }));
+    if json {
+        out::println(&serde_json::to_string_pretty(&batches).unwrap_or_default());
+    } else if batches.is_empty() {
+        out::eprint("Nothing was sent in the last four weeks (or the record was cleaned).\n");
+    } else {
+        for b in &batches {
+            let receipt = match b.receipt {
+                ReceiptCheck::Matches => "receipt matches",
+                ReceiptCheck::Differs => "RECEIPT DIFFERS from what was sent",
+                ReceiptCheck::NoReceipt => "no receipt",
+                ReceiptCheck::Unreadable => "UNREADABLE",
+            };
+            let held = match &b.held {
+                HeldCheck::AsSent => "held as sent".to_string(),
+                HeldCheck::Changed { event_ids } => {
+                    format!("CHANGED on the backend: {}", event_ids.join(", "))
+                }
+                HeldCheck::NotHeld { events } => format!("{events} no longer held"),
+                HeldCheck::NotChecked { reason } => format!("backend not checked: {reason}"),
+            };
+            out::println(&format!(
+                "{}  {} event(s) to {} ({} accepted, {} duplicate, {} rejected): {receipt}; {held}",
+                b.sent_at, b.events, b.endpoint, b.accepted, b.duplicate, b.rejected
+            ));
+            if bodies {
+                out::println(&format!("  {}", String::from_utf8_lossy(&b.body)));
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

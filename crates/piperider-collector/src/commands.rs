@@ -151,14 +151,15 @@ impl Collector {
         }
     }
 
-    /// Deletes every local telemetry file: the local records and the
-    /// collector's logs. Pending events stay (`disable` deletes them).
+    /// Deletes every local telemetry file: the local records, the log of
+    /// what was sent, and the collector's logs. Pending events stay (`disable` deletes them).
     /// Returns how many local records there were.
     pub fn clean(&self) -> std::io::Result<usize> {
         let Some(paths) = self.paths() else {
             return Ok(0);
         };
         let records = Spool::new(&paths.local, crate::SpoolLimits::default()).clear()?;
+        crate::sent::SentLog::new(&paths.sent).clear()?;
         for file in [&paths.log, &paths.rejected_log] {
             match std::fs::remove_file(file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -166,6 +167,50 @@ impl Collector {
             }
         }
         Ok(records)
+    }
+
+    /// The batches delivered (at most 2,500 events or 1 MiB, four weeks),
+    /// oldest first, each checked against its receipt. With
+    /// `ask_backend`, the backend is also asked (with the profile's proof,
+    /// as `held` asks) for the digests of what it holds now, and each batch
+    /// says whether its events are still held as sent.
+    pub fn sent(&self, ask_backend: bool) -> std::io::Result<Vec<crate::SentBatch>> {
+        let Some(paths) = self.paths() else {
+            return Ok(Vec::new());
+        };
+        let mut batches = crate::sent::SentLog::new(&paths.sent).read()?;
+        let not_checked = |reason: String| crate::HeldCheck::NotChecked { reason };
+        let held = if !ask_backend {
+            Err("not asked (--offline)".to_string())
+        } else if batches.iter().all(|b| b.digests.is_empty()) {
+            Err("nothing to check".to_string())
+        } else if self.decide().mode != TelemetryMode::On {
+            Err("telemetry is not on".to_string())
+        } else {
+            self.held().map_err(|e| e.to_string()).and_then(|report| {
+                report["event_digests"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|d| {
+                                Some((
+                                    d["event_id"].as_str()?.to_string(),
+                                    d["digest"].as_str()?.to_string(),
+                                ))
+                            })
+                            .collect::<std::collections::HashMap<_, _>>()
+                    })
+                    .ok_or_else(|| "the backend lists no event digests".to_string())
+            })
+        };
+        for batch in &mut batches {
+            match &held {
+                Ok(digests) if !batch.digests.is_empty() => batch.check_held(digests),
+                Ok(_) => batch.held = not_checked("no event of it was stored by it".into()),
+                Err(reason) => batch.held = not_checked(reason.clone()),
+            }
+        }
+        Ok(batches)
     }
 
     /// The events kept in local mode, oldest first, each as recorded.

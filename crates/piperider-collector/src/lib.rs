@@ -27,6 +27,7 @@ mod files;
 mod log;
 mod record;
 mod sender;
+mod sent;
 mod spool;
 
 use std::io::Write;
@@ -41,6 +42,7 @@ pub use env::Env;
 pub use piperider_profile::TelemetryMode;
 pub use record::{CommandRecord, Recorded};
 pub use sender::{SENDER_ARG, SendReport, SenderPolicy};
+pub use sent::{HeldCheck, ReceiptCheck, SentBatch};
 pub use spool::{Spool, SpoolLimits, SpooledEvent};
 
 /// Who is recording: the app's name (which decides its folder, `~/.{name}`,
@@ -125,6 +127,8 @@ pub(crate) struct Paths {
     pub(crate) rejected_log: PathBuf,
     /// Events recorded in local mode (a spool of its own, never sent).
     pub(crate) local: PathBuf,
+    /// Batches delivered, with the backend's answers.
+    pub(crate) sent: PathBuf,
 }
 
 impl Paths {
@@ -137,6 +141,7 @@ impl Paths {
             log: dir.join("telemetry.log"),
             rejected_log: dir.join("rejected.log"),
             local: dir.join("local").join("records"),
+            sent: sent::dir(&dir),
         }
     }
 }

@@ -116,13 +116,11 @@ impl Collector {
             _ => None,
         };
         let paths = self.paths();
-        if ahead
-            && decision.enabled
-            && decision.mode == TelemetryMode::Local
-            && let Some(local) = self.local_records()
-        {
-            // Local records do not outlive their four weeks.
-            let _ = local.remove_older_than(LOCAL_KEPT_FOR);
+        if ahead && let Some(paths) = &paths {
+            // Local telemetry files do not outlive their four weeks.
+            let _ =
+                Spool::new(&paths.local, SpoolLimits::default()).remove_older_than(LOCAL_KEPT_FOR);
+            let _ = crate::sent::SentLog::new(&paths.sent).trim(LOCAL_KEPT_FOR);
         }
         let room_made = ahead
             && decision.enabled

@@ -222,10 +222,22 @@ fn pass(
         if !allowed() {
             break;
         }
-        match post_batch(&agent, &url, &batch) {
+        let body = batch_body(&batch);
+        match post_batch(&agent, &url, &body, batch.len()) {
             Ok(response) => {
                 backoff = Backoff::default();
                 batch_limit = policy.batch_events;
+                // What left the machine, kept before the spool lets go of it.
+                let kept = crate::sent::SentLog::new(&paths.sent).append(
+                    endpoint,
+                    &body,
+                    batch.len(),
+                    &response,
+                    crate::record::LOCAL_KEPT_FOR,
+                );
+                if let Err(e) = kept {
+                    log::append(&paths.log, &format!("sender: keeping the sent batch: {e}"));
+                }
                 settle(spool, &batch, &response, &mut report, paths);
             }
             Err(Failure::Split) if batch.len() > 1 => {
@@ -338,11 +350,8 @@ fn next_batch(
     Ok(batch)
 }
 
-fn post_batch(
-    agent: &ureq::Agent,
-    url: &str,
-    batch: &[(SpooledEvent, Vec<u8>)],
-) -> Result<BatchResponse, Failure> {
+/// The batch envelope around the spooled events, exactly as posted.
+fn batch_body(batch: &[(SpooledEvent, Vec<u8>)]) -> Vec<u8> {
     let mut body = Vec::with_capacity(batch.iter().map(|(_, r)| r.len() + 1).sum::<usize>() + 16);
     body.extend_from_slice(b"{\"events\":[");
     for (i, (_, raw)) in batch.iter().enumerate() {
@@ -352,10 +361,19 @@ fn post_batch(
         body.extend_from_slice(raw);
     }
     body.extend_from_slice(b"]}");
+    body
+}
+
+fn post_batch(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &[u8],
+    events: usize,
+) -> Result<BatchResponse, Failure> {
     let mut response = agent
         .post(url)
         .header("content-type", "application/json")
-        .send(&body[..])
+        .send(body)
         .map_err(|_| Failure::Retry(None))?;
     let status = response.status().as_u16();
     let retry_after = response
@@ -371,7 +389,7 @@ fn post_batch(
             .read_to_string()
             .ok()?;
         let parsed: BatchResponse = serde_json::from_str(&text).ok()?;
-        (parsed.results.len() == batch.len()).then_some(parsed)
+        (parsed.results.len() == events).then_some(parsed)
     };
     match status {
         200 => results().ok_or(Failure::Retry(None)),
@@ -470,7 +488,7 @@ pub(crate) fn request_deletion(
     let response = agent(policy)
         .post(&url)
         .header("content-type", "application/json")
-        .send(&body[..]);
+        .send(body);
     owner_answer(&url, response)
 }
 

@@ -19,6 +19,7 @@ mod error;
 mod ids;
 pub mod limits;
 mod owner;
+mod receipt;
 mod response;
 pub mod schema;
 mod text;
@@ -32,6 +33,7 @@ pub use owner::{
     OwnerAction, OwnerKey, OwnerProof, OwnerSecret, PROOF_SCHEME, PROOF_WINDOW, ProofError,
     proof_message,
 };
+pub use receipt::{Receipt, StoredFields, batch_digest};
 pub use response::{BatchResponse, DeletionRequest, EventResult, ResultStatus};
 
 /// The version of the wire format this crate speaks. Every event carries it in

@@ -12,6 +12,10 @@ use crate::{EventId, OwnerProof, UserId};
 pub struct BatchResponse {
     /// One result per event sent, in the order sent.
     pub results: Vec<EventResult>,
+    /// What was stored of this batch, for the sender to check and keep;
+    /// absent from a backend that does not give receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::Receipt>,
 }
 
 /// What became of one event.

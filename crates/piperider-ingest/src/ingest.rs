@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use piperider_event::{
     BatchResponse, CliEvent, DeletionRequest, EventError, EventResult, OwnerAction, OwnerProof,
-    RawBatch, ResultStatus, UserId, WireEvent, limits,
+    RawBatch, Receipt, ResultStatus, UserId, WireEvent, limits,
 };
 
 use crate::edge::body::{self, Expected};
@@ -36,6 +36,8 @@ struct Sorted {
     /// The position of each row's event in the batch.
     slots: Vec<usize>,
     quarantine: Vec<QuarantineRow>,
+    /// When the batch was received, milliseconds (every row's `received_at`).
+    received_at: i64,
 }
 
 /// Parses each event of `batch`: a valid one becomes a row, an invalid one
@@ -45,7 +47,10 @@ fn sort(app: &AppState, batch: &RawBatch<'_>, client: Client) -> Sorted {
     let place = app.geo.lookup(client.ip);
     let now = chrono::Utc::now();
     let received_at = now.timestamp_millis();
-    let mut sorted = Sorted::default();
+    let mut sorted = Sorted {
+        received_at,
+        ..Sorted::default()
+    };
     for (i, raw) in batch.events.iter().enumerate() {
         let raw = raw.get().as_bytes();
         match CliEvent::parse(raw, now) {
@@ -144,6 +149,7 @@ pub(crate) async fn batch(
         rows,
         slots,
         quarantine,
+        received_at,
     } = match heavy {
         Some(permit) => permit.run(parse).await?.0?,
         None => parse()?,
@@ -152,13 +158,28 @@ pub(crate) async fn batch(
     for user in users {
         app.limits.check_user(user)?;
     }
+    // Each row's id and digest, in input order, for the receipt.
+    let mut digests: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.event_id.clone(), r.stored_fields().digest()))
+        .collect();
     if !rows.is_empty() || !quarantine.is_empty() {
-        let ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
         let written = app.store.write(rows, quarantine).await?;
-        for ((slot, outcome), id) in slots.into_iter().zip(written).zip(ids) {
+        let mut stored = Vec::with_capacity(digests.len());
+        for ((slot, outcome), (id, digest)) in slots.into_iter().zip(written).zip(digests) {
             results[slot] = Some(result_of(&app, outcome, &id));
+            if outcome == Written::Accepted {
+                stored.push((id, digest));
+            }
         }
+        digests = stored;
     }
+    let receipt = Receipt {
+        received_at,
+        digest: piperider_event::batch_digest(
+            digests.iter().map(|(id, d)| (id.as_str(), d.as_str())),
+        ),
+    };
     let results: Vec<EventResult> = results.into_iter().flatten().collect();
     let all_rejected =
         !results.is_empty() && results.iter().all(|r| r.status == ResultStatus::Rejected);
@@ -168,7 +189,14 @@ pub(crate) async fn batch(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(BatchResponse { results })).into_response())
+    Ok((
+        status,
+        axum::Json(BatchResponse {
+            results,
+            receipt: Some(receipt),
+        }),
+    )
+        .into_response())
 }
 
 impl Expected for DeletionRequest {

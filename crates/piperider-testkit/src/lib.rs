@@ -367,7 +367,11 @@ fn batch_reply(body: &[u8], shared: &Shared) -> String {
             }
         })
         .collect();
-    serde_json::to_string(&BatchResponse { results }).expect("serializes")
+    serde_json::to_string(&BatchResponse {
+        results,
+        receipt: None,
+    })
+    .expect("serializes")
 }
 
 /// A valid CLI event of `user_id` in project `project_id`: the `run` of the

@@ -50,6 +50,12 @@ impl Backend {
         }
     }
 
+    /// The backend's SQLite file.
+    #[allow(dead_code)] // not every suite that shares this file opens it
+    pub(crate) fn database(&self) -> std::path::PathBuf {
+        self._dir.path().join("e2e.db")
+    }
+
     pub(crate) fn admin(&self, path: &str) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -92,3 +92,92 @@ fn a_run_reaches_the_backend_and_the_admin_api_shows_it() {
         stderr(&out)
     );
 }
+
+/// `telemetry sent --json`, its exit code and the batches.
+fn sent(user: &User, args: &[&str]) -> (i32, Vec<Value>) {
+    let mut all = vec!["telemetry", "sent", "--json"];
+    all.extend_from_slice(args);
+    let out = user.run(&all);
+    let batches: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    (code(&out), batches.as_array().unwrap().clone())
+}
+
+#[test]
+fn the_record_of_what_was_sent_checks_each_receipt_and_catches_a_changed_event() {
+    let backend = Backend::start();
+    let user = User::returning(&backend.endpoint);
+    sqlite_fixture(&user.cwd.join("shop.db"));
+    assert_eq!(
+        code(&user.run(&["init", "--datasource-url", "sqlite://shop.db"])),
+        0
+    );
+    assert!(user.wait_spool_empty(std::time::Duration::from_secs(15)));
+    assert_eq!(code(&user.run(&["run"])), 0);
+    assert!(user.wait_spool_empty(std::time::Duration::from_secs(15)));
+    backend.wait_for("run", 1);
+
+    // Every batch kept byte for byte, its receipt matching what was sent,
+    // and the backend holding each event as it was sent.
+    let (exit, batches) = sent(&user, &[]);
+    assert_eq!(exit, 0, "{batches:?}");
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    for b in &batches {
+        assert_eq!(b["receipt"], "matches", "{b}");
+        assert_eq!(b["held"]["state"], "as_sent", "{b}");
+        assert_eq!(b["accepted"], 1);
+    }
+    let run_batch: Value = serde_json::from_str(batches[1]["body"].as_str().unwrap()).unwrap();
+    let run_id = run_batch["events"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(run_batch["events"][0]["event_type"], "run");
+
+    // One byte of the stored run changed on the server: that batch, and only it.
+    crate::execute(
+        &format!("sqlite://{}", backend.database().display()),
+        &[&format!(
+            "UPDATE events SET rows = rows + 1 WHERE event_id = '{}'",
+            uuid::Uuid::parse_str(&run_id).unwrap()
+        )],
+    );
+    let (exit, batches) = sent(&user, &[]);
+    assert_eq!(exit, 1, "a changed event is a failure");
+    assert_eq!(batches[0]["held"]["state"], "as_sent");
+    assert_eq!(batches[1]["held"]["state"], "changed");
+    assert_eq!(
+        batches[1]["held"]["event_ids"],
+        serde_json::json!([uuid::Uuid::parse_str(&run_id).unwrap().to_string()])
+    );
+    let out = user.run(&["telemetry", "sent"]);
+    assert!(
+        stdout(&out).contains("CHANGED on the backend"),
+        "{}",
+        stdout(&out)
+    );
+    // Offline, only the receipts are checked: both still match.
+    let (exit, batches) = sent(&user, &["--offline"]);
+    assert_eq!(exit, 0);
+    assert_eq!(batches[1]["held"]["state"], "not_checked");
+
+    // A receipt that does not match the bytes sent (here: the kept copy
+    // edited) is reported too.
+    let dir = user.home().join("telemetry/sent");
+    let mut kept: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "batch"))
+        .collect();
+    kept.sort();
+    let text = std::fs::read_to_string(&kept[1]).unwrap();
+    assert!(text.contains("\"rows\":30"), "{text}");
+    std::fs::write(&kept[1], text.replace("\"rows\":30", "\"rows\":31")).unwrap();
+    let (exit, batches) = sent(&user, &["--offline"]);
+    assert_eq!(exit, 1);
+    assert_eq!(batches[0]["receipt"], "matches");
+    assert_eq!(batches[1]["receipt"], "differs");
+
+    assert_eq!(code(&user.run(&["telemetry", "clean"])), 0);
+    assert_eq!(sent(&user, &[]).1.len(), 0);
+}

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::error::StorageError;
-use super::rows::Figures;
+use super::rows::{EventRow, Figures};
 use super::schema::{saturating_total, user_events};
 use super::{Backend, Store, on_pool};
 
@@ -37,6 +37,22 @@ pub struct UserReport {
     pub events_stored: i64,
     pub days_active: i64,
     pub projects: Vec<ProjectReport>,
+    /// The digest of each stored event, newest first, at most
+    /// [`EVENT_DIGESTS`]: what a sender holds its receipts against (the
+    /// wire format's `Receipt`). Digests only: no event's content.
+    pub event_digests: Vec<EventDigest>,
+}
+
+/// How many of a user's newest events the report gives digests of (as
+/// many as a sender keeps in its log of what it sent).
+pub const EVENT_DIGESTS: usize = 2_500;
+
+/// One stored event's digest.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventDigest {
+    pub event_id: String,
+    /// SHA-256 of the event as stored (the wire format's `StoredFields`), 64 hex digits.
+    pub digest: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -163,8 +179,10 @@ impl UserReport {
         types: Vec<(String, String)>,
         events: i64,
         days_active: i64,
+        event_digests: Vec<EventDigest>,
     ) -> Self {
         UserReport {
+            event_digests,
             first_seen: iso(u.first_seen),
             last_seen: iso(u.last_seen),
             country: u.country,
@@ -347,7 +365,22 @@ impl Store {
             .await?;
             let events: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM ", user_events!())).bind(user_id).fetch_one(pool).await?;
             let days_active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM daily_users WHERE user_id = $1").bind(user_id).fetch_one(pool).await?;
-            Ok(Some(UserReport::new(user, projects, types, events, days_active)))
+            let stored = sqlx::query(&format!(
+                "SELECT * FROM {} ORDER BY ts DESC, event_id DESC LIMIT {EVENT_DIGESTS}",
+                user_events!()
+            ))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+            let mut digests = Vec::with_capacity(stored.len());
+            for row in &stored {
+                let event = EventRow::from_sqlx(row)?;
+                digests.push(EventDigest {
+                    digest: event.stored_fields().digest(),
+                    event_id: event.event_id,
+                });
+            }
+            Ok(Some(UserReport::new(user, projects, types, events, days_active, digests)))
         })
     }
 

@@ -190,6 +190,31 @@ impl EventRow {
         }
     }
 
+    /// The fields a receipt covers (see [`piperider_event::Receipt`]).
+    pub(crate) fn stored_fields(&self) -> piperider_event::StoredFields<'_> {
+        piperider_event::StoredFields {
+            event_id: self.event_id.clone(),
+            received_at: self.received_at,
+            ts: self.ts,
+            event_type: &self.event_type,
+            user_id: &self.user_id,
+            device_id: &self.device_id,
+            os: &self.os,
+            arch: &self.arch,
+            os_version: &self.os_version,
+            runtime_name: &self.runtime_name,
+            runtime_version: &self.runtime_version,
+            app_version: &self.app_version,
+            initial_version: &self.initial_version,
+            ci: self.ci.as_deref(),
+            project_id: self.project_id.as_deref(),
+            datasource_type: self.datasource_type.as_deref(),
+            stats: self.stats.map(|s| s.values()),
+            status: &self.status,
+            duration_ms: self.duration_ms,
+        }
+    }
+
     /// The row's values in [`super::schema::EVENTS`] column order.
     pub(crate) fn cells(&self) -> [Cell<'_>; 28] {
         let s = self
@@ -237,6 +262,31 @@ impl EventRow {
     pub(crate) fn from_pg(r: &sqlx::postgres::PgRow) -> Result<EventRow, sqlx::Error> {
         use sqlx::Row;
         event_row_from!(r, try_get)
+    }
+}
+
+impl EventRow {
+    /// A stored event read back through sqlx, from either database.
+    pub(crate) fn from_sqlx<R: SqlxEventRow>(r: &R) -> Result<EventRow, sqlx::Error> {
+        r.event_row()
+    }
+}
+
+/// A sqlx row an [`EventRow`] can be read from.
+pub(crate) trait SqlxEventRow {
+    fn event_row(&self) -> Result<EventRow, sqlx::Error>;
+}
+
+impl SqlxEventRow for sqlx::postgres::PgRow {
+    fn event_row(&self) -> Result<EventRow, sqlx::Error> {
+        EventRow::from_pg(self)
+    }
+}
+
+impl SqlxEventRow for sqlx::sqlite::SqliteRow {
+    fn event_row(&self) -> Result<EventRow, sqlx::Error> {
+        use sqlx::Row;
+        event_row_from!(self, try_get)
     }
 }
 

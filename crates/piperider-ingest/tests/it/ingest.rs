@@ -553,3 +553,61 @@ async fn a_deletion_racing_a_commit_of_the_same_user_leaves_nothing() {
     }
     std::sync::Arc::into_inner(h).unwrap().finish().await;
 }
+
+on_both!(
+    a_receipt_is_the_digest_of_what_was_stored_and_the_user_report_lists_the_same,
+    |db: Db| async move {
+        use piperider_event::{CliEvent, WireEvent};
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // A clock ahead of the backend's: stored at the time of receipt.
+        let mut ahead = event(USER);
+        ahead["timestamp"] =
+            json!((chrono::Utc::now() + chrono::TimeDelta::seconds(20)).to_rfc3339());
+        let mut broken = event(USER);
+        broken["stats"] = json!({"rows": -1});
+        let events = vec![event(USER), broken, ahead, event(USER)];
+        let (status, body) = h.post_batch(&events).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let received_at = body["receipt"]["received_at"].as_i64().unwrap();
+        let at = chrono::DateTime::from_timestamp_millis(received_at).unwrap();
+        let digests: Vec<(String, String)> = [0, 2, 3]
+            .iter()
+            .map(|&i| {
+                let e = CliEvent::parse(events[i].to_string().as_bytes(), at).unwrap();
+                let f = e.stored_fields(received_at);
+                (f.event_id.clone(), f.digest())
+            })
+            .collect();
+        let expected =
+            piperider_event::batch_digest(digests.iter().map(|(i, d)| (i.as_str(), d.as_str())));
+        assert_eq!(body["receipt"]["digest"], expected.as_str(), "{body}");
+        // Resent: nothing stored by it, so the receipt covers nothing.
+        let (_, again) = h.post_batch(&events[..1]).await;
+        assert_eq!(again["results"][0]["status"], "duplicate");
+        assert_eq!(
+            again["receipt"]["digest"],
+            piperider_event::batch_digest([]).as_str()
+        );
+        // What is held now, read back from the database, has the same digests.
+        let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        let listed: std::collections::HashMap<String, String> = report["event_digests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["event_id"].as_str().unwrap().into(),
+                    d["digest"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert_eq!(listed.len(), 3, "{report}");
+        for (id, digest) in &digests {
+            assert_eq!(listed.get(id), Some(digest), "{id}");
+        }
+        h.finish().await;
+    }
+);
