@@ -134,6 +134,11 @@ pub struct Config {
     /// Mark the consent cookie `Secure` (serve over https).
     #[arg(long, env = "PIPERIDER_INGEST_COOKIE_SECURE")]
     pub cookie_secure: bool,
+    /// Serve the public summary (`GET /v1/public/summary`, `GET /public`):
+    /// distinct users per platform, version, data source, country, region
+    /// and command, every group under its floor folded into "other".
+    #[arg(long, env = "PIPERIDER_INGEST_PUBLIC_STATS")]
+    pub public_stats: bool,
 }
 
 impl Config {
@@ -188,6 +193,7 @@ impl Config {
             request_timeout_secs: 10,
             consent_policy_version: 1,
             cookie_secure: false,
+            public_stats: false,
         }
     }
 }

@@ -18,14 +18,14 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::reports::{Count, Stats};
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn shell(title: &str, body: &str) -> Html<String> {
+pub(crate) fn shell(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>{} · piperider-ingest</title><style>{STYLE}</style></head><body>{body}</body></html>",
         esc(title)

@@ -36,7 +36,7 @@ pub(crate) use body::{Form, Json, JsonBody, PathText, Query};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{admin, cloud, dashboard, ingest, openapi};
+use crate::{admin, cloud, dashboard, ingest, openapi, public};
 
 /// Whether a route faces anonymous clients (admission) or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,8 @@ fn table() -> Vec<Entry> {
         entry("GET", "/v1/consent", Client, cloud::current),
         entry("POST", "/v1/cloud/events", Client, cloud::event),
         entry("POST", "/admin/login", Client, dashboard::login),
+        entry("GET", "/v1/public/summary", Client, public::summary),
+        entry("GET", "/public", Client, public::page),
         entry("GET", "/admin", Other, dashboard::page),
         entry("POST", "/admin/logout", Other, dashboard::logout),
         entry("GET", "/v1/admin/stats", Other, admin::stats),

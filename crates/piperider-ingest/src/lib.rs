@@ -23,6 +23,7 @@ pub mod geo;
 mod ingest;
 mod metrics;
 mod openapi;
+mod public;
 mod server;
 mod state;
 pub mod storage;

@@ -136,6 +136,7 @@ pub(crate) fn document() -> Value {
     let user = reference::<UserReport>(&mut generator);
     let cloud_event = reference::<CloudEvent>(&mut generator);
     let consent = reference::<ConsentAnswer>(&mut generator);
+    let public_summary = reference::<crate::storage::public::PublicSummary>(&mut generator);
     let mut schemas = generator.take_definitions(true);
     schemas.insert("Error".into(), error_schema());
     let decision = json!({"type": "object", "required": ["choice"], "additionalProperties": false,
@@ -181,6 +182,10 @@ pub(crate) fn document() -> Value {
                        "400": error("The form has no token"),
                        "415": error("Content-Type is not application/x-www-form-urlencoded")}),
                 &[admitted])},
+            "/v1/public/summary": {"get": public_op(
+                "Distinct users per platform, app version, runtime version, data source type, country, region and command over the window; a group under 10 users (20 for a region) is folded into \"other\". Only with --public-stats",
+                json_content(public_summary))},
+            "/public": {"get": public_op("The public summary as a page. Only with --public-stats", html.clone())},
             "/admin/logout": {"post": op("End the dashboard session", None, redirect, &[])},
             "/consent.js": {"get": op("The Cloud consent banner and consent-gated tracker", None,
                 json!({"200": response("The script", text("text/javascript"))}), &[])},
@@ -210,6 +215,21 @@ fn info() -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "description": "PipeRider telemetry ingestion, privacy, Cloud consent and admin API. Every refusal is a JSON object {\"error\", \"reason\"}; a reason never repeats the input."
     })
+}
+
+/// A public summary read: `?window=`, cacheable, 404 when switched off.
+fn public_op(summary: &str, content: Value) -> Value {
+    let mut o = op(
+        summary,
+        None,
+        json!({"200": response("The summary (Cache-Control: public, an ETag)", content),
+               "304": response("Not modified (If-None-Match)", Value::Null),
+               "400": error("The window is not 30d, 90d or 365d"),
+               "404": error("The public summary is switched off (no --public-stats)")}),
+        &[admitted, unavailable],
+    );
+    o["parameters"] = json!([{"name": "window", "in": "query", "schema": {"enum": ["30d", "90d", "365d"], "default": "30d"}}]);
+    o
 }
 
 /// The 403 of an owner's request whose proof does not count.

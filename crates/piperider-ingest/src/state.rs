@@ -37,6 +37,8 @@ pub struct Shared {
     pub(crate) admin_sessions: Sessions,
     /// Failed admin logins and bearer attempts per address.
     pub(crate) admin_failures: Failures,
+    /// The public summary's answers computed lately.
+    pub(crate) public_cache: crate::public::PublicCache,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             metrics: Metrics::new(store.commit_metrics()),
             admin_sessions: Sessions::default(),
             admin_failures: Failures::default(),
+            public_cache: Default::default(),
             consent_codec: piperider_consent::CookieCodec::new(consent_secret.as_bytes()),
             consent_policy: piperider_consent::Policy::new(config.consent_policy_version),
             limits: Limits::new(&config),

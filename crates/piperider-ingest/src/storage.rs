@@ -17,6 +17,7 @@ mod cloud;
 mod error;
 mod group;
 mod postgres;
+pub mod public;
 pub mod reports;
 mod rollup;
 mod rows;

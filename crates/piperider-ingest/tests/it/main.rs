@@ -9,6 +9,7 @@ mod edge;
 mod fuzz;
 mod ingest;
 mod operations;
+mod public;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
