@@ -32,6 +32,8 @@ pub use config::{Config, ConfigError};
 pub use edge::app;
 pub use error::ApiError;
 pub use geo::{Geo, GeoError};
-pub use server::{Flags, ServeError, redact, run, serve, serve_router, shutdown_signal};
+pub use server::{
+    Flags, ServeError, Transfer, redact, run, run_transfer, serve, serve_router, shutdown_signal,
+};
 pub use state::{AppState, Shared};
 pub use storage::{StorageError, Store};

@@ -15,11 +15,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "PipeRider telemetry backend."
 )]
 struct Cli {
+    /// Without a command, the service runs.
+    #[command(subcommand)]
+    command: Option<piperider_ingest::Transfer>,
     #[command(flatten)]
     flags: piperider_ingest::Flags,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    piperider_ingest::run("piperider-ingest", cli.flags, |router| router)
+    match cli.command {
+        Some(transfer) => piperider_ingest::run_transfer("piperider-ingest", transfer),
+        None => piperider_ingest::run("piperider-ingest", cli.flags, |router| router),
+    }
 }

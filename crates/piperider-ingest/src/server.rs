@@ -237,6 +237,126 @@ pub fn run(
     }
 }
 
+/// `piperider-ingest export` and `import`: moving every table between
+/// databases (see [`crate::storage::transfer`]).
+#[derive(Debug, clap::Subcommand)]
+pub enum Transfer {
+    /// Write every table (raw events, users, projects, rollups, owner keys,
+    /// deletion tombstones, Cloud events, consent decisions) as
+    /// newline-delimited JSON, from one snapshot; the service may keep running.
+    Export {
+        /// The database to read.
+        #[arg(long, env = "PIPERIDER_INGEST_DATABASE_URL")]
+        database_url: String,
+        /// The file to write (`-`: standard output).
+        #[arg(long, short, default_value = "-")]
+        output: std::path::PathBuf,
+        /// Compress with gzip.
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Read an export (gzip or not) into a database of either kind:
+    /// idempotent, and refused by a database that holds other data. Stop
+    /// the service on that database first.
+    Import {
+        /// The database to write.
+        #[arg(long, env = "PIPERIDER_INGEST_DATABASE_URL")]
+        database_url: String,
+        /// The file to read (`-`: standard input).
+        #[arg(long, short, default_value = "-")]
+        input: std::path::PathBuf,
+    },
+}
+
+/// Runs an export or import; exit 1 with the reason when it fails.
+pub fn run_transfer(name: &str, command: Transfer) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<String, String> = runtime.block_on(async {
+        match command {
+            Transfer::Export {
+                database_url,
+                output,
+                gzip,
+            } => {
+                let file: Box<dyn Write> = if output.as_os_str() == "-" {
+                    Box::new(std::io::stdout().lock())
+                } else {
+                    Box::new(
+                        std::fs::File::create(&output)
+                            .map_err(|e| format!("{}: {e}", output.display()))?,
+                    )
+                };
+                let mut out: Box<dyn Write> = if gzip {
+                    Box::new(flate2::write::GzEncoder::new(
+                        file,
+                        flate2::Compression::default(),
+                    ))
+                } else {
+                    file
+                };
+                let mut buffered = std::io::BufWriter::new(&mut out);
+                let report = crate::storage::transfer::export(&database_url, &mut buffered)
+                    .await
+                    .map_err(|e| format!("export from {}: {e}", redact(&database_url)))?;
+                buffered.flush().map_err(|e| e.to_string())?;
+                drop(buffered);
+                out.flush().map_err(|e| e.to_string())?;
+                Ok(format!("exported {} rows", report.rows))
+            }
+            Transfer::Import {
+                database_url,
+                input,
+            } => {
+                let file: Box<dyn std::io::Read> = if input.as_os_str() == "-" {
+                    Box::new(std::io::stdin().lock())
+                } else {
+                    Box::new(
+                        std::fs::File::open(&input)
+                            .map_err(|e| format!("{}: {e}", input.display()))?,
+                    )
+                };
+                let mut reader = std::io::BufReader::new(file);
+                // gzip by its magic number.
+                let gzipped = reader
+                    .fill_buf()
+                    .map_err(|e| e.to_string())?
+                    .starts_with(&[0x1f, 0x8b]);
+                let mut source: Box<dyn BufRead> = if gzipped {
+                    Box::new(std::io::BufReader::new(
+                        flate2::bufread::MultiGzDecoder::new(reader),
+                    ))
+                } else {
+                    Box::new(reader)
+                };
+                let report = crate::storage::transfer::import(&database_url, &mut source)
+                    .await
+                    .map_err(|e| format!("import into {}: {e}", redact(&database_url)))?;
+                Ok(format!(
+                    "read {} rows, inserted {}",
+                    report.rows, report.inserted
+                ))
+            }
+        }
+    });
+    match result {
+        Ok(done) => {
+            eprintln!("{name}: {done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

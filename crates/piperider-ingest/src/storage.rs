@@ -23,6 +23,7 @@ mod rollup;
 mod rows;
 mod schema;
 mod sqlite;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

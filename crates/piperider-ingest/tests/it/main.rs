@@ -10,6 +10,7 @@ mod fuzz;
 mod ingest;
 mod operations;
 mod public;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -325,6 +326,31 @@ impl Harness {
             .unwrap();
         let (status, _, body) = self.send("127.0.0.1", request).await;
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// The database's URL.
+    pub(crate) fn url(&self) -> String {
+        match &self.pg_database {
+            Some(name) => format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            None => format!("sqlite:{}", self.dir.path().join("ingest.db").display()),
+        }
+    }
+
+    /// Stops the service and starts it again on the same database (what
+    /// an operator does around an import).
+    pub(crate) async fn reopen(self, between: impl AsyncFnOnce(&str)) -> Harness {
+        self.store().close().await;
+        let url = self.url();
+        between(&url).await;
+        let store = Store::connect(&url).await.unwrap();
+        let state = AppState::new(self.state.config().clone(), store, geo_fixture())
+            .await
+            .unwrap();
+        Harness {
+            state,
+            dir: self.dir,
+            pg_database: self.pg_database,
+        }
     }
 
     pub(crate) async fn finish(self) {

@@ -1,0 +1,661 @@
+//! Export and import: every table that holds telemetry, as newline-delimited
+//! JSON, between any two databases this service runs on.
+//!
+//! The file is one JSON object per line: a header
+//! (`{"format":"piperider-ingest-export","version":1}`), then one line per
+//! row (`{"table":"users","row":{...}}`), then a trailer with the number of
+//! rows (`{"end":true,"rows":N}`), so a cut-off file is refused instead of
+//! half imported. Raw CLI events come last, those already in the rollups
+//! before those not yet (`"rolled_up":false`, a live SQLite writer holds
+//! rollups back up to a second, PostgreSQL's roller works from a queue):
+//! the importer hands the latter to the target's own roll-up path, so
+//! every event is counted once.
+//!
+//! What travels: raw CLI events, users, projects and their data sources,
+//! the rollups, the owner keys, the deletion tombstones, Cloud events, the
+//! consent audit trail, and the two secrets the data depends on (the salt
+//! of the tombstones' user hashes, and the consent cookies' key). What does
+//! not: the quarantine of refused events (diagnostics) and the SQLite
+//! writer's bookkeeping.
+//!
+//! Importing is idempotent: every row is inserted unless its key is there
+//! (`ON CONFLICT DO NOTHING`). It refuses a target that already holds data
+//! under another salt: its tombstones would no longer match anyone.
+
+use std::io::{BufRead, Read, Write};
+
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value, json};
+use sqlx::Row;
+
+use super::error::StorageError;
+
+/// A column's type, the same on both databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Text,
+}
+
+use Kind::{Int, Text};
+
+struct Table {
+    name: &'static str,
+    columns: &'static [(&'static str, Kind)],
+}
+
+/// Every exported table, in the order written (and imported).
+const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        columns: &[
+            ("user_id", Text),
+            ("first_seen", Int),
+            ("first_day", Text),
+            ("last_seen", Int),
+            ("country", Text),
+            ("region", Text),
+            ("os", Text),
+            ("arch", Text),
+            ("os_version", Text),
+            ("device_id", Text),
+            ("runtime_name", Text),
+            ("runtime_version", Text),
+            ("app_version", Text),
+            ("initial_version", Text),
+            ("ci", Text),
+        ],
+    },
+    Table {
+        name: "projects",
+        columns: &[
+            ("project_id", Text),
+            ("user_id", Text),
+            ("first_seen", Int),
+            ("last_seen", Int),
+            ("initial_version", Text),
+            ("current_version", Text),
+        ],
+    },
+    Table {
+        name: "project_datasources",
+        columns: &[("project_id", Text), ("datasource_type", Text)],
+    },
+    Table {
+        name: "owner_keys",
+        columns: &[("user_id", Text), ("owner_key", Text), ("bound_at", Int)],
+    },
+    Table {
+        name: "deleted_users",
+        columns: &[
+            ("user_hash", Text),
+            ("deleted_at", Int),
+            ("owner_key", Text),
+        ],
+    },
+    Table {
+        name: "daily_users",
+        columns: &[("day", Text), ("user_id", Text)],
+    },
+    Table {
+        name: "daily_events",
+        columns: &[
+            ("day", Text),
+            ("event_type", Text),
+            ("shard", Int),
+            ("events", Int),
+            ("errors", Int),
+            ("tables", Int),
+            ("columns", Int),
+            ("rows", Int),
+            ("builtin_assertions", Int),
+            ("custom_assertions", Int),
+            ("passed_assertions", Int),
+            ("failed_assertions", Int),
+        ],
+    },
+    Table {
+        name: "daily_buckets",
+        columns: &[
+            ("day", Text),
+            ("metric", Text),
+            ("bucket", Int),
+            ("shard", Int),
+            ("events", Int),
+        ],
+    },
+    Table {
+        name: "cloud_events",
+        columns: &[
+            ("event_id", Text),
+            ("received_at", Int),
+            ("ts", Int),
+            ("day", Text),
+            ("event_type", Text),
+            ("visitor_id", Text),
+            ("route", Text),
+            ("sources", Text),
+            ("metric", Text),
+        ],
+    },
+    Table {
+        name: "consent_audit",
+        columns: &[
+            ("consent_id", Text),
+            ("decided_at", Int),
+            ("day", Text),
+            ("choice", Text),
+            ("policy_version", Int),
+            ("gpc", Int),
+            ("source", Text),
+        ],
+    },
+    Table {
+        name: EVENTS,
+        columns: &[
+            ("event_id", Text),
+            ("received_at", Int),
+            ("ts", Int),
+            ("day", Text),
+            ("event_type", Text),
+            ("user_id", Text),
+            ("device_id", Text),
+            ("os", Text),
+            ("arch", Text),
+            ("os_version", Text),
+            ("runtime_name", Text),
+            ("runtime_version", Text),
+            ("app_version", Text),
+            ("initial_version", Text),
+            ("ci", Text),
+            ("project_id", Text),
+            ("datasource_type", Text),
+            ("tables", Int),
+            ("columns", Int),
+            ("rows", Int),
+            ("builtin_assertions", Int),
+            ("custom_assertions", Int),
+            ("passed_assertions", Int),
+            ("failed_assertions", Int),
+            ("status", Text),
+            ("duration_ms", Int),
+            ("country", Text),
+            ("region", Text),
+        ],
+    },
+];
+
+const EVENTS: &str = "events";
+/// The settings that travel: the data cannot be read right without them.
+const SETTINGS: [&str; 2] = ["user_hash_salt", "consent_cookie_secret"];
+const FORMAT: &str = "piperider-ingest-export";
+const SALT: &str = "user_hash_salt";
+/// Rows imported per transaction.
+const CHUNK: usize = 1_000;
+/// The longest line an import reads (a row is far smaller).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Why an export or import stopped. An import error names the line and
+/// never repeats its content.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Reading the input or writing the output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The input is not an export this version reads.
+    #[error("line {line}: {reason}")]
+    Input {
+        /// 1-based.
+        line: u64,
+        /// What is wrong, without the line's content.
+        reason: String,
+    },
+}
+
+impl From<sqlx::Error> for TransferError {
+    fn from(e: sqlx::Error) -> Self {
+        TransferError::Storage(StorageError::from(e))
+    }
+}
+
+fn bad(line: u64, reason: impl Into<String>) -> TransferError {
+    TransferError::Input {
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// The database at `url`, with its migrations run.
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+async fn open(url: &str) -> Result<Db, StorageError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Db::Postgres(super::postgres::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Db::Sqlite(super::sqlite::connect_pool(url).await?.0))
+    } else {
+        Err(StorageError::UnsupportedUrl)
+    }
+}
+
+/// Every column of `table`, integers as BIGINT (PostgreSQL keeps a shard
+/// as INTEGER).
+fn select(table: &Table, filter: &str) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(c, kind)| match kind {
+            Int => format!("CAST({c} AS BIGINT) AS {c}"),
+            Text => (*c).to_string(),
+        })
+        .collect();
+    format!("SELECT {} FROM {} {filter}", columns.join(", "), table.name)
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Rows written (the header and trailer not counted).
+    pub rows: u64,
+}
+
+/// Writes every table of the database at `url` to `out`, from one
+/// snapshot, one row at a time.
+pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, TransferError> {
+    let db = open(url).await?;
+    let mut rows = 0u64;
+    writeln!(out, "{}", json!({"format": FORMAT, "version": 1}))?;
+    macro_rules! dump {
+        ($pool:expr, $snapshot:expr, $rolled:expr, $unrolled:expr) => {{
+            let mut tx = $pool.begin().await?;
+            sqlx::query($snapshot).execute(&mut *tx).await?;
+            let keys: Vec<(String, String)> =
+                sqlx::query_as("SELECT key, value FROM settings").fetch_all(&mut *tx).await?;
+            for (key, value) in keys.into_iter().filter(|(k, _)| SETTINGS.contains(&k.as_str())) {
+                let row = json!({"table": "settings", "row": {"key": key, "value": value}});
+                writeln!(out, "{row}")?;
+                rows += 1;
+            }
+            for table in TABLES {
+                let passes: Vec<(String, Option<bool>)> = if table.name == EVENTS {
+                    vec![(select(table, $rolled), Some(true)), (select(table, $unrolled), Some(false))]
+                } else {
+                    vec![(select(table, ""), None)]
+                };
+                for (sql, rolled_up) in passes {
+                    let mut stream = sqlx::query(&sql).fetch(&mut *tx);
+                    while let Some(r) = stream.try_next().await? {
+                        let mut row = Map::new();
+                        for (column, kind) in table.columns {
+                            let value = match kind {
+                                Int => json!(r.try_get::<Option<i64>, _>(*column)?),
+                                Text => json!(r.try_get::<Option<String>, _>(*column)?),
+                            };
+                            row.insert((*column).to_string(), value);
+                        }
+                        let mut line = json!({"table": table.name, "row": row});
+                        if let Some(rolled) = rolled_up {
+                            line["rolled_up"] = json!(rolled);
+                        }
+                        writeln!(out, "{line}")?;
+                        rows += 1;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }};
+    }
+    match &db {
+        Db::Sqlite(pool) => dump!(
+            pool,
+            "SELECT 1",
+            "WHERE rowid <= (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid",
+            "WHERE rowid > (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid"
+        ),
+        Db::Postgres(pool) => dump!(
+            pool,
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "e WHERE NOT EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))",
+            "e WHERE EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))"
+        ),
+    }
+    writeln!(out, "{}", json!({"end": true, "rows": rows}))?;
+    out.flush()?;
+    match db {
+        Db::Sqlite(pool) => pool.close().await,
+        Db::Postgres(pool) => pool.close().await,
+    }
+    Ok(ExportReport { rows })
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Rows read.
+    pub rows: u64,
+    /// Rows inserted (the rest were there already).
+    pub inserted: u64,
+}
+
+/// One parsed row line: the table, its values in column order, and for
+/// an event whether it is in the source's rollups.
+struct Parsed {
+    table: &'static Table,
+    values: Vec<Value>,
+    rolled_up: bool,
+}
+
+fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
+    let name = v["table"]
+        .as_str()
+        .ok_or_else(|| bad(line, "no \"table\""))?;
+    let row = v["row"]
+        .as_object()
+        .ok_or_else(|| bad(line, "no \"row\" object"))?;
+    if name == "settings" {
+        let key = row.get("key").and_then(Value::as_str);
+        if !key.is_some_and(|k| SETTINGS.contains(&k))
+            || !row.get("value").is_some_and(Value::is_string)
+        {
+            return Err(bad(line, "a setting that does not travel"));
+        }
+        return Ok(Parsed {
+            table: &SETTINGS_TABLE,
+            values: vec![row["key"].clone(), row["value"].clone()],
+            rolled_up: true,
+        });
+    }
+    let table = TABLES
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| bad(line, "an unknown table"))?;
+    if row.len() != table.columns.len() {
+        return Err(bad(
+            line,
+            format!("a {name} row must have {} columns", table.columns.len()),
+        ));
+    }
+    let mut values = Vec::with_capacity(table.columns.len());
+    for (column, kind) in table.columns {
+        let value = row
+            .get(*column)
+            .ok_or_else(|| bad(line, format!("{name}.{column} is missing")))?;
+        let fits = match kind {
+            Int => value.is_null() || value.is_i64(),
+            Text => value.is_null() || value.is_string(),
+        };
+        if !fits {
+            return Err(bad(line, format!("{name}.{column} has the wrong type")));
+        }
+        values.push(value.clone());
+    }
+    let rolled_up = match v.get("rolled_up") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad(line, "\"rolled_up\" must be true or false")),
+    };
+    Ok(Parsed {
+        table,
+        values,
+        rolled_up,
+    })
+}
+
+const SETTINGS_TABLE: Table = Table {
+    name: "settings",
+    columns: &[("key", Text), ("value", Text)],
+};
+
+fn insert_sql(table: &Table) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+    let values: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+        table.name,
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+/// Reads an export from `input` into the database at `url`. Run it with
+/// no service writing to that database.
+pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, TransferError> {
+    let db = open(url).await?;
+    let mut report = ImportReport::default();
+    let mut line_no = 0u64;
+    let mut text = String::new();
+    let mut next_line = |text: &mut String, line_no: &mut u64| -> Result<bool, TransferError> {
+        text.clear();
+        let read = Read::take(&mut *input, MAX_LINE as u64 + 1).read_line(text)?;
+        *line_no += 1;
+        if read > MAX_LINE {
+            return Err(bad(*line_no, format!("longer than {MAX_LINE} bytes")));
+        }
+        Ok(read > 0)
+    };
+    if !next_line(&mut text, &mut line_no)? {
+        return Err(bad(1, "empty: not an export"));
+    }
+    let header: Value = serde_json::from_str(&text).map_err(|_| bad(1, "not JSON"))?;
+    if header["format"] != FORMAT || header["version"] != 1 {
+        return Err(bad(1, format!("not a {FORMAT} file of version 1")));
+    }
+    let mut chunk: Vec<Parsed> = Vec::with_capacity(CHUNK);
+    let mut ended = None;
+    let mut seen_unrolled = false;
+    let mut state = ImportState::default();
+    while next_line(&mut text, &mut line_no)? {
+        if ended.is_some() {
+            return Err(bad(line_no, "a line after the end"));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|_| bad(line_no, "not JSON"))?;
+        if v["end"] == true {
+            ended = Some(
+                v["rows"]
+                    .as_u64()
+                    .ok_or_else(|| bad(line_no, "the end has no row count"))?,
+            );
+            continue;
+        }
+        let parsed = parse_row(line_no, &v)?;
+        if parsed.table.name == EVENTS {
+            if parsed.rolled_up && seen_unrolled {
+                return Err(bad(
+                    line_no,
+                    "an event in the rollups after one that is not",
+                ));
+            }
+            seen_unrolled |= !parsed.rolled_up;
+        }
+        if parsed.table.name == "settings" && parsed.values[0] == SALT {
+            check_salt(&db, line_no, parsed.values[1].as_str().unwrap_or("")).await?;
+        }
+        report.rows += 1;
+        chunk.push(parsed);
+        if chunk.len() >= CHUNK {
+            report.inserted += write_chunk(&db, &mut chunk, &mut state).await?;
+        }
+    }
+    match ended {
+        None => {
+            return Err(bad(
+                line_no,
+                "the file ends without its last line: cut off?",
+            ));
+        }
+        Some(n) if n != report.rows => {
+            return Err(bad(
+                line_no,
+                format!("the file says {n} rows; it has {}", report.rows),
+            ));
+        }
+        Some(_) => {}
+    }
+    report.inserted += write_chunk(&db, &mut chunk, &mut state).await?;
+    finish(&db, &state).await?;
+    match db {
+        Db::Sqlite(pool) => pool.close().await,
+        Db::Postgres(pool) => pool.close().await,
+    }
+    Ok(report)
+}
+
+/// What the import tracks across chunks.
+#[derive(Debug, Default)]
+struct ImportState {
+    /// SQLite: the last rowid of an event inserted as already rolled up.
+    last_rolled_rowid: Option<i64>,
+}
+
+/// Refuses a target holding data under another salt; an empty target
+/// takes the export's (and its consent key, written with it).
+async fn check_salt(db: &Db, line: u64, salt: &str) -> Result<(), TransferError> {
+    macro_rules! check {
+        ($pool:expr) => {{
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                    .bind(SALT)
+                    .fetch_optional($pool)
+                    .await?;
+            if current.as_deref() == Some(salt) {
+                return Ok(());
+            }
+            let held: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM deleted_users)",
+            )
+            .fetch_one($pool)
+            .await?;
+            if held > 0 {
+                return Err(bad(
+                    line,
+                    "the target database holds data under another user-hash salt; import into an empty database",
+                ));
+            }
+            // Empty: the export's secrets replace the ones made at its first start.
+            sqlx::query("DELETE FROM settings WHERE key = $1 OR key = $2")
+                .bind(SETTINGS[0])
+                .bind(SETTINGS[1])
+                .execute($pool)
+                .await?;
+            Ok(())
+        }};
+    }
+    match db {
+        Db::Sqlite(pool) => check!(pool),
+        Db::Postgres(pool) => check!(pool),
+    }
+}
+
+/// A row's insert with its values bound, for either database.
+macro_rules! bound {
+    ($sql:expr, $p:expr) => {{
+        let mut q = sqlx::query($sql);
+        for (value, (_, kind)) in $p.values.iter().zip($p.table.columns) {
+            q = match kind {
+                Int => q.bind(value.as_i64()),
+                Text => q.bind(value.as_str().map(str::to_string)),
+            };
+        }
+        q
+    }};
+}
+
+/// Inserts `chunk` in one transaction; returns how many rows were new.
+async fn write_chunk(
+    db: &Db,
+    chunk: &mut Vec<Parsed>,
+    state: &mut ImportState,
+) -> Result<u64, TransferError> {
+    let mut inserted = 0;
+    match db {
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            for p in chunk.iter() {
+                let sql = insert_sql(p.table);
+                let done = bound!(&sql, p).execute(&mut *tx).await?;
+                if done.rows_affected() == 0 {
+                    continue;
+                }
+                inserted += 1;
+                // An event not in the rollups stays past the watermark: the
+                // writer rolls it up when it opens.
+                if p.table.name == EVENTS && p.rolled_up {
+                    state.last_rolled_rowid = Some(done.last_insert_rowid());
+                }
+            }
+            tx.commit().await?;
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            for p in chunk.iter() {
+                let sql = insert_sql(p.table);
+                let done = bound!(&sql, p).execute(&mut *tx).await?;
+                if done.rows_affected() == 0 {
+                    continue;
+                }
+                inserted += 1;
+                // An event not in the rollups goes to the roller's queue.
+                if p.table.name == EVENTS && !p.rolled_up {
+                    sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
+                        .bind(p.values[0].as_str().unwrap_or_default().to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+    }
+    chunk.clear();
+    Ok(inserted)
+}
+
+/// SQLite: the writer's watermark past the events imported as rolled up
+/// (and before those that are not, which it then rolls up when it opens).
+async fn finish(db: &Db, state: &ImportState) -> Result<(), TransferError> {
+    if let (Db::Sqlite(pool), Some(rowid)) = (db, state.last_rolled_rowid) {
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'rollup_watermark'")
+                .fetch_optional(pool)
+                .await?;
+        let current = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('rollup_watermark', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(current.max(rowid).to_string())
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_checked_against_the_tables_and_errors_name_the_line_only() {
+        let row = |v: Value| parse_row(7, &v).err().map(|e| e.to_string());
+        assert_eq!(
+            row(json!({"table": "users; DROP TABLE users", "row": {}})),
+            Some("line 7: an unknown table".into())
+        );
+        assert_eq!(
+            row(json!({"table": "daily_users", "row": {"day": "2026-12-01", "user_id": 5}})),
+            Some("line 7: daily_users.user_id has the wrong type".into())
+        );
+        assert_eq!(
+            row(json!({"table": "settings", "row": {"key": "rollup_watermark", "value": "9"}})),
+            Some("line 7: a setting that does not travel".into())
+        );
+        assert!(
+            row(json!({"table": "daily_users", "row": {"day": "2026-12-01", "user_id": "u"}}))
+                .is_none()
+        );
+    }
+}
