@@ -151,3 +151,54 @@ async fn a_cut_off_file_a_forged_line_and_a_target_with_other_data_are_refused()
         h.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_gzip_to_a_file_and_imports_it() {
+    let src = Harness::start(Db::Sqlite, |_| {}).await.unwrap();
+    src.post_batch(&[
+        event(&format!("{:032x}", 9)),
+        event(&format!("{:032x}", 10)),
+    ])
+    .await;
+    let (stats, _) = figures(&src, &format!("{:032x}", 9)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.ndjson.gz");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_piperider-ingest"))
+            .args(args)
+            .env_remove("PIPERIDER_INGEST_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        stderr
+    };
+    let said = run(&[
+        "export",
+        "--database-url",
+        &src.url(),
+        "--gzip",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(said.contains("exported "), "{said}");
+    assert_eq!(std::fs::read(&file).unwrap()[..2], [0x1f, 0x8b], "gzip");
+    let dst = Harness::start(Db::Sqlite, |_| {}).await.unwrap();
+    let url = dst.url();
+    let dst = dst
+        .reopen(async |_: &str| {
+            let said = run(&[
+                "import",
+                "--database-url",
+                &url,
+                "--input",
+                file.to_str().unwrap(),
+            ]);
+            assert!(said.contains("inserted "), "{said}");
+        })
+        .await;
+    assert_eq!(figures(&dst, &format!("{:032x}", 9)).await.0, stats);
+    for h in [src, dst] {
+        h.finish().await;
+    }
+}
