@@ -12,6 +12,8 @@
   "use strict";
   var VISITOR_KEY = "piperider_visitor_id";
   var state = "pending";
+  // Whether the server saw this browser's Global Privacy Control signal.
+  var gpcHonoured = false;
 
   function send(method, url, body) {
     return fetch(url, {
@@ -39,6 +41,7 @@
 
   function adopt(answer) {
     state = answer.state;
+    gpcHonoured = answer.gpc === true;
     if (state === "granted" && answer.visitor_id) {
       window.localStorage.setItem(VISITOR_KEY, answer.visitor_id);
     }
@@ -76,12 +79,14 @@
     box.id = "consent-banner";
     box.setAttribute("role", "dialog");
     box.setAttribute("aria-label", "Cookie choices");
+    // The texts are the server's own (their hash is kept with each decision).
     box.innerHTML =
-      '<p>PipeRider Cloud uses a session cookie to keep you logged in. With your consent it also ' +
-      'records which pages you visit and which features you use, to improve the product. ' +
-      'You can change your mind at any time under "Cookie settings".</p>' +
+      '<p class="consent-text"></p>' +
+      (gpcHonoured ? '<p class="consent-gpc"></p>' : '') +
       '<button type="button" class="consent-choice" data-choice="accept_all">Accept All</button> ' +
       '<button type="button" class="consent-choice" data-choice="necessary_only">Necessary Only</button>';
+    box.querySelector("p.consent-text").textContent = CONSENT_BANNER_TEXT;
+    if (gpcHonoured) box.querySelector("p.consent-gpc").textContent = CONSENT_GPC_TEXT;
     box.querySelectorAll("button.consent-choice").forEach(function (b) {
       b.addEventListener("click", function () {
         choose(b.getAttribute("data-choice"), source);

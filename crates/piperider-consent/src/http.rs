@@ -68,6 +68,10 @@ pub struct ConsentAnswer {
     /// the page's Cloud events may carry; `null` otherwise.
     #[schemars(regex(pattern = "^[0-9a-f]{32}$"))]
     pub visitor_id: Option<String>,
+    /// Whether this request carried the Global Privacy Control signal
+    /// (`Sec-GPC: 1`): the banner then says that it is honoured.
+    #[serde(default)]
+    pub gpc: bool,
 }
 
 impl ConsentAnswer {
@@ -90,7 +94,14 @@ impl ConsentAnswer {
                 .filter(|_| st == ConsentState::Granted)
                 .and_then(|r| r.visitor.as_ref())
                 .map(|v| v.as_str().to_string()),
+            gpc: false,
         }
+    }
+
+    /// The same answer, saying whether the request carried `Sec-GPC: 1`.
+    pub fn with_gpc(mut self, gpc: bool) -> ConsentAnswer {
+        self.gpc = gpc;
+        self
     }
 }
 

@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 mod cookie;
 mod http;
 mod record;
@@ -60,6 +61,11 @@ pub fn may_track(
 /// with the event types generated from the wire format.
 pub const BROWSER_SCRIPT: &str = concat!(
     include_str!("../assets/cloud-events.generated.js"),
+    "var CONSENT_BANNER_TEXT = '",
+    chain::banner_text!(),
+    "';\nvar CONSENT_GPC_TEXT = '",
+    chain::gpc_text!(),
+    "';\n",
     include_str!("../assets/consent.js")
 );
 

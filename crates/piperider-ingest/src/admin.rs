@@ -111,3 +111,69 @@ pub(crate) async fn delete_user(
     app.delete_user(id.as_str()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `?after=SEQ&limit=N&format=json|csv`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ChainQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    format: Option<String>,
+}
+
+impl Expected for ChainQuery {
+    const EXPECTED: &'static str = "?after=<seq>&limit=<at most 10000>&format=json|csv";
+}
+
+/// `GET /v1/admin/consent-records`: the consent chain, page by page, as
+/// JSON (with the anchor the first record links to) or CSV.
+pub(crate) async fn consent_records(
+    _: Admin,
+    State(app): State<AppState>,
+    Query(q): Query<ChainQuery>,
+) -> Result<Response, ApiError> {
+    use crate::storage::consent_chain::PAGE;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
+    };
+    let page = app
+        .store
+        .consent_records(q.after.unwrap_or(0), q.limit.unwrap_or(PAGE))
+        .await?;
+    let next_after = page.links.last().map(|l| l.entry.seq);
+    if !csv {
+        return Ok(axum::Json(serde_json::json!({
+            "anchor": {"seq": page.anchor.0, "hash": page.anchor.1},
+            "records": page.links,
+            "next_after": next_after,
+        }))
+        .into_response());
+    }
+    let mut text = String::from(
+        "seq,consent_id,decided_at,kind,policy_version,banner_hash,gpc,source,expires_at,prev_hash,hash\n",
+    );
+    for l in &page.links {
+        let e = &l.entry;
+        // Every field is an id, a number, a hash or a fixed word: no quoting needed.
+        text.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            e.seq,
+            e.consent_id,
+            e.decided_at,
+            e.kind.as_str(),
+            e.policy_version,
+            e.banner_hash,
+            e.gpc,
+            e.source,
+            e.expires_at,
+            l.prev_hash,
+            l.hash
+        ));
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}

@@ -15,6 +15,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use piperider_consent::chain::DecisionKind;
 use piperider_consent::{COOKIE_NAME, Choice, ConsentAnswer, ConsentRecord, ConsentState};
 use piperider_event::{CloudEvent, EventError, WireEvent};
 use serde::Deserialize;
@@ -90,7 +91,13 @@ pub(crate) async fn decide(
     );
     // Withdrawing deletes what the Accept All let through, on the word of
     // the signed cookie that named the visitor.
-    if let Some(gone) = record.withdrawn(previous.as_ref()) {
+    let withdrawn = record.withdrawn(previous.as_ref());
+    let kind = match (record.choice, &withdrawn) {
+        (piperider_consent::Choice::AcceptAll, _) => DecisionKind::AcceptAll,
+        (_, Some(_)) => DecisionKind::Withdraw,
+        _ => DecisionKind::NecessaryOnly,
+    };
+    if let Some(gone) = withdrawn {
         let deleted = app.store.delete_visitor(gone.as_str()).await?;
         tracing::info!(
             deleted,
@@ -101,11 +108,17 @@ pub(crate) async fn decide(
         Source::Banner => "banner",
         Source::Settings => "settings",
     };
-    app.store.append_consent(&record, source).await?;
+    let expires_at = record
+        .expires_at(&app.consent_policy)
+        .map_or(record.at, |t| t.timestamp());
+    app.store
+        .append_consent(&record, source, kind, expires_at)
+        .await?;
     let secure = app.config.cookie_secure || client.https;
     let cookie =
         piperider_consent::set_cookie(&app.consent_codec, &record, &app.consent_policy, secure);
-    let mut response = answer(ConsentAnswer::of(Some(&record), &app.consent_policy, now));
+    let mut response =
+        answer(ConsentAnswer::of(Some(&record), &app.consent_policy, now).with_gpc(gpc));
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -115,11 +128,31 @@ pub(crate) async fn decide(
 /// `GET /v1/consent`.
 pub(crate) async fn current(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let record = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
-    answer(ConsentAnswer::of(
-        record.as_ref(),
-        &app.consent_policy,
-        chrono::Utc::now(),
-    ))
+    let gpc = piperider_consent::gpc(headers.get("sec-gpc").and_then(|v| v.to_str().ok()));
+    answer(
+        ConsentAnswer::of(record.as_ref(), &app.consent_policy, chrono::Utc::now()).with_gpc(gpc),
+    )
+}
+
+/// `GET /v1/consent/receipt`: the chain record of the decision the
+/// request's (signed) consent cookie names, so a visitor can keep proof of
+/// what they chose; 404 without a valid cookie.
+pub(crate) async fn receipt(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let record = consent_cookie(&headers)
+        .and_then(|c| app.consent_codec.decode(c))
+        .ok_or(ApiError::NotFound)?;
+    let links = app.store.consent_receipt(record.id.as_str()).await?;
+    if links.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let mut response = axum::Json(serde_json::json!({ "records": links })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `POST /v1/cloud/events`: one Cloud event, stored only with consent.

@@ -84,6 +84,7 @@ fn table() -> Vec<Entry> {
         entry("GET", "/v1/users/{user_id}", Client, ingest::held),
         entry("POST", "/v1/consent", Client, cloud::decide),
         entry("GET", "/v1/consent", Client, cloud::current),
+        entry("GET", "/v1/consent/receipt", Client, cloud::receipt),
         entry("POST", "/v1/cloud/events", Client, cloud::event),
         entry("POST", "/admin/login", Client, dashboard::login),
         entry("GET", "/v1/public/summary", Client, public::summary),
@@ -92,6 +93,12 @@ fn table() -> Vec<Entry> {
         entry("POST", "/admin/logout", Other, dashboard::logout),
         entry("GET", "/v1/admin/stats", Other, admin::stats),
         entry("GET", "/v1/admin/users/{user_id}", Other, admin::user),
+        entry(
+            "GET",
+            "/v1/admin/consent-records",
+            Other,
+            admin::consent_records,
+        ),
         entry(
             "DELETE",
             "/v1/admin/users/{user_id}",

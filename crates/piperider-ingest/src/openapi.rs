@@ -171,6 +171,12 @@ pub(crate) fn document() -> Value {
                 "get": op("The state the request's consent cookie gives (pending, granted, denied)", None,
                     json!({"200": response("The state", json_content(consent))}), &[admitted])
             },
+            "/v1/consent/receipt": {"get": op(
+                "The chain record of the decision the request's signed consent cookie names (its proof, with its hash and the hash it links to)",
+                None,
+                json!({"200": response("{\"records\": [chain records]}", json_content(json!({"type": "object"}))),
+                       "404": error("No valid consent cookie, or no record of its decision")}),
+                &[admitted, unavailable])},
             "/v1/cloud/events": {"post": op(
                 "Store one Cloud event, only for a request with a valid, current Accept All cookie",
                 Some(json_content(cloud_event)),
@@ -293,7 +299,24 @@ fn admin_paths(stats: Value, user: Value) -> Map<String, Value> {
         &[unavailable],
     );
     dashboard["parameters"] = range;
+    let mut records = op(
+        "The consent records' chain, oldest first, with the anchor the first links to: JSON ({anchor, records, next_after}) or CSV",
+        None,
+        json!({"200": response("A page of records", json!({"application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}})),
+               "400": error("A parameter is not a number, or format is not json or csv")}),
+        &[admin, unavailable],
+    );
+    records["security"] = json!([{"admin": []}]);
+    records["parameters"] = json!([
+        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000}},
+        {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"], "default": "json"}}
+    ]);
     Map::from_iter([
+        (
+            "/v1/admin/consent-records".to_string(),
+            json!({"get": records}),
+        ),
         ("/admin".to_string(), json!({"get": dashboard})),
         ("/v1/admin/stats".to_string(), json!({"get": stats_op})),
         (

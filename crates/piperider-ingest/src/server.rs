@@ -61,16 +61,22 @@ impl AppState {
         let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive().to_string();
         let consent = before(self.config.consent_retention_days);
         let (cloud, decisions) = self.store.prune_cloud(&day(events), &day(consent)).await?;
+        // Consent records are kept twelve months after their decision expired.
+        let records = self
+            .store
+            .prune_consent_records((now - chrono::TimeDelta::days(365)).timestamp())
+            .await?;
         let refused = before(self.config.quarantine_retention_days);
         let quarantined = self
             .store
             .prune_quarantine(refused.timestamp_millis())
             .await?;
-        if deleted + cloud + decisions + quarantined > 0 {
+        if deleted + cloud + decisions + quarantined + records > 0 {
             tracing::info!(
                 events = deleted,
                 cloud_events = cloud,
                 consent_decisions = decisions,
+                consent_records = records,
                 quarantined,
                 "retention: deleted"
             );
@@ -255,6 +261,13 @@ pub enum Transfer {
         #[arg(long)]
         gzip: bool,
     },
+    /// Check the consent records' chain from its anchor; name the first
+    /// record that does not hold (exit 1).
+    VerifyConsent {
+        /// The database to read.
+        #[arg(long, env = "PIPERIDER_INGEST_DATABASE_URL")]
+        database_url: String,
+    },
     /// Read an export (gzip or not) into a database of either kind:
     /// idempotent, and refused by a database that holds other data. Stop
     /// the service on that database first.
@@ -309,6 +322,11 @@ pub fn run_transfer(name: &str, command: Transfer) -> ExitCode {
                 drop(buffered);
                 out.flush().map_err(|e| e.to_string())?;
                 Ok(format!("exported {} rows", report.rows))
+            }
+            Transfer::VerifyConsent { database_url } => {
+                crate::storage::consent_chain::verify_chain(&database_url)
+                    .await
+                    .map_err(|e| format!("{}: {e}", redact(&database_url)))
             }
             Transfer::Import {
                 database_url,

@@ -14,6 +14,7 @@
 //! file's pools.
 
 mod cloud;
+pub mod consent_chain;
 mod error;
 mod group;
 mod postgres;
@@ -89,6 +90,18 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// The database at `url` through sqlx alone (migrations run, no writers):
+/// for tools that read or write beside a running service.
+async fn open_backend(url: &str) -> Result<Backend, StorageError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres(postgres::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite(sqlite::connect_pool(url).await?.0))
+    } else {
+        Err(StorageError::UnsupportedUrl)
+    }
+}
 
 /// The salted hash by which a deleted user is remembered.
 fn hash_user(salt: &str, user_id: &str) -> String {

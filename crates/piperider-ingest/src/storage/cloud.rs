@@ -11,31 +11,6 @@ use super::rows::day;
 use super::{Store, on_pool};
 
 impl Store {
-    /// Appends one consent decision to the audit trail.
-    pub(crate) async fn append_consent(
-        &self,
-        record: &piperider_consent::ConsentRecord,
-        source: &str,
-    ) -> Result<(), StorageError> {
-        let decided = chrono::DateTime::from_timestamp(record.at, 0).unwrap_or_default();
-        on_pool!(&self.0.backend, pool => {
-            sqlx::query(
-                "INSERT INTO consent_audit (consent_id, decided_at, day, choice, policy_version, gpc, source) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(record.id.as_str())
-            .bind(record.at)
-            .bind(day(decided))
-            .bind(record.choice.as_str())
-            .bind(i64::from(record.policy))
-            .bind(i64::from(record.gpc))
-            .bind(source)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
     /// Deletes every Cloud event of one visitor (their consent was
     /// withdrawn); how many there were.
     pub(crate) async fn delete_visitor(&self, visitor_id: &str) -> Result<u64, StorageError> {

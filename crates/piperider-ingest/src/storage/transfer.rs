@@ -13,7 +13,8 @@
 //!
 //! What travels: raw CLI events, users, projects and their data sources,
 //! the rollups, the owner keys, the deletion tombstones, Cloud events, the
-//! consent audit trail, and the two secrets the data depends on (the salt
+//! consent audit trail and the chained consent records (with the anchor
+//! they verify from), and the two secrets the data depends on (the salt
 //! of the tombstones' user hashes, and the consent cookies' key). What does
 //! not: the quarantine of refused events (diagnostics) and the SQLite
 //! writer's bookkeeping.
@@ -151,6 +152,22 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "consent_records",
+        columns: &[
+            ("seq", Int),
+            ("consent_id", Text),
+            ("decided_at", Int),
+            ("kind", Text),
+            ("policy_version", Int),
+            ("banner_hash", Text),
+            ("gpc", Int),
+            ("source", Text),
+            ("expires_at", Int),
+            ("prev_hash", Text),
+            ("hash", Text),
+        ],
+    },
+    Table {
         name: EVENTS,
         columns: &[
             ("event_id", Text),
@@ -187,7 +204,11 @@ const TABLES: &[Table] = &[
 
 const EVENTS: &str = "events";
 /// The settings that travel: the data cannot be read right without them.
-const SETTINGS: [&str; 2] = ["user_hash_salt", "consent_cookie_secret"];
+const SETTINGS: [&str; 3] = [
+    "user_hash_salt",
+    "consent_cookie_secret",
+    "consent_chain_anchor",
+];
 const FORMAT: &str = "piperider-ingest-export";
 const SALT: &str = "user_hash_salt";
 /// Rows imported per transaction.
@@ -538,9 +559,10 @@ async fn check_salt(db: &Db, line: u64, salt: &str) -> Result<(), TransferError>
                 ));
             }
             // Empty: the export's secrets replace the ones made at its first start.
-            sqlx::query("DELETE FROM settings WHERE key = $1 OR key = $2")
+            sqlx::query("DELETE FROM settings WHERE key = $1 OR key = $2 OR key = $3")
                 .bind(SETTINGS[0])
                 .bind(SETTINGS[1])
+                .bind(SETTINGS[2])
                 .execute($pool)
                 .await?;
             Ok(())

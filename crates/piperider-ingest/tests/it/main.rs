@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod cloud;
+mod consent_records;
 mod contract;
 mod edge;
 mod fuzz;
