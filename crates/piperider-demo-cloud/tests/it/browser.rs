@@ -415,6 +415,11 @@ fn before_a_choice_the_banner_shows_two_equal_buttons_and_nothing_is_sent() {
     b.go(&site.url("/"));
     assert_eq!(b.wait_consent(), "pending");
     assert!(b.exists("#consent-banner"), "no banner on the first visit");
+    assert_eq!(
+        b.js("return document.querySelector('#consent-banner p.consent-text').textContent;"),
+        piperider_consent::chain::BANNER_TEXT
+    );
+    assert!(!b.exists("#consent-banner p.consent-gpc"), "a GPC line without the signal");
     let style = b.js("return Array.from(document.querySelectorAll('#consent-banner button.consent-choice')).map(function (b) { var c = getComputedStyle(b); return [b.textContent, c.fontSize, c.fontWeight, c.backgroundColor, c.color, c.borderStyle, b.offsetHeight]; });");
     let buttons = style.as_array().unwrap();
     assert_eq!(buttons.len(), 2, "{style}");
@@ -626,6 +631,12 @@ fn with_gpc_on_nothing_is_sent_before_an_explicit_accept_all() {
     );
     b.go(&site.url("/"));
     assert_eq!(b.wait_consent(), "pending");
+    // The banner says the signal is honoured, in the text whose hash the
+    // decision's record keeps.
+    assert_eq!(
+        b.js("var p = document.querySelector('#consent-banner p.consent-gpc'); return p && p.textContent;"),
+        piperider_consent::chain::GPC_TEXT
+    );
     tour(&b, &site);
     b.settle();
     assert_eq!(
