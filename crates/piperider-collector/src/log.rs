@@ -8,7 +8,31 @@ use std::path::Path;
 /// Largest size of a log file; past it the older half is dropped.
 const MAX_LOG_BYTES: u64 = 64 * 1024;
 
-/// Appends one time-stamped line. Best effort: a log that cannot be written is skipped.
+/// Whether a line (its first 20 bytes, an RFC 3339 time to the second)
+/// was written more than four weeks ago.
+fn is_stale(line: &[u8]) -> bool {
+    let Some(stamp) = line.get(..20).and_then(|b| std::str::from_utf8(b).ok()) else {
+        return false;
+    };
+    chrono::DateTime::parse_from_rfc3339(stamp).is_ok_and(|t| {
+        chrono::Utc::now().signed_duration_since(t)
+            > chrono::TimeDelta::from_std(crate::record::LOCAL_KEPT_FOR).unwrap_or_default()
+    })
+}
+
+/// Removes the log at `path` if it was not written for four weeks.
+pub(crate) fn remove_if_stale(path: &Path) {
+    let untouched = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > crate::record::LOCAL_KEPT_FOR);
+    if untouched {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Appends one time-stamped line; lines older than four weeks are dropped. Best effort: a log that cannot be written is skipped.
 pub(crate) fn append(path: &Path, message: &str) {
     let line = format!(
         "{} {}\n",
@@ -28,11 +52,17 @@ pub(crate) fn append(path: &Path, message: &str) {
     let Ok(mut file) = crate::files::open(path, &mut options()) else {
         return;
     };
-    if file.metadata().is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+    let mut first = [0u8; 20];
+    let stale = file.read_exact(&mut first).is_ok() && is_stale(&first);
+    if stale || file.metadata().is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
         let mut text = String::new();
-        if file.read_to_string(&mut text).is_ok() {
-            let half = text.len() / 2;
-            let cut = text[half..].find('\n').map_or(text.len(), |i| half + i + 1);
+        if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
+            let half = if stale { 0 } else { text.len() / 2 };
+            let mut cut = text[half..].find('\n').map_or(text.len(), |i| half + i + 1);
+            // Lines older than four weeks go too.
+            while cut < text.len() && is_stale(&text.as_bytes()[cut..]) {
+                cut = text[cut..].find('\n').map_or(text.len(), |i| cut + i + 1);
+            }
             let _ = file.set_len(0);
             let _ = file.rewind();
             let _ = file.write_all(&text.as_bytes()[cut..]);
@@ -61,6 +91,29 @@ mod tests {
         assert!(
             text.lines().all(|l| l.contains(" line ")),
             "every line is whole"
+        );
+    }
+
+    #[test]
+    fn lines_older_than_four_weeks_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let old = (chrono::Utc::now() - chrono::TimeDelta::days(29))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let recent = (chrono::Utc::now() - chrono::TimeDelta::days(27))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        std::fs::write(
+            &path,
+            format!("{old} old one\n{old} old two\n{recent} recent\n"),
+        )
+        .unwrap();
+        super::append(&path, "new");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].ends_with(" recent") && lines[1].ends_with(" new"),
+            "{text}"
         );
     }
 }

@@ -121,6 +121,8 @@ impl Collector {
             let _ =
                 Spool::new(&paths.local, SpoolLimits::default()).remove_older_than(LOCAL_KEPT_FOR);
             let _ = crate::sent::SentLog::new(&paths.sent).trim(LOCAL_KEPT_FOR);
+            crate::log::remove_if_stale(&paths.log);
+            crate::log::remove_if_stale(&paths.rejected_log);
         }
         let room_made = ahead
             && decision.enabled

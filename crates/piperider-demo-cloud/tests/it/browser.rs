@@ -419,7 +419,10 @@ fn before_a_choice_the_banner_shows_two_equal_buttons_and_nothing_is_sent() {
         b.js("return document.querySelector('#consent-banner p.consent-text').textContent;"),
         piperider_consent::chain::BANNER_TEXT
     );
-    assert!(!b.exists("#consent-banner p.consent-gpc"), "a GPC line without the signal");
+    assert!(
+        !b.exists("#consent-banner p.consent-gpc"),
+        "a GPC line without the signal"
+    );
     let style = b.js("return Array.from(document.querySelectorAll('#consent-banner button.consent-choice')).map(function (b) { var c = getComputedStyle(b); return [b.textContent, c.fontSize, c.fontWeight, c.backgroundColor, c.color, c.borderStyle, b.offsetHeight]; });");
     let buttons = style.as_array().unwrap();
     assert_eq!(buttons.len(), 2, "{style}");
