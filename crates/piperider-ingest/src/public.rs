@@ -63,10 +63,11 @@ struct Cached {
 #[derive(Debug, Default)]
 pub(crate) struct PublicCache(Mutex<HashMap<&'static str, Cached>>);
 
-async fn cached(app: &AppState, window: &'static str, days: i64) -> Result<Cached, ApiError> {
+async fn cached(app: &AppState, q: &WindowQuery) -> Result<Cached, ApiError> {
     if !app.config.public_stats {
         return Err(ApiError::NoRoute);
     }
+    let (window, days) = q.window()?;
     let fresh = app.public_cache.0.lock().ok().and_then(|c| {
         c.get(window)
             .filter(|c| c.at.elapsed() < FRESH_FOR)
@@ -137,8 +138,7 @@ pub(crate) async fn summary(
     headers: HeaderMap,
     Query(q): Query<WindowQuery>,
 ) -> Result<Response, ApiError> {
-    let (window, days) = q.window()?;
-    let entry = cached(&app, window, days).await?;
+    let entry = cached(&app, &q).await?;
     Ok(answer(
         &headers,
         &entry,
@@ -153,8 +153,7 @@ pub(crate) async fn page(
     headers: HeaderMap,
     Query(q): Query<WindowQuery>,
 ) -> Result<Response, ApiError> {
-    let (window, days) = q.window()?;
-    let entry = cached(&app, window, days).await?;
+    let entry = cached(&app, &q).await?;
     let html = render(&entry.summary);
     // The page's tag differs from the JSON's: the same answer, another form.
     let mut entry = entry;

@@ -68,6 +68,24 @@ pub struct ChainPage {
     pub links: Vec<ChainLink>,
 }
 
+/// Runs the macro `$run` on a transaction that holds the chain's lock on
+/// every node: SQLite's write lock, or PostgreSQL's advisory lock.
+macro_rules! locked {
+    ($store:expr, $run:ident) => {
+        match &$store.0.backend {
+            Backend::Sqlite(pool) => $run!(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(CHAIN_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                $run!(tx)
+            }
+        }
+    };
+}
+
 /// Up to `limit` (at most [`PAGE`]) records after `after`, and the anchor.
 async fn chain_page(
     backend: &Backend,
@@ -201,17 +219,7 @@ impl Store {
                 })
             }};
         }
-        match &self.0.backend {
-            Backend::Sqlite(pool) => append!(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(CHAIN_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                append!(tx)
-            }
-        }
+        locked!(self, append)
     }
 
     /// Up to [`PAGE`] records after `after` (a sequence number), and the anchor.
@@ -286,16 +294,6 @@ impl Store {
                 Ok(gone)
             }};
         }
-        match &self.0.backend {
-            Backend::Sqlite(pool) => prune!(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(CHAIN_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                prune!(tx)
-            }
-        }
+        locked!(self, prune)
     }
 }

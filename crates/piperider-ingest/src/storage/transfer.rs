@@ -595,43 +595,39 @@ async fn write_chunk(
     state: &mut ImportState,
 ) -> Result<u64, TransferError> {
     let mut inserted = 0;
+    // Each new row counted, then `$after` run on it.
+    macro_rules! insert_all {
+        ($pool:expr, |$p:ident, $done:ident, $tx:ident| $after:block) => {{
+            let mut $tx = $pool.begin().await?;
+            for $p in chunk.iter() {
+                let sql = insert_sql($p.table);
+                let $done = bound!(&sql, $p).execute(&mut *$tx).await?;
+                if $done.rows_affected() == 0 {
+                    continue;
+                }
+                inserted += 1;
+                $after
+            }
+            $tx.commit().await?;
+        }};
+    }
     match db {
-        Db::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for p in chunk.iter() {
-                let sql = insert_sql(p.table);
-                let done = bound!(&sql, p).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    continue;
-                }
-                inserted += 1;
-                // An event not in the rollups stays past the watermark: the
-                // writer rolls it up when it opens.
-                if p.table.name == EVENTS && p.rolled_up {
-                    state.last_rolled_rowid = Some(done.last_insert_rowid());
-                }
+        Db::Sqlite(pool) => insert_all!(pool, |p, done, tx| {
+            // An event not in the rollups stays past the watermark: the
+            // writer rolls it up when it opens.
+            if p.table.name == EVENTS && p.rolled_up {
+                state.last_rolled_rowid = Some(done.last_insert_rowid());
             }
-            tx.commit().await?;
-        }
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            for p in chunk.iter() {
-                let sql = insert_sql(p.table);
-                let done = bound!(&sql, p).execute(&mut *tx).await?;
-                if done.rows_affected() == 0 {
-                    continue;
-                }
-                inserted += 1;
-                // An event not in the rollups goes to the roller's queue.
-                if p.table.name == EVENTS && !p.rolled_up {
-                    sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
-                        .bind(p.values[0].as_str().unwrap_or_default().to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+        }),
+        Db::Postgres(pool) => insert_all!(pool, |p, _done, tx| {
+            // An event not in the rollups goes to the roller's queue.
+            if p.table.name == EVENTS && !p.rolled_up {
+                sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
+                    .bind(p.values[0].as_str().unwrap_or_default().to_string())
+                    .execute(&mut *tx)
+                    .await?;
             }
-            tx.commit().await?;
-        }
+        }),
     }
     chunk.clear();
     Ok(inserted)
