@@ -115,9 +115,37 @@ pub(crate) async fn delete_user(
 /// `?after=SEQ&limit=N&format=json|csv`.
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct ChainQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
+    after: Option<String>,
+    limit: Option<String>,
     format: Option<String>,
+}
+
+impl ChainQuery {
+    /// `after` (0 to 18 digits) and `limit` (1 to 10,000), read strictly.
+    fn page(&self) -> Result<(u64, usize), ApiError> {
+        use crate::storage::consent_chain::PAGE;
+        let digits = |s: &str, most: usize| {
+            !s.is_empty() && s.len() <= most && s.bytes().all(|b| b.is_ascii_digit())
+        };
+        let after = match self.after.as_deref() {
+            None => 0,
+            Some(s) if digits(s, 18) => s.parse().unwrap_or(0),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "after must be a record's number".into(),
+                ));
+            }
+        };
+        let limit = match self.limit.as_deref() {
+            None => PAGE,
+            Some(s) if digits(s, 5) => s.parse().unwrap_or(0),
+            Some(_) => 0,
+        };
+        if !(1..=PAGE).contains(&limit) {
+            return Err(ApiError::BadRequest(format!("limit must be 1 to {PAGE}")));
+        }
+        Ok((after, limit))
+    }
 }
 
 impl Expected for ChainQuery {
@@ -131,16 +159,13 @@ pub(crate) async fn consent_records(
     State(app): State<AppState>,
     Query(q): Query<ChainQuery>,
 ) -> Result<Response, ApiError> {
-    use crate::storage::consent_chain::PAGE;
+    let (after, limit) = q.page()?;
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
         Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
     };
-    let page = app
-        .store
-        .consent_records(q.after.unwrap_or(0), q.limit.unwrap_or(PAGE))
-        .await?;
+    let page = app.store.consent_records(after, limit).await?;
     let next_after = page.links.last().map(|l| l.entry.seq);
     if !csv {
         return Ok(axum::Json(serde_json::json!({

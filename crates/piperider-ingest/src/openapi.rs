@@ -308,8 +308,8 @@ fn admin_paths(stats: Value, user: Value) -> Map<String, Value> {
     );
     records["security"] = json!([{"admin": []}]);
     records["parameters"] = json!([
-        {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000}},
+        {"name": "after", "in": "query", "description": "the number of the last record already read (default 0)", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+        {"name": "limit", "in": "query", "description": "records per page, 1 to 10000 (the default)", "schema": {"type": "string", "pattern": "^([1-9][0-9]{0,3}|10000)$"}},
         {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"], "default": "json"}}
     ]);
     Map::from_iter([

@@ -464,6 +464,12 @@ pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
         ("consent_audit", "day", DAY),
         ("consent_audit", "choice", 16),
         ("consent_audit", "source", 16),
+        ("consent_records", "consent_id", ID),
+        ("consent_records", "kind", 16),
+        ("consent_records", "banner_hash", 64),
+        ("consent_records", "source", 16),
+        ("consent_records", "prev_hash", 64),
+        ("consent_records", "hash", 64),
     ]
 };
 

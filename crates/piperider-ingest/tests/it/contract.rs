@@ -722,7 +722,8 @@ fn contract(db: Db) {
         .enable_all()
         .build()
         .unwrap();
-    let Some(h) = runtime.block_on(Harness::start(db, |_| {})) else {
+    // The public summary on, so its routes are held to their documents too.
+    let Some(h) = runtime.block_on(Harness::start(db, |c| c.public_stats = true)) else {
         return;
     };
     let (status, _, document) = runtime.block_on(h.send(

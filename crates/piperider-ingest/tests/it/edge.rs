@@ -48,8 +48,11 @@ on_both!(
             ("/v1/users/{user_id}", "GET"),
             ("/v1/consent", "POST"),
             ("/v1/consent", "GET"),
+            ("/v1/consent/receipt", "GET"),
             ("/v1/cloud/events", "POST"),
             ("/admin/login", "POST"),
+            ("/v1/public/summary", "GET"),
+            ("/public", "GET"),
         ];
         let mut listed = piperider_ingest::edge::client_routes();
         listed.sort();
