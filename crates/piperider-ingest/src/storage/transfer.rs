@@ -30,176 +30,86 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::error::StorageError;
+use super::schema;
 
-/// A column's type, the same on both databases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Int,
-    Text,
-}
-
-use Kind::{Int, Text};
-
+/// A table that travels: its name and its columns with their kind
+/// (`text` or `int`, the same on both databases), in the order written.
 struct Table {
     name: &'static str,
-    columns: &'static [(&'static str, Kind)],
+    columns: &'static [(&'static str, &'static str)],
 }
 
-/// Every exported table, in the order written (and imported).
+const INT: &str = "int";
+
+/// The table the storage layer writes through `upsert`.
+const fn written(upsert: &schema::Upsert) -> Table {
+    Table {
+        name: upsert.table,
+        columns: upsert.columns,
+    }
+}
+
+/// Every exported table, in the order written (and imported). Those the
+/// writers fill take their columns from [`schema`]; the rest are listed here.
 const TABLES: &[Table] = &[
-    Table {
-        name: "users",
-        columns: &[
-            ("user_id", Text),
-            ("first_seen", Int),
-            ("first_day", Text),
-            ("last_seen", Int),
-            ("country", Text),
-            ("region", Text),
-            ("os", Text),
-            ("arch", Text),
-            ("os_version", Text),
-            ("device_id", Text),
-            ("runtime_name", Text),
-            ("runtime_version", Text),
-            ("app_version", Text),
-            ("initial_version", Text),
-            ("ci", Text),
-        ],
-    },
-    Table {
-        name: "projects",
-        columns: &[
-            ("project_id", Text),
-            ("user_id", Text),
-            ("first_seen", Int),
-            ("last_seen", Int),
-            ("initial_version", Text),
-            ("current_version", Text),
-        ],
-    },
-    Table {
-        name: "project_datasources",
-        columns: &[("project_id", Text), ("datasource_type", Text)],
-    },
-    Table {
-        name: "owner_keys",
-        columns: &[("user_id", Text), ("owner_key", Text), ("bound_at", Int)],
-    },
+    written(&schema::USERS),
+    written(&schema::PROJECTS),
+    written(&schema::DATASOURCES),
+    written(&schema::OWNER_KEYS),
     Table {
         name: "deleted_users",
         columns: &[
-            ("user_hash", Text),
-            ("deleted_at", Int),
-            ("owner_key", Text),
+            ("user_hash", "text"),
+            ("deleted_at", INT),
+            ("owner_key", "text"),
         ],
     },
-    Table {
-        name: "daily_users",
-        columns: &[("day", Text), ("user_id", Text)],
-    },
-    Table {
-        name: "daily_events",
-        columns: &[
-            ("day", Text),
-            ("event_type", Text),
-            ("shard", Int),
-            ("events", Int),
-            ("errors", Int),
-            ("tables", Int),
-            ("columns", Int),
-            ("rows", Int),
-            ("builtin_assertions", Int),
-            ("custom_assertions", Int),
-            ("passed_assertions", Int),
-            ("failed_assertions", Int),
-        ],
-    },
-    Table {
-        name: "daily_buckets",
-        columns: &[
-            ("day", Text),
-            ("metric", Text),
-            ("bucket", Int),
-            ("shard", Int),
-            ("events", Int),
-        ],
-    },
+    written(&schema::DAILY_USERS),
+    written(&schema::DAILY_EVENTS),
+    written(&schema::DAILY_BUCKETS),
     Table {
         name: "cloud_events",
         columns: &[
-            ("event_id", Text),
-            ("received_at", Int),
-            ("ts", Int),
-            ("day", Text),
-            ("event_type", Text),
-            ("visitor_id", Text),
-            ("route", Text),
-            ("sources", Text),
-            ("metric", Text),
+            ("event_id", "text"),
+            ("received_at", INT),
+            ("ts", INT),
+            ("day", "text"),
+            ("event_type", "text"),
+            ("visitor_id", "text"),
+            ("route", "text"),
+            ("sources", "text"),
+            ("metric", "text"),
         ],
     },
     Table {
         name: "consent_audit",
         columns: &[
-            ("consent_id", Text),
-            ("decided_at", Int),
-            ("day", Text),
-            ("choice", Text),
-            ("policy_version", Int),
-            ("gpc", Int),
-            ("source", Text),
+            ("consent_id", "text"),
+            ("decided_at", INT),
+            ("day", "text"),
+            ("choice", "text"),
+            ("policy_version", INT),
+            ("gpc", INT),
+            ("source", "text"),
         ],
     },
     Table {
         name: "consent_records",
         columns: &[
-            ("seq", Int),
-            ("consent_id", Text),
-            ("decided_at", Int),
-            ("kind", Text),
-            ("policy_version", Int),
-            ("banner_hash", Text),
-            ("gpc", Int),
-            ("source", Text),
-            ("expires_at", Int),
-            ("prev_hash", Text),
-            ("hash", Text),
+            ("seq", INT),
+            ("consent_id", "text"),
+            ("decided_at", INT),
+            ("kind", "text"),
+            ("policy_version", INT),
+            ("banner_hash", "text"),
+            ("gpc", INT),
+            ("source", "text"),
+            ("expires_at", INT),
+            ("prev_hash", "text"),
+            ("hash", "text"),
         ],
     },
-    Table {
-        name: EVENTS,
-        columns: &[
-            ("event_id", Text),
-            ("received_at", Int),
-            ("ts", Int),
-            ("day", Text),
-            ("event_type", Text),
-            ("user_id", Text),
-            ("device_id", Text),
-            ("os", Text),
-            ("arch", Text),
-            ("os_version", Text),
-            ("runtime_name", Text),
-            ("runtime_version", Text),
-            ("app_version", Text),
-            ("initial_version", Text),
-            ("ci", Text),
-            ("project_id", Text),
-            ("datasource_type", Text),
-            ("tables", Int),
-            ("columns", Int),
-            ("rows", Int),
-            ("builtin_assertions", Int),
-            ("custom_assertions", Int),
-            ("passed_assertions", Int),
-            ("failed_assertions", Int),
-            ("status", Text),
-            ("duration_ms", Int),
-            ("country", Text),
-            ("region", Text),
-        ],
-    },
+    written(&schema::EVENTS),
 ];
 
 const EVENTS: &str = "events";
@@ -271,9 +181,9 @@ fn select(table: &Table, filter: &str) -> String {
     let columns: Vec<String> = table
         .columns
         .iter()
-        .map(|(c, kind)| match kind {
-            Int => format!("CAST({c} AS BIGINT) AS {c}"),
-            Text => (*c).to_string(),
+        .map(|(c, kind)| match *kind {
+            INT => format!("CAST({c} AS BIGINT) AS {c}"),
+            _ => (*c).to_string(),
         })
         .collect();
     format!("SELECT {} FROM {} {filter}", columns.join(", "), table.name)
@@ -314,9 +224,9 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
                     while let Some(r) = stream.try_next().await? {
                         let mut row = Map::new();
                         for (column, kind) in table.columns {
-                            let value = match kind {
-                                Int => json!(r.try_get::<Option<i64>, _>(*column)?),
-                                Text => json!(r.try_get::<Option<String>, _>(*column)?),
+                            let value = match *kind {
+                                INT => json!(r.try_get::<Option<i64>, _>(*column)?),
+                                _ => json!(r.try_get::<Option<String>, _>(*column)?),
                             };
                             row.insert((*column).to_string(), value);
                         }
@@ -407,9 +317,9 @@ fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
         let value = row
             .get(*column)
             .ok_or_else(|| bad(line, format!("{name}.{column} is missing")))?;
-        let fits = match kind {
-            Int => value.is_null() || value.is_i64(),
-            Text => value.is_null() || value.is_string(),
+        let fits = match *kind {
+            INT => value.is_null() || value.is_i64(),
+            _ => value.is_null() || value.is_string(),
         };
         if !fits {
             return Err(bad(line, format!("{name}.{column} has the wrong type")));
@@ -430,7 +340,7 @@ fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
 
 const SETTINGS_TABLE: Table = Table {
     name: "settings",
-    columns: &[("key", Text), ("value", Text)],
+    columns: &[("key", "text"), ("value", "text")],
 };
 
 fn insert_sql(table: &Table) -> String {
@@ -579,9 +489,9 @@ macro_rules! bound {
     ($sql:expr, $p:expr) => {{
         let mut q = sqlx::query($sql);
         for (value, (_, kind)) in $p.values.iter().zip($p.table.columns) {
-            q = match kind {
-                Int => q.bind(value.as_i64()),
-                Text => q.bind(value.as_str().map(str::to_string)),
+            q = match *kind {
+                INT => q.bind(value.as_i64()),
+                _ => q.bind(value.as_str().map(str::to_string)),
             };
         }
         q
