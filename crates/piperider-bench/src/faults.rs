@@ -541,10 +541,12 @@ fn twenty_at_once(work: &Path) -> Result {
     // of them added; the key the backend bound is that secret's.
     let profile_after =
         std::fs::read_to_string(home.join("profile.yml")).map_err(|e| e.to_string())?;
+    // A secret that YAML could read as a number (`0b...`) is written quoted.
     let secret = profile_after
         .strip_prefix(&profile_before)
         .and_then(|added| added.strip_prefix("telemetry_secret: "))
         .and_then(|s| s.strip_suffix('\n'))
+        .map(|s| s.trim_matches('\''))
         .and_then(piperider_event::OwnerSecret::from_hex)
         .ok_or_else(|| {
             format!("the profile changed under concurrent commands:\n{profile_after}")

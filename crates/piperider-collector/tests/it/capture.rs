@@ -104,9 +104,11 @@ fn a_piperider_profile_is_used_as_it_is() {
     let added = profile
         .strip_prefix(PIPERIDER_PROFILE)
         .expect("the profile's own bytes were changed");
+    // A secret that YAML could read as a number (`0b...`) is written quoted.
     let secret = added
         .strip_prefix("telemetry_secret: ")
         .and_then(|s| s.strip_suffix('\n'))
+        .map(|s| s.trim_matches('\''))
         .and_then(piperider_event::OwnerSecret::from_hex)
         .unwrap_or_else(|| panic!("more than the owner secret was added: {added:?}"));
     assert_eq!(

@@ -184,6 +184,7 @@ fn reset_and_forget() {
     let secret = old_profile
         .lines()
         .find_map(|l| l.strip_prefix("telemetry_secret: "))
+        .map(|s| s.trim_matches('\''))
         .unwrap();
     assert!(!String::from_utf8_lossy(&requests[0].body).contains(secret));
     // A new id and a new secret: nothing links them to the old ones.
