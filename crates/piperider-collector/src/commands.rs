@@ -158,7 +158,7 @@ impl Collector {
         let Some(paths) = self.paths() else {
             return Ok(0);
         };
-        let records = Spool::new(&paths.local, crate::SpoolLimits::default()).clear()?;
+        let records = self.local_records().map_or(Ok(0), |s| s.clear())?;
         crate::sent::SentLog::new(&paths.sent).clear()?;
         for file in [&paths.log, &paths.rejected_log] {
             match std::fs::remove_file(file) {
@@ -215,15 +215,7 @@ impl Collector {
 
     /// The events kept in local mode, oldest first, each as recorded.
     pub fn kept_locally(&self) -> Vec<Vec<u8>> {
-        let Some(local) = self.local_records() else {
-            return Vec::new();
-        };
-        local
-            .list()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| local.read(e).ok())
-            .collect()
+        self.local_records().map_or_else(Vec::new, |s| s.contents())
     }
 
     /// Turns telemetry off in the profile (creating it if needed) and
@@ -330,15 +322,7 @@ impl Collector {
 
     /// The pending events, each exactly as it will be sent.
     pub fn pending(&self) -> Vec<Vec<u8>> {
-        let Some(spool) = self.spool() else {
-            return Vec::new();
-        };
-        spool
-            .list()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|e| spool.read(e).ok())
-            .collect()
+        self.spool().map_or_else(Vec::new, |s| s.contents())
     }
 
     /// Runs the sender in this process until the spool is empty or the

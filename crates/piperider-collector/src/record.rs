@@ -118,8 +118,9 @@ impl Collector {
         let paths = self.paths();
         if ahead && let Some(paths) = &paths {
             // Local telemetry files do not outlive their four weeks.
-            let _ =
-                Spool::new(&paths.local, SpoolLimits::default()).remove_older_than(LOCAL_KEPT_FOR);
+            let _ = self
+                .local_records()
+                .map(|local| local.remove_older_than(LOCAL_KEPT_FOR));
             let _ = crate::sent::SentLog::new(&paths.sent).trim(LOCAL_KEPT_FOR);
             crate::log::remove_if_stale(&paths.log);
             crate::log::remove_if_stale(&paths.rejected_log);
@@ -232,7 +233,7 @@ impl Collector {
         }
         let paths = self.paths().ok_or("no app folder")?;
         if decision.mode == TelemetryMode::Local {
-            let local = Spool::new(&paths.local, SpoolLimits::default());
+            let local = self.local_records().ok_or("no app folder")?;
             let dropped = local
                 .append(&json, &event.event_id)
                 .map_err(|e| format!("local records {}: {e}", paths.local.display()))?;

@@ -262,6 +262,15 @@ impl Spool {
         self.dir.with_file_name("corrupt")
     }
 
+    /// Every readable event's bytes, oldest first (an unreadable one is left out).
+    pub fn contents(&self) -> Vec<Vec<u8>> {
+        self.list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| self.read(e).ok())
+            .collect()
+    }
+
     /// Deletes the events recorded before `time`; returns how many.
     pub fn remove_recorded_before(&self, time: SystemTime) -> io::Result<usize> {
         let mut removed = 0;
