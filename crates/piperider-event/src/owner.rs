@@ -31,7 +31,8 @@ pub const PROOF_WINDOW: TimeDelta = TimeDelta::minutes(15);
 /// What the prefix of the `Authorization` header says: a proof follows.
 pub const PROOF_SCHEME: &str = "PipeRider-Owner";
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex digits of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

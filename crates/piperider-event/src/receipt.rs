@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::CliEvent;
+use crate::owner::hex;
 
 /// One stored event, field by field, as the backend's `events` table keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,14 +184,6 @@ pub fn batch_digest<'a>(events: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         hasher.update(b"\n");
     }
     hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

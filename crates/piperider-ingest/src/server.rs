@@ -306,21 +306,31 @@ pub fn run_transfer(name: &str, command: Transfer) -> ExitCode {
                             .map_err(|e| format!("{}: {e}", output.display()))?,
                     )
                 };
-                let mut out: Box<dyn Write> = if gzip {
-                    Box::new(flate2::write::GzEncoder::new(
+                let failed = |e: std::io::Error| format!("{}: {e}", output.display());
+                let export = async |out: &mut dyn Write| {
+                    crate::storage::transfer::export(&database_url, out)
+                        .await
+                        .map_err(|e| format!("export from {}: {e}", redact(&database_url)))
+                };
+                let report = if gzip {
+                    let mut out = std::io::BufWriter::new(flate2::write::GzEncoder::new(
                         file,
                         flate2::Compression::default(),
-                    ))
+                    ));
+                    let report = export(&mut out).await?;
+                    // The gzip trailer written, and any error in writing it seen.
+                    out.into_inner()
+                        .map_err(|e| failed(e.into_error()))?
+                        .finish()
+                        .and_then(|mut file| file.flush())
+                        .map_err(failed)?;
+                    report
                 } else {
-                    file
+                    let mut out = std::io::BufWriter::new(file);
+                    let report = export(&mut out).await?;
+                    out.flush().map_err(failed)?;
+                    report
                 };
-                let mut buffered = std::io::BufWriter::new(&mut out);
-                let report = crate::storage::transfer::export(&database_url, &mut buffered)
-                    .await
-                    .map_err(|e| format!("export from {}: {e}", redact(&database_url)))?;
-                buffered.flush().map_err(|e| e.to_string())?;
-                drop(buffered);
-                out.flush().map_err(|e| e.to_string())?;
                 Ok(format!("exported {} rows", report.rows))
             }
             Transfer::VerifyConsent { database_url } => {

@@ -135,7 +135,7 @@ async fn roll_up_some(pool: &PgPool) -> Result<usize, StorageError> {
     .await?;
     let mut rollup = Aggregate::default();
     for row in &rows {
-        rollup.add(&std::sync::Arc::new(super::rows::EventRow::from_pg(row)?));
+        rollup.add(&std::sync::Arc::new(super::rows::EventRow::from_sqlx(row)?));
     }
     for (table, rows) in rollup.tables() {
         upsert(&mut tx, table, &rows).await?;

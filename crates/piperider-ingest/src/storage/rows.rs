@@ -258,35 +258,16 @@ impl EventRow {
         event_row_from!(r, get)
     }
 
-    /// A stored event as PostgreSQL gives it back (the roller reads them).
-    pub(crate) fn from_pg(r: &sqlx::postgres::PgRow) -> Result<EventRow, sqlx::Error> {
-        use sqlx::Row;
+    /// A stored event read back through sqlx, from either database (the
+    /// PostgreSQL roller, the user report's digests).
+    pub(crate) fn from_sqlx<R>(r: &R) -> Result<EventRow, sqlx::Error>
+    where
+        R: sqlx::Row,
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    {
         event_row_from!(r, try_get)
-    }
-}
-
-impl EventRow {
-    /// A stored event read back through sqlx, from either database.
-    pub(crate) fn from_sqlx<R: SqlxEventRow>(r: &R) -> Result<EventRow, sqlx::Error> {
-        r.event_row()
-    }
-}
-
-/// A sqlx row an [`EventRow`] can be read from.
-pub(crate) trait SqlxEventRow {
-    fn event_row(&self) -> Result<EventRow, sqlx::Error>;
-}
-
-impl SqlxEventRow for sqlx::postgres::PgRow {
-    fn event_row(&self) -> Result<EventRow, sqlx::Error> {
-        EventRow::from_pg(self)
-    }
-}
-
-impl SqlxEventRow for sqlx::sqlite::SqliteRow {
-    fn event_row(&self) -> Result<EventRow, sqlx::Error> {
-        use sqlx::Row;
-        event_row_from!(self, try_get)
     }
 }
 

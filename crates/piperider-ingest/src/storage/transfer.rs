@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::error::StorageError;
-use super::schema;
+use super::{Backend, on_pool, open_backend, schema};
 
 /// A table that travels: its name and its columns with their kind
 /// (`text` or `int`, the same on both databases), in the order written.
@@ -159,22 +159,6 @@ fn bad(line: u64, reason: impl Into<String>) -> TransferError {
     }
 }
 
-/// The database at `url`, with its migrations run.
-enum Db {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-async fn open(url: &str) -> Result<Db, StorageError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Db::Postgres(super::postgres::connect(url).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Db::Sqlite(super::sqlite::connect_pool(url).await?.0))
-    } else {
-        Err(StorageError::UnsupportedUrl)
-    }
-}
-
 /// Every column of `table`, integers as BIGINT (PostgreSQL keeps a shard
 /// as INTEGER).
 fn select(table: &Table, filter: &str) -> String {
@@ -199,7 +183,7 @@ pub struct ExportReport {
 /// Writes every table of the database at `url` to `out`, from one
 /// snapshot, one row at a time.
 pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, TransferError> {
-    let db = open(url).await?;
+    let db = open_backend(url).await?;
     let mut rows = 0u64;
     writeln!(out, "{}", json!({"format": FORMAT, "version": 1}))?;
     macro_rules! dump {
@@ -243,13 +227,13 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
         }};
     }
     match &db {
-        Db::Sqlite(pool) => dump!(
+        Backend::Sqlite(pool) => dump!(
             pool,
             "SELECT 1",
             "WHERE rowid <= (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid",
             "WHERE rowid > (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid"
         ),
-        Db::Postgres(pool) => dump!(
+        Backend::Postgres(pool) => dump!(
             pool,
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
             "e WHERE NOT EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))",
@@ -258,10 +242,7 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
     }
     writeln!(out, "{}", json!({"end": true, "rows": rows}))?;
     out.flush()?;
-    match db {
-        Db::Sqlite(pool) => pool.close().await,
-        Db::Postgres(pool) => pool.close().await,
-    }
+    on_pool!(&db, pool => pool.close().await);
     Ok(ExportReport { rows })
 }
 
@@ -357,7 +338,7 @@ fn insert_sql(table: &Table) -> String {
 /// Reads an export from `input` into the database at `url`. Run it with
 /// no service writing to that database.
 pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, TransferError> {
-    let db = open(url).await?;
+    let db = open_backend(url).await?;
     let mut report = ImportReport::default();
     let mut line_no = 0u64;
     let mut text = String::new();
@@ -430,10 +411,7 @@ pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, 
     }
     report.inserted += write_chunk(&db, &mut chunk, &mut state).await?;
     finish(&db, &state).await?;
-    match db {
-        Db::Sqlite(pool) => pool.close().await,
-        Db::Postgres(pool) => pool.close().await,
-    }
+    on_pool!(&db, pool => pool.close().await);
     Ok(report)
 }
 
@@ -446,7 +424,7 @@ struct ImportState {
 
 /// Refuses a target holding data under another salt; an empty target
 /// takes the export's (and its consent key, written with it).
-async fn check_salt(db: &Db, line: u64, salt: &str) -> Result<(), TransferError> {
+async fn check_salt(db: &Backend, line: u64, salt: &str) -> Result<(), TransferError> {
     macro_rules! check {
         ($pool:expr) => {{
             let current: Option<String> =
@@ -479,8 +457,8 @@ async fn check_salt(db: &Db, line: u64, salt: &str) -> Result<(), TransferError>
         }};
     }
     match db {
-        Db::Sqlite(pool) => check!(pool),
-        Db::Postgres(pool) => check!(pool),
+        Backend::Sqlite(pool) => check!(pool),
+        Backend::Postgres(pool) => check!(pool),
     }
 }
 
@@ -500,7 +478,7 @@ macro_rules! bound {
 
 /// Inserts `chunk` in one transaction; returns how many rows were new.
 async fn write_chunk(
-    db: &Db,
+    db: &Backend,
     chunk: &mut Vec<Parsed>,
     state: &mut ImportState,
 ) -> Result<u64, TransferError> {
@@ -522,14 +500,14 @@ async fn write_chunk(
         }};
     }
     match db {
-        Db::Sqlite(pool) => insert_all!(pool, |p, done, tx| {
+        Backend::Sqlite(pool) => insert_all!(pool, |p, done, tx| {
             // An event not in the rollups stays past the watermark: the
             // writer rolls it up when it opens.
             if p.table.name == EVENTS && p.rolled_up {
                 state.last_rolled_rowid = Some(done.last_insert_rowid());
             }
         }),
-        Db::Postgres(pool) => insert_all!(pool, |p, _done, tx| {
+        Backend::Postgres(pool) => insert_all!(pool, |p, _done, tx| {
             // An event not in the rollups goes to the roller's queue.
             if p.table.name == EVENTS && !p.rolled_up {
                 sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
@@ -545,8 +523,8 @@ async fn write_chunk(
 
 /// SQLite: the writer's watermark past the events imported as rolled up
 /// (and before those that are not, which it then rolls up when it opens).
-async fn finish(db: &Db, state: &ImportState) -> Result<(), TransferError> {
-    if let (Db::Sqlite(pool), Some(rowid)) = (db, state.last_rolled_rowid) {
+async fn finish(db: &Backend, state: &ImportState) -> Result<(), TransferError> {
+    if let (Backend::Sqlite(pool), Some(rowid)) = (db, state.last_rolled_rowid) {
         let current: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'rollup_watermark'")
                 .fetch_optional(pool)
