@@ -13,6 +13,8 @@ use crate::edge::body::Expected;
 use crate::edge::{Admin, PathText, Query};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::storage::cube::{CI, DIMENSIONS, INTERACTIVE};
+use crate::storage::insights::{CHARTS, Filters};
 
 /// A date range in a query string (`?from=YYYY-MM-DD&to=YYYY-MM-DD`).
 #[derive(Debug, Deserialize)]
@@ -81,6 +83,113 @@ pub(crate) async fn stats(
 ) -> Result<Response, ApiError> {
     let (from, to) = range.days()?;
     Ok(axum::Json(app.store.stats(from, to).await?).into_response())
+}
+
+/// `?from=&to=` with the chart filters and `format=json|csv`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChartQuery {
+    #[serde(flatten)]
+    range: Range,
+    #[serde(flatten)]
+    filters: FilterQuery,
+    format: Option<String>,
+}
+
+/// The chart filters in a query string: one optional value per dimension.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(crate) struct FilterQuery {
+    pub(crate) os: Option<String>,
+    pub(crate) app_version: Option<String>,
+    pub(crate) datasource_type: Option<String>,
+    pub(crate) ci: Option<String>,
+    pub(crate) country: Option<String>,
+}
+
+impl Expected for ChartQuery {
+    const EXPECTED: &'static str = "?from=YYYY-MM-DD&to=YYYY-MM-DD&os=&app_version=&datasource_type=&ci=ci|interactive&country=&format=json|csv";
+}
+
+/// Longest filter value (the longest stored value of any dimension).
+pub(crate) const MAX_FILTER_CHARS: usize = 128;
+
+impl FilterQuery {
+    /// The filters, each checked: an empty value means none; `ci` is
+    /// `ci` or `interactive`.
+    pub(crate) fn filters(&self) -> Result<Filters, ApiError> {
+        let values = [
+            &self.os,
+            &self.app_version,
+            &self.datasource_type,
+            &self.ci,
+            &self.country,
+        ];
+        let mut out: [Option<String>; 5] = Default::default();
+        for (i, v) in values.into_iter().enumerate() {
+            let name = DIMENSIONS[i];
+            match v.as_deref() {
+                None | Some("") => {}
+                Some(v)
+                    if v.chars().count() > MAX_FILTER_CHARS || v.chars().any(char::is_control) =>
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "`{name}` must be at most {MAX_FILTER_CHARS} printable characters"
+                    )));
+                }
+                Some(v) if name == "ci" && v != CI && v != INTERACTIVE => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`ci` must be {CI} or {INTERACTIVE}"
+                    )));
+                }
+                Some(v) => out[i] = Some(v.to_string()),
+            }
+        }
+        Ok(Filters(out))
+    }
+}
+
+/// `GET /v1/admin/charts`: the charts' names and titles.
+pub(crate) async fn charts(_: Admin) -> Response {
+    let list: Vec<serde_json::Value> = CHARTS
+        .iter()
+        .map(|(name, title)| serde_json::json!({"name": name, "title": title}))
+        .collect();
+    axum::Json(serde_json::json!({ "charts": list })).into_response()
+}
+
+/// `GET /v1/admin/charts/{name}`: one chart's numbers as JSON or CSV.
+pub(crate) async fn chart(
+    _: Admin,
+    State(app): State<AppState>,
+    PathText(name): PathText,
+    Query(q): Query<ChartQuery>,
+) -> Result<Response, ApiError> {
+    let (from, to) = q.range.days()?;
+    let filters = q.filters.filters()?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
+    };
+    let Some(chart) = app.store.chart(&name, from, to, &filters).await? else {
+        return Err(ApiError::BadRequest(
+            "no chart of that name (GET /v1/admin/charts lists them)".into(),
+        ));
+    };
+    if !csv {
+        return Ok(axum::Json(chart).into_response());
+    }
+    let disposition = format!("attachment; filename=\"{}_{from}_{to}.csv\"", chart.name);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        chart.to_csv(),
+    )
+        .into_response())
 }
 
 fn user_id(PathText(raw): PathText) -> Result<UserId, ApiError> {

@@ -92,6 +92,9 @@ fn table() -> Vec<Entry> {
         entry("GET", "/admin", Other, dashboard::page),
         entry("POST", "/admin/logout", Other, dashboard::logout),
         entry("GET", "/v1/admin/stats", Other, admin::stats),
+        entry("GET", "/v1/admin/charts", Other, admin::charts),
+        entry("GET", "/v1/admin/charts/{name}", Other, admin::chart),
+        entry("GET", "/admin/charts/{name}", Other, admin::chart),
         entry("GET", "/v1/admin/users/{user_id}", Other, admin::user),
         entry(
             "GET",

@@ -133,6 +133,7 @@ pub(crate) fn document() -> Value {
     let batch_response = reference::<BatchResponse>(&mut generator);
     let deletion = reference::<DeletionRequest>(&mut generator);
     let stats = reference::<Stats>(&mut generator);
+    let chart = reference::<crate::storage::insights::Chart>(&mut generator);
     let user = reference::<UserReport>(&mut generator);
     let cloud_event = reference::<CloudEvent>(&mut generator);
     let consent = reference::<ConsentAnswer>(&mut generator);
@@ -210,6 +211,7 @@ pub(crate) fn document() -> Value {
     });
     if let Some(paths) = document["paths"].as_object_mut() {
         paths.extend(admin_paths(stats, user));
+        paths.extend(chart_paths(chart));
     }
     document
 }
@@ -259,6 +261,53 @@ fn owner_get(user: Value) -> Value {
     );
     o["parameters"] = user_id_parameter();
     o
+}
+
+/// The dashboard's charts: the list, and each chart's numbers as JSON or
+/// CSV (under `/v1/admin` with the token or a session, and under `/admin`,
+/// where the dashboard's session cookie is sent, for its download links).
+fn chart_paths(chart: Value) -> Map<String, Value> {
+    use crate::storage::cube::{CI, DIMENSIONS, INTERACTIVE};
+    use crate::storage::insights::CHARTS;
+    let names: Vec<&str> = CHARTS.iter().map(|(n, _)| *n).collect();
+    let mut parameters = vec![
+        json!({"name": "name", "in": "path", "required": true, "schema": {"enum": names}}),
+        json!({"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}}),
+        json!({"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}}),
+        json!({"name": "format", "in": "query", "schema": {"enum": ["json", "csv"], "default": "json"}}),
+    ];
+    for d in DIMENSIONS {
+        let schema = if d == "ci" {
+            json!({"enum": [CI, INTERACTIVE]})
+        } else {
+            json!({"type": "string", "maxLength": crate::admin::MAX_FILTER_CHARS, "pattern": piperider_event::limits::PRINTABLE_PATTERN})
+        };
+        parameters.push(json!({"name": d, "in": "query", "description": format!("only events whose {d} is this value"), "schema": schema}));
+    }
+    let mut one = op(
+        "One dashboard chart's numbers for a date range (default: the last 30 days) under the filters given: a table of columns and rows, with which numbers are estimates and how exact they are",
+        None,
+        json!({"200": response("The chart", json!({"application/json": {"schema": chart}, "text/csv": {"schema": {"type": "string"}}})),
+               "400": error("No chart of that name, or a date, filter or format is not what the route takes")}),
+        &[admin, unavailable],
+    );
+    one["security"] = json!([{"admin": []}]);
+    one["parameters"] = json!(parameters);
+    let mut list = op(
+        "The dashboard charts' names and titles",
+        None,
+        json!({"200": response("{\"charts\": [{name, title}]}", json_content(json!({"type": "object"})))}),
+        &[admin],
+    );
+    list["security"] = json!([{"admin": []}]);
+    Map::from_iter([
+        ("/v1/admin/charts".to_string(), json!({"get": list})),
+        (
+            "/v1/admin/charts/{name}".to_string(),
+            json!({"get": one.clone()}),
+        ),
+        ("/admin/charts/{name}".to_string(), json!({"get": one})),
+    ])
 }
 
 /// The admin API and the dashboard: figures, a user's data, its deletion.

@@ -15,14 +15,17 @@
 
 mod cloud;
 pub mod consent_chain;
+pub mod cube;
 mod error;
 mod group;
+pub mod insights;
 mod postgres;
 pub mod public;
 pub mod reports;
 mod rollup;
 mod rows;
 mod schema;
+mod sketch;
 mod sqlite;
 pub mod transfer;
 
@@ -145,24 +148,24 @@ impl Store {
     /// migrations and starts the writers. Must run within a tokio runtime.
     pub async fn connect(url: &str) -> Result<Store, StorageError> {
         let metrics = CommitMetrics::default();
-        let (backend, queues, writers, roller) =
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                let pool = postgres::connect(url).await?;
-                let (queues, mut writers) = postgres::start(&pool, &metrics);
-                let (roller, rolling) = postgres::start_roller(&pool, &metrics);
-                writers.push(rolling);
-                (Backend::Postgres(pool), queues, writers, Some(roller))
-            } else if url.starts_with("sqlite:") {
-                let (pool, path) = sqlite::connect_pool(url).await?;
-                let (queue, writer) = sqlite::start(&path, &metrics)?;
-                (Backend::Sqlite(pool), vec![queue], vec![writer], None)
-            } else {
-                return Err(StorageError::UnsupportedUrl);
-            };
+        let backend = open_backend(url).await?;
         let salt = setting(&backend, "user_hash_salt", || {
             uuid::Uuid::new_v4().simple().to_string()
         })
         .await?;
+        let (queues, writers, roller) = match &backend {
+            Backend::Postgres(pool) => {
+                let (queues, mut writers) = postgres::start(pool, &metrics);
+                let (roller, rolling) = postgres::start_roller(pool, &salt, &metrics);
+                writers.push(rolling);
+                (queues, writers, Some(roller))
+            }
+            Backend::Sqlite(pool) => {
+                let path = sqlite::path_of(pool);
+                let (queue, writer) = sqlite::start(&path, &salt, &metrics)?;
+                (vec![queue], vec![writer], None)
+            }
+        };
         Ok(Store(Arc::new(Inner {
             backend,
             queues: queues.into(),

@@ -43,6 +43,9 @@ pub enum StorageError {
     /// The writer has stopped (the store is closing or was closed).
     #[error("the writer has stopped")]
     WriterStopped,
+    /// A stored rollup value that cannot be read (the named column).
+    #[error("stored {0} is malformed")]
+    Corrupt(&'static str),
     /// A failure shared by every request of one group commit.
     #[error("group commit failed: {0}")]
     Group(std::sync::Arc<StorageError>),

@@ -10,12 +10,13 @@
 //! statement per table. Deletions run straight on the pool, within the
 //! request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
+use super::cube;
 use super::error::StorageError;
 use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, outcomes, settle};
 use super::rollup::Aggregate;
@@ -115,7 +116,7 @@ const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
 /// rollups, in one transaction: an id leaves the queue exactly when its
 /// event is counted. Ids of events deleted since (a deleted user, expired
 /// raw events) leave without counting. Returns how many ids it took.
-async fn roll_up_some(pool: &PgPool) -> Result<usize, StorageError> {
+async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, StorageError> {
     let mut tx = pool.begin().await?;
     let taken: Vec<String> = sqlx::query_scalar(&format!(
         "DELETE FROM rollup_queue WHERE ctid IN (SELECT ctid FROM rollup_queue LIMIT {ROLL_UP_EVENTS}) \
@@ -140,14 +141,44 @@ async fn roll_up_some(pool: &PgPool) -> Result<usize, StorageError> {
     for (table, rows) in rollup.tables() {
         upsert(&mut tx, table, &rows).await?;
     }
+    if !rollup.cube.is_empty() {
+        let users = rollup.cube.users();
+        let first_days: HashMap<String, String> =
+            sqlx::query_as("SELECT user_id, first_day FROM users WHERE user_id = ANY($1)")
+                .bind(&users)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let rows = rollup.cube.rows(&cube.salt, &first_days);
+        cube::write_postgres(&mut tx, rows, &mut cube.segment_ids).await?;
+    }
     tx.commit().await?;
     Ok(taken.len())
 }
 
+/// What the roller keeps between roll-ups for the cube.
+#[derive(Debug)]
+pub(crate) struct CubeWriter {
+    /// Salt of the sketches.
+    pub(crate) salt: String,
+    /// Segment ids known to be committed.
+    pub(crate) segment_ids: HashMap<cube::Segment, i64>,
+}
+
 /// Rolls up everything queued when it is called.
-pub(crate) async fn roll_up(pool: &PgPool) -> Result<(), StorageError> {
-    while roll_up_some(pool).await? as i64 >= ROLL_UP_EVENTS {}
-    Ok(())
+pub(crate) async fn roll_up(pool: &PgPool, cube: &mut CubeWriter) -> Result<(), StorageError> {
+    loop {
+        match roll_up_some(pool, cube).await {
+            Ok(n) if n as i64 >= ROLL_UP_EVENTS => {}
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                // Ids of segments added by the failed transaction are gone with it.
+                cube.segment_ids.clear();
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Starts the roller: it rolls up every [`ROLL_UP_INTERVAL`] and when
@@ -155,10 +186,15 @@ pub(crate) async fn roll_up(pool: &PgPool) -> Result<(), StorageError> {
 /// stored before), and once more when stopped.
 pub(crate) fn start_roller(
     pool: &PgPool,
+    salt: &str,
     metrics: &CommitMetrics,
 ) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
     let (pool, backlog) = (pool.clone(), metrics.rollup_backlog.clone());
+    let mut cube = CubeWriter {
+        salt: salt.to_string(),
+        segment_ids: HashMap::new(),
+    };
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(ROLL_UP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,7 +215,7 @@ pub(crate) fn start_roller(
                     _ => stop = true,
                 }
             }
-            let result = roll_up(&pool).await.map_err(std::sync::Arc::new);
+            let result = roll_up(&pool, &mut cube).await.map_err(std::sync::Arc::new);
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "rolling up stored events failed; they stay queued");
             }

@@ -395,6 +395,12 @@ pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
     const DEVICE: usize = 64;
     const EVENT_ID: usize = 36;
     const DAY: usize = 10;
+    /// A country code, or the word for none.
+    const SEGMENT_COUNTRY: usize = if super::cube::UNKNOWN_COUNTRY.len() > COUNTRY_CHARS {
+        super::cube::UNKNOWN_COUNTRY.len()
+    } else {
+        COUNTRY_CHARS
+    };
     const NAME: usize = MAX_NAME_LEN;
     const VERSION: usize = MAX_VERSION_LEN;
     /// The sources of one comparison, joined by commas.
@@ -447,6 +453,19 @@ pub const TEXT_BOUNDS: &[(&str, &str, usize)] = {
         ("daily_events", "event_type", NAME),
         ("daily_buckets", "day", DAY),
         ("daily_buckets", "metric", NAME),
+        ("segments", "os", NAME),
+        ("segments", "app_version", VERSION),
+        ("segments", "datasource_type", NAME),
+        ("segments", "ci", NAME),
+        ("segments", "country", SEGMENT_COUNTRY),
+        ("cube_counts", "grain", 1),
+        ("cube_counts", "period", DAY),
+        ("cube_counts", "event_type", NAME),
+        ("cube_sketches", "grain", 1),
+        ("cube_sketches", "kind", 1),
+        ("cube_sketches", "period", DAY),
+        ("cohort_sketches", "cohort", DAY),
+        ("cohort_sketches", "week", DAY),
         ("quarantine", "field", QUARANTINE_FIELD_CHARS),
         ("quarantine", "reason", QUARANTINE_REASON_CHARS),
         ("quarantine", "keys", QUARANTINE_KEYS_BYTES),

@@ -21,18 +21,21 @@
 
 mod wal;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params_from_iter};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params_from_iter,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::cube::{self, Segment};
 use super::error::StorageError;
 use super::group::{
     CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
@@ -86,15 +89,21 @@ pub(crate) async fn connect_pool(url: &str) -> Result<(SqlitePool, PathBuf), Sto
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-    let path = pool.connect_options().get_filename().to_path_buf();
-    let path = path.canonicalize().unwrap_or(path);
+    let path = path_of(&pool);
     Ok((pool, path))
+}
+
+/// The file of the pool's database.
+pub(crate) fn path_of(pool: &SqlitePool) -> PathBuf {
+    let path = pool.connect_options().get_filename().to_path_buf();
+    path.canonicalize().unwrap_or(path)
 }
 
 /// Starts the writer thread of the file at `path`; it stops once its queue
 /// is closed and drained, and the returned task ends with it.
 pub(crate) fn start(
     path: &Path,
+    salt: &str,
     metrics: &CommitMetrics,
 ) -> Result<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>), StorageError> {
     let lock_path = {
@@ -114,7 +123,7 @@ pub(crate) fn start(
     if lock.try_lock().is_err() {
         return Err(StorageError::SqliteBusy(path.to_path_buf()));
     }
-    let writer = SqliteWriter::open(path)?;
+    let writer = SqliteWriter::open(path, salt)?;
     let (tx, rx) = mpsc::channel::<Job>(QUEUE);
     let metrics = metrics.clone();
     // Its own thread, not the runtime's blocking pool: a runtime shut down
@@ -222,13 +231,19 @@ struct SqliteWriter {
     next_rowid: i64,
     /// Whether `pending` must be rebuilt from the stored events first.
     recover: bool,
+    /// Salt of the cube's sketches.
+    salt: String,
+    /// The cube's segment ids known to be committed.
+    segment_ids: HashMap<Segment, i64>,
 }
 
 impl SqliteWriter {
     /// Opens the writer's connection and rolls up any events a crash left
     /// past the watermark.
-    fn open(path: &Path) -> Result<SqliteWriter, StorageError> {
+    fn open(path: &Path, salt: &str) -> Result<SqliteWriter, StorageError> {
         let mut writer = SqliteWriter {
+            salt: salt.to_string(),
+            segment_ids: HashMap::new(),
             path: path.to_path_buf(),
             conn: None,
             pending: Aggregate::default(),
@@ -384,6 +399,8 @@ impl SqliteWriter {
             }
             Err(e) => {
                 self.recover = true;
+                // Ids of segments added by the failed transaction are gone with it.
+                self.segment_ids.clear();
                 Err(StorageError::Sqlite(e))
             }
         }
@@ -400,6 +417,21 @@ impl SqliteWriter {
             for row in &rows {
                 statement.execute(params_from_iter(row))?;
             }
+        }
+        let cube = std::mem::take(&mut self.pending.cube);
+        if !cube.is_empty() {
+            let mut first_days = HashMap::new();
+            let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
+            for u in cube.users() {
+                if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
+                    first_days.insert(u.to_string(), d);
+                }
+            }
+            cube::write_sqlite(
+                tx,
+                cube.rows(&self.salt, &first_days),
+                &mut self.segment_ids,
+            )?;
         }
         tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

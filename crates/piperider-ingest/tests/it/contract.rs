@@ -684,7 +684,12 @@ fn judge(
             }
         }
         _ => {
-            let needs_valid_parameters_only = op.body.is_none() && !op.in_path.is_empty();
+            // (A date range's order, `from` not after `to`, is beyond a schema.)
+            let ranged = op.spec["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "from"));
+            let needs_valid_parameters_only =
+                op.body.is_none() && !op.in_path.is_empty() && !ranged;
             let body_op = op.body.is_some();
             if (body_op || needs_valid_parameters_only) && code == "400" {
                 return Err(format!("{what}; the request is valid by the document"));

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod charts;
 mod cloud;
 mod consent_records;
 mod contract;

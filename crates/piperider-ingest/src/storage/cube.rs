@@ -1,0 +1,623 @@
+//! The dashboard's rollups: per day, ISO week and month, and per segment
+//! (platform, app version, data source type, CI or not, country), the
+//! commands with their failures, figures and durations, and sketches of
+//! the distinct users, new users and projects; and, per cohort week, a
+//! sketch of its users active in each later week. Reads merge a few
+//! rows per period however many users there are (`insights`).
+//!
+//! Each event counts in seven segments: its own (every dimension set),
+//! one per dimension (that dimension set, the others `''`, any value:
+//! every stored value is at least one character long) and the total
+//! (all `''`). A chart with at most one filter reads one segment
+//! per period; more filters, or a breakdown under a filter, read the
+//! matching full segments.
+//!
+//! Rows are merged, not added: the writer reads the stored row, merges
+//! what it gathered and writes it back, under the writer's own
+//! transaction on SQLite and an advisory lock on PostgreSQL (one roller
+//! writes the cube at a time).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{Datelike, NaiveDate, TimeDelta};
+
+use super::error::StorageError;
+use super::rows::{EventRow, Figures};
+use super::sketch::{Histogram, Malformed, Sketch, member_hash};
+
+/// The dimensions a chart can be filtered and broken down by, as the
+/// `segments` table names its columns.
+pub const DIMENSIONS: [&str; 5] = ["os", "app_version", "datasource_type", "ci", "country"];
+
+/// The value of `ci` for a command run in CI, and for one that was not.
+pub const CI: &str = "ci";
+pub const INTERACTIVE: &str = "interactive";
+/// The value of `datasource_type` for a command outside a project.
+pub const NO_DATASOURCE: &str = "none";
+/// The value of `country` when the address had none.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+
+/// Values of the [`DIMENSIONS`], in their order; `''` where any value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Segment(pub(crate) [String; 5]);
+
+impl Segment {
+    fn of(e: &EventRow) -> Segment {
+        Segment([
+            e.os.clone(),
+            e.app_version.clone(),
+            e.datasource_type
+                .clone()
+                .unwrap_or_else(|| NO_DATASOURCE.into()),
+            if e.ci.is_some() { CI } else { INTERACTIVE }.into(),
+            e.country.clone().unwrap_or_else(|| UNKNOWN_COUNTRY.into()),
+        ])
+    }
+
+    /// The seven segments an event with this full segment counts in.
+    fn cuboids(&self) -> [Segment; 7] {
+        let mut out: [Segment; 7] = Default::default();
+        out[0] = self.clone();
+        for d in 0..5 {
+            out[d + 1].0[d] = self.0[d].clone();
+        }
+        out
+    }
+}
+
+/// Period kinds: day (`YYYY-MM-DD`), ISO week (its Monday, `YYYY-MM-DD`),
+/// month (`YYYY-MM`).
+pub(crate) const DAY: &str = "d";
+pub(crate) const WEEK: &str = "w";
+pub(crate) const MONTH: &str = "m";
+
+/// Sketch kinds: active users, users first seen in the period, active projects.
+pub(crate) const USERS: &str = "u";
+pub(crate) const NEW_USERS: &str = "n";
+pub(crate) const PROJECTS: &str = "p";
+
+/// The Monday of a day's ISO week.
+pub(crate) fn week_of(d: NaiveDate) -> NaiveDate {
+    d - TimeDelta::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+pub(crate) fn month_of(d: NaiveDate) -> String {
+    format!("{:04}-{:02}", d.year(), d.month())
+}
+
+/// The day's period of each grain.
+fn periods(day: NaiveDate) -> [(&'static str, String); 3] {
+    [
+        (DAY, day.to_string()),
+        (WEEK, week_of(day).to_string()),
+        (MONTH, month_of(day)),
+    ]
+}
+
+fn parse_day(day: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+}
+
+/// Commands of one type: how many, how many failed, their figures and durations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) events: i64,
+    pub(crate) errors: i64,
+    pub(crate) figures: Figures,
+    pub(crate) durations: Histogram,
+}
+
+impl Counts {
+    pub(crate) fn merge(&mut self, other: &Counts) {
+        self.events = self.events.saturating_add(other.events);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.figures.add(&other.figures);
+        self.durations.merge(&other.durations);
+    }
+}
+
+#[derive(Debug, Default)]
+struct DayCell {
+    users: HashSet<String>,
+    projects: HashSet<String>,
+    commands: BTreeMap<String, Counts>,
+}
+
+/// What a set of events adds to the cube, before it is expanded into
+/// periods and segments (which needs each user's first day, known once
+/// the `users` rollup is written).
+#[derive(Debug, Default)]
+pub(crate) struct Cube {
+    cells: HashMap<(String, Segment), DayCell>,
+}
+
+impl Cube {
+    pub(crate) fn add(&mut self, e: &EventRow) {
+        let cell = self
+            .cells
+            .entry((e.day.clone(), Segment::of(e)))
+            .or_default();
+        if !cell.users.contains(&e.user_id) {
+            cell.users.insert(e.user_id.clone());
+        }
+        if let Some(p) = &e.project_id
+            && !cell.projects.contains(p)
+        {
+            cell.projects.insert(p.clone());
+        }
+        let c = cell.commands.entry(e.event_type.clone()).or_default();
+        c.events += 1;
+        c.errors += i64::from(e.status == "error");
+        if let Some(f) = &e.stats {
+            c.figures.add(f);
+        }
+        c.durations.add(e.duration_ms);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The users it holds, each once.
+    pub(crate) fn users(&self) -> Vec<&str> {
+        let mut users: Vec<&str> = self
+            .cells
+            .values()
+            .flat_map(|c| c.users.iter().map(String::as_str))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// The rows it adds, given the salt of the sketches' hashes and each
+    /// user's first day as stored (a user without one counts as not new).
+    pub(crate) fn rows(&self, salt: &str, first_days: &HashMap<String, String>) -> CubeRows {
+        let hashes: HashMap<&str, u64> = self
+            .users()
+            .into_iter()
+            .map(|u| (u, member_hash(salt, u)))
+            .collect();
+        let first: HashMap<&str, NaiveDate> = first_days
+            .iter()
+            .filter_map(|(u, d)| Some((u.as_str(), parse_day(d)?)))
+            .collect();
+        let mut counts: BTreeMap<CountKey, Counts> = BTreeMap::new();
+        let mut members: BTreeMap<SketchKey, Vec<u64>> = BTreeMap::new();
+        let mut cohort_members: BTreeMap<CohortKey, Vec<u64>> = BTreeMap::new();
+        for ((day, segment), cell) in &self.cells {
+            let Some(date) = parse_day(day) else { continue };
+            let week = week_of(date).to_string();
+            let user_hashes: Vec<u64> = cell.users.iter().map(|u| hashes[u.as_str()]).collect();
+            let project_hashes: Vec<u64> =
+                cell.projects.iter().map(|p| member_hash(salt, p)).collect();
+            let cuboids = segment.cuboids();
+            for (grain, period) in periods(date) {
+                let new: Vec<u64> = cell
+                    .users
+                    .iter()
+                    .filter(|u| {
+                        first.get(u.as_str()).is_some_and(|f| {
+                            periods(*f).iter().any(|(g, p)| *g == grain && *p == period)
+                        })
+                    })
+                    .map(|u| hashes[u.as_str()])
+                    .collect();
+                for s in &cuboids {
+                    for (t, c) in &cell.commands {
+                        counts
+                            .entry((grain, period.clone(), s.clone(), t.clone()))
+                            .or_default()
+                            .merge(c);
+                    }
+                    for (kind, hs) in [
+                        (USERS, &user_hashes),
+                        (NEW_USERS, &new),
+                        (PROJECTS, &project_hashes),
+                    ] {
+                        if !hs.is_empty() {
+                            members
+                                .entry((grain, kind, period.clone(), s.clone()))
+                                .or_default()
+                                .extend(hs);
+                        }
+                    }
+                }
+            }
+            for u in &cell.users {
+                let Some(f) = first.get(u.as_str()) else {
+                    continue;
+                };
+                let cohort = week_of(*f).to_string();
+                for s in &cuboids {
+                    cohort_members
+                        .entry((cohort.clone(), week.clone(), s.clone()))
+                        .or_default()
+                        .push(hashes[u.as_str()]);
+                }
+            }
+        }
+        CubeRows {
+            counts,
+            sketches: members
+                .into_iter()
+                .map(|(k, hs)| (k, Sketch::from_hashes(hs)))
+                .collect(),
+            cohorts: cohort_members
+                .into_iter()
+                .map(|(k, hs)| (k, Sketch::from_hashes(hs)))
+                .collect(),
+        }
+    }
+}
+
+/// (grain, period, segment, command).
+pub(crate) type CountKey = (&'static str, String, Segment, String);
+/// (grain, kind, period, segment).
+pub(crate) type SketchKey = (&'static str, &'static str, String, Segment);
+/// (cohort week, active week, segment).
+pub(crate) type CohortKey = (String, String, Segment);
+
+/// The cube rows a set of events adds, ready to be merged into the stored ones.
+#[derive(Debug, Default)]
+pub(crate) struct CubeRows {
+    pub(crate) counts: BTreeMap<CountKey, Counts>,
+    pub(crate) sketches: BTreeMap<SketchKey, Sketch>,
+    pub(crate) cohorts: BTreeMap<CohortKey, Sketch>,
+}
+
+impl CubeRows {
+    /// Every segment a row names, each once.
+    pub(crate) fn segments(&self) -> Vec<&Segment> {
+        let mut all: Vec<&Segment> = self
+            .counts
+            .keys()
+            .map(|k| &k.2)
+            .chain(self.sketches.keys().map(|k| &k.3))
+            .chain(self.cohorts.keys().map(|k| &k.2))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+}
+
+/// The columns of `cube_counts` after the key, in the order the writers bind them.
+pub(crate) const COUNT_VALUES: &str = "events, errors, tables, columns, rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, durations";
+
+impl Counts {
+    pub(crate) fn from_stored(
+        events: i64,
+        errors: i64,
+        figures: [i64; 7],
+        durations: &[u8],
+    ) -> Result<Counts, Malformed> {
+        Ok(Counts {
+            events,
+            errors,
+            figures: Figures::from_values(figures),
+            durations: Histogram::from_bytes(durations)?,
+        })
+    }
+}
+
+impl From<Malformed> for StorageError {
+    fn from(m: Malformed) -> Self {
+        StorageError::Corrupt(m.0)
+    }
+}
+
+/// Writes the cube's rows on SQLite, inside the writer's transaction,
+/// with `ids` the segment ids known so far (filled as segments are added).
+pub(crate) fn write_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    rows: CubeRows,
+    ids: &mut HashMap<Segment, i64>,
+) -> rusqlite::Result<()> {
+    use rusqlite::{OptionalExtension, params};
+    for s in rows.segments() {
+        if ids.contains_key(s) {
+            continue;
+        }
+        let v = &s.0;
+        tx.prepare_cached(
+            "INSERT INTO segments (os, app_version, datasource_type, ci, country) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![v[0], v[1], v[2], v[3], v[4]])?;
+        let id: i64 = tx
+            .prepare_cached(
+                "SELECT id FROM segments WHERE os = ?1 AND app_version = ?2 AND datasource_type = ?3 AND ci = ?4 AND country = ?5",
+            )?
+            .query_row(params![v[0], v[1], v[2], v[3], v[4]], |r| r.get(0))?;
+        ids.insert(s.clone(), id);
+    }
+    let corrupt = |what| rusqlite::Error::InvalidColumnType(0, what, rusqlite::types::Type::Blob);
+    {
+        let mut read = tx.prepare_cached(&format!(
+            "SELECT {COUNT_VALUES} FROM cube_counts WHERE grain = ?1 AND segment = ?2 AND period = ?3 AND event_type = ?4"
+        ))?;
+        let mut write = tx.prepare_cached(&format!(
+            "INSERT INTO cube_counts (grain, segment, period, event_type, {COUNT_VALUES}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (grain, segment, period, event_type) DO UPDATE SET {}",
+            COUNT_VALUES
+                .split(", ")
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+        for ((grain, period, s, t), mut c) in rows.counts {
+            let id = ids[&s];
+            let stored = read
+                .query_row(params![grain, id, period, t], |r| {
+                    let mut f = [0i64; 7];
+                    for (i, v) in f.iter_mut().enumerate() {
+                        *v = r.get(2 + i)?;
+                    }
+                    let d: Vec<u8> = r.get(9)?;
+                    Counts::from_stored(r.get(0)?, r.get(1)?, f, &d)
+                        .map_err(|_| corrupt("cube_counts.durations".into()))
+                })
+                .optional()?;
+            if let Some(stored) = stored {
+                c.merge(&stored);
+            }
+            let f = c.figures.values();
+            write.execute(params![
+                grain,
+                id,
+                period,
+                t,
+                c.events,
+                c.errors,
+                f[0],
+                f[1],
+                f[2],
+                f[3],
+                f[4],
+                f[5],
+                f[6],
+                c.durations.to_bytes()
+            ])?;
+        }
+    }
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT sketch FROM cube_sketches WHERE grain = ?1 AND kind = ?2 AND segment = ?3 AND period = ?4",
+        )?;
+        let mut write = tx.prepare_cached(
+            "INSERT INTO cube_sketches (grain, kind, segment, period, sketch) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (grain, kind, segment, period) DO UPDATE SET sketch = excluded.sketch",
+        )?;
+        for ((grain, kind, period, s), mut sketch) in rows.sketches {
+            let id = ids[&s];
+            let stored: Option<Vec<u8>> = read
+                .query_row(params![grain, kind, id, period], |r| r.get(0))
+                .optional()?;
+            if let Some(bytes) = stored {
+                sketch.merge(
+                    &Sketch::from_bytes(&bytes)
+                        .map_err(|_| corrupt("cube_sketches.sketch".into()))?,
+                );
+            }
+            write.execute(params![grain, kind, id, period, sketch.to_bytes()])?;
+        }
+    }
+    let mut read = tx.prepare_cached(
+        "SELECT sketch FROM cohort_sketches WHERE segment = ?1 AND cohort = ?2 AND week = ?3",
+    )?;
+    let mut write = tx.prepare_cached(
+        "INSERT INTO cohort_sketches (segment, cohort, week, sketch) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (segment, cohort, week) DO UPDATE SET sketch = excluded.sketch",
+    )?;
+    for ((cohort, week, s), mut sketch) in rows.cohorts {
+        let id = ids[&s];
+        let stored: Option<Vec<u8>> = read
+            .query_row(params![id, cohort, week], |r| r.get(0))
+            .optional()?;
+        if let Some(bytes) = stored {
+            sketch.merge(
+                &Sketch::from_bytes(&bytes)
+                    .map_err(|_| corrupt("cohort_sketches.sketch".into()))?,
+            );
+        }
+        write.execute(params![id, cohort, week, sketch.to_bytes()])?;
+    }
+    Ok(())
+}
+
+/// Serialises the PostgreSQL rollers' writes to the cube (rows are read,
+/// merged and written back).
+const CUBE_LOCK: i64 = 0x7069_7065_6375_6265;
+
+/// Writes the cube's rows on PostgreSQL, inside the roller's transaction.
+pub(crate) async fn write_postgres(
+    tx: &mut sqlx::PgConnection,
+    rows: CubeRows,
+    ids: &mut HashMap<Segment, i64>,
+) -> Result<(), StorageError> {
+    use sqlx::Row;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CUBE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let missing: Vec<&Segment> = rows
+        .segments()
+        .into_iter()
+        .filter(|s| !ids.contains_key(*s))
+        .collect();
+    if !missing.is_empty() {
+        let columns: Vec<Vec<&str>> = (0..5)
+            .map(|d| missing.iter().map(|s| s.0[d].as_str()).collect())
+            .collect();
+        sqlx::query(
+            "INSERT INTO segments (os, app_version, datasource_type, ci, country) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&columns[0])
+        .bind(&columns[1])
+        .bind(&columns[2])
+        .bind(&columns[3])
+        .bind(&columns[4])
+        .execute(&mut *tx)
+        .await?;
+        let found = sqlx::query(
+            "SELECT s.id, s.os, s.app_version, s.datasource_type, s.ci, s.country FROM segments s \
+             JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS k(os, app_version, datasource_type, ci, country) \
+             USING (os, app_version, datasource_type, ci, country)",
+        )
+        .bind(&columns[0])
+        .bind(&columns[1])
+        .bind(&columns[2])
+        .bind(&columns[3])
+        .bind(&columns[4])
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in found {
+            let s = Segment([r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)]);
+            ids.insert(s, r.get(0));
+        }
+    }
+
+    // Counts: read what is stored for these keys, merge, write back.
+    let mut counts = rows.counts;
+    if !counts.is_empty() {
+        let (mut g, mut p, mut s, mut t) = (vec![], vec![], vec![], vec![]);
+        let mut by_id: HashMap<(String, String, i64, String), CountKey> = HashMap::new();
+        for k in counts.keys() {
+            let id = ids[&k.2];
+            g.push(k.0.to_string());
+            p.push(k.1.clone());
+            s.push(id);
+            t.push(k.3.clone());
+            by_id.insert((k.0.to_string(), k.1.clone(), id, k.3.clone()), k.clone());
+        }
+        let stored = sqlx::query(&format!(
+            "SELECT c.grain, c.period, c.segment, c.event_type, {} FROM cube_counts c \
+             JOIN UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) AS k(grain, period, segment, event_type) \
+             USING (grain, period, segment, event_type)",
+            COUNT_VALUES
+                .split(", ")
+                .map(|c| format!("c.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(&g)
+        .bind(&p)
+        .bind(&s)
+        .bind(&t)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in stored {
+            let key: (String, String, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let mut f = [0i64; 7];
+            for (i, v) in f.iter_mut().enumerate() {
+                *v = r.get(6 + i);
+            }
+            let d: Vec<u8> = r.get(13);
+            let c = Counts::from_stored(r.get(4), r.get(5), f, &d)?;
+            if let Some(k) = by_id.get(&key)
+                && let Some(mine) = counts.get_mut(k)
+            {
+                mine.merge(&c);
+            }
+        }
+        let mut values: Vec<Vec<i64>> = vec![Vec::with_capacity(counts.len()); 9];
+        let mut durations: Vec<Vec<u8>> = Vec::with_capacity(counts.len());
+        for c in counts.values() {
+            values[0].push(c.events);
+            values[1].push(c.errors);
+            for (i, v) in c.figures.values().into_iter().enumerate() {
+                values[2 + i].push(v);
+            }
+            durations.push(c.durations.to_bytes());
+        }
+        let sql = format!(
+            "INSERT INTO cube_counts (grain, period, segment, event_type, {COUNT_VALUES}) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], \
+             $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bytea[]) \
+             ON CONFLICT (grain, segment, period, event_type) DO UPDATE SET {}",
+            COUNT_VALUES
+                .split(", ")
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(&g).bind(&p).bind(&s).bind(&t);
+        for v in &values {
+            q = q.bind(v);
+        }
+        q.bind(&durations).execute(&mut *tx).await?;
+    }
+
+    // Sketches and cohorts: the same, keyed by text, text, id, text.
+    let sketch_rows: Vec<([String; 3], i64, Sketch)> = rows
+        .sketches
+        .into_iter()
+        .map(|((g, k, p, s), sk)| ([g.to_string(), k.to_string(), p], ids[&s], sk))
+        .collect();
+    merge_sketches_postgres(
+        tx,
+        "cube_sketches",
+        ["grain", "kind", "period"],
+        sketch_rows,
+    )
+    .await?;
+    let cohort_rows: Vec<([String; 3], i64, Sketch)> = rows
+        .cohorts
+        .into_iter()
+        .map(|((c, w, s), sk)| ([c, w, String::new()], ids[&s], sk))
+        .collect();
+    merge_sketches_postgres(tx, "cohort_sketches", ["cohort", "week", ""], cohort_rows).await
+}
+
+/// Merges sketches into `table`, whose key is the named text columns
+/// (an empty name: unused) and `segment`.
+async fn merge_sketches_postgres(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    names: [&str; 3],
+    mut rows: Vec<([String; 3], i64, Sketch)>,
+) -> Result<(), StorageError> {
+    use sqlx::Row;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = names.into_iter().filter(|n| !n.is_empty()).collect();
+    let texts: Vec<Vec<String>> = (0..names.len())
+        .map(|i| rows.iter().map(|r| r.0[i].clone()).collect())
+        .collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let arrays: Vec<String> = (1..=names.len()).map(|i| format!("${i}::text[]")).collect();
+    let id_param = names.len() + 1;
+    let key = format!("{}, segment", names.join(", "));
+    let read_sql = format!(
+        "SELECT k.n, t.sketch FROM {table} t JOIN UNNEST({}, ${id_param}::bigint[]) WITH ORDINALITY AS k({key}, n) \
+         USING ({key})",
+        arrays.join(", ")
+    );
+    let mut read = sqlx::query(&read_sql);
+    for t in &texts {
+        read = read.bind(t);
+    }
+    for r in read.bind(&ids).fetch_all(&mut *tx).await? {
+        let n: i64 = r.get(0);
+        let bytes: Vec<u8> = r.get(1);
+        if let Some(row) = usize::try_from(n - 1).ok().and_then(|i| rows.get_mut(i)) {
+            row.2.merge(&Sketch::from_bytes(&bytes)?);
+        }
+    }
+    let bytes: Vec<Vec<u8>> = rows.iter().map(|r| r.2.to_bytes()).collect();
+    let write_sql = format!(
+        "INSERT INTO {table} ({key}, sketch) SELECT * FROM UNNEST({}, ${id_param}::bigint[], ${}::bytea[]) \
+         ON CONFLICT ({key}) DO UPDATE SET sketch = excluded.sketch",
+        arrays.join(", "),
+        id_param + 1
+    );
+    let mut write = sqlx::query(&write_sql);
+    for t in &texts {
+        write = write.bind(t);
+    }
+    write.bind(&ids).bind(&bytes).execute(&mut *tx).await?;
+    Ok(())
+}
