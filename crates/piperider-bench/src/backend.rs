@@ -85,7 +85,7 @@ pub(crate) fn run(quick: bool) -> Result<Map<String, Value>> {
         .build()
         .map_err(|e| e.to_string())?;
     let work = crate::work_dir("bench-backend")?;
-    let result = runtime.block_on(measure(phase, &work));
+    let result = runtime.block_on(measure(phase, &work, quick));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -131,7 +131,7 @@ impl PhaseMemory {
     }
 }
 
-async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
+async fn measure(phase: Duration, work: &Path, quick: bool) -> Result<Map<String, Value>> {
     let mut report = Map::new();
     let mut memory = PhaseMemory::default();
 
@@ -178,6 +178,10 @@ async fn measure(phase: Duration, work: &Path) -> Result<Map<String, Value>> {
             stats_query(&backend, &mut report).await?;
             memory.end(&backend, "sqlite_stats")?;
         }
+    }
+
+    if wanted("dashboard") {
+        crate::dashboard::run(&mut report, quick).await?;
     }
 
     if wanted("hostile") {

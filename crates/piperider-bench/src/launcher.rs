@@ -33,16 +33,24 @@ pub(crate) struct Backend {
     pub(crate) addr: SocketAddr,
     database_url: String,
     log: Log,
+    /// More arguments for the backend.
+    extra: Vec<String>,
 }
 
 impl Backend {
     /// Starts a backend on a free port and waits until it listens.
     pub(crate) fn start(database_url: &str, log: Log) -> Result<Backend> {
+        Backend::start_with(database_url, log, &[])
+    }
+
+    /// [`Backend::start`] with more arguments for the backend.
+    pub(crate) fn start_with(database_url: &str, log: Log, extra: &[&str]) -> Result<Backend> {
         let mut backend = Backend {
             child: None,
             addr: free_addr()?,
             database_url: database_url.to_string(),
             log,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         backend.restart()?;
         Ok(backend)
@@ -59,6 +67,7 @@ impl Backend {
             .args(["--database-url", &self.database_url])
             .args(["--rate-limit-ip", "0", "--rate-limit-user", "0"])
             .args(["--admin-token", ADMIN_TOKEN])
+            .args(&self.extra)
             .env("PIPERIDER_INGEST_LOG", level)
             .stdout(Stdio::null())
             .stderr(stderr)

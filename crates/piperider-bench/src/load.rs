@@ -125,7 +125,7 @@ pub(crate) async fn run(
 }
 
 /// Reads one response; returns its status, `None` when the connection broke.
-async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> Option<u16> {
+pub(crate) async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> Option<u16> {
     let mut line = String::new();
     read.read_line(&mut line).await.ok()?;
     let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -12,6 +12,7 @@
 mod backend;
 mod ceilings;
 mod cli_overhead;
+mod dashboard;
 mod events;
 mod faults;
 mod launcher;

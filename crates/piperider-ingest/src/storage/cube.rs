@@ -12,6 +12,10 @@
 //! per period; more filters, or a breakdown under a filter, read the
 //! matching full segments.
 //!
+//! A full segment has no week rows (its weeks are read from its days):
+//! an event is mostly alone in its full segment on a day, so each row
+//! less is a write less per event.
+//!
 //! Rows are merged, not added: the writer reads the stored row, merges
 //! what it gathered and writes it back, under the writer's own
 //! transaction on SQLite and an advisory lock on PostgreSQL (one roller
@@ -52,6 +56,11 @@ impl Segment {
             if e.ci.is_some() { CI } else { INTERACTIVE }.into(),
             e.country.clone().unwrap_or_else(|| UNKNOWN_COUNTRY.into()),
         ])
+    }
+
+    /// Whether every dimension is set (the segment of events, not of a rollup over some).
+    pub(crate) fn is_full(&self) -> bool {
+        self.0.iter().all(|v| !v.is_empty())
     }
 
     /// The seven segments an event with this full segment counts in.
@@ -129,10 +138,36 @@ struct DayCell {
 #[derive(Debug, Default)]
 pub(crate) struct Cube {
     cells: HashMap<(String, Segment), DayCell>,
+    events: usize,
 }
 
 impl Cube {
+    /// How many events it holds.
+    pub(crate) fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Adds everything `other` holds.
+    pub(crate) fn absorb(&mut self, other: Cube) {
+        self.events += other.events;
+        for (key, cell) in other.cells {
+            match self.cells.get_mut(&key) {
+                None => {
+                    self.cells.insert(key, cell);
+                }
+                Some(mine) => {
+                    mine.users.extend(cell.users);
+                    mine.projects.extend(cell.projects);
+                    for (t, c) in cell.commands {
+                        mine.commands.entry(t).or_default().merge(&c);
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) fn add(&mut self, e: &EventRow) {
+        self.events += 1;
         let cell = self
             .cells
             .entry((e.day.clone(), Segment::of(e)))
@@ -204,6 +239,10 @@ impl Cube {
                     .map(|u| hashes[u.as_str()])
                     .collect();
                 for s in &cuboids {
+                    // Weeks of a full segment are read from its days.
+                    if grain == WEEK && s.is_full() {
+                        continue;
+                    }
                     for (t, c) in &cell.commands {
                         counts
                             .entry((grain, period.clone(), s.clone(), t.clone()))

@@ -177,14 +177,14 @@ fn ratio(a: i64, b: i64) -> Value {
 }
 
 /// Which periods of each grain cover `from..=to` exactly: the whole
-/// months inside it, then whole ISO weeks of what is left on either
-/// side, then single days.
-fn cover(from: NaiveDate, to: NaiveDate) -> [(&'static str, Vec<String>); 3] {
+/// months inside it, then (with `weeks`) whole ISO weeks of what is left
+/// on either side, then single days.
+fn cover(from: NaiveDate, to: NaiveDate, weeks_too: bool) -> [(&'static str, Vec<String>); 3] {
     let (mut months, mut weeks, mut days) = (Vec::new(), Vec::new(), Vec::new());
     let mut fill = |a: NaiveDate, b: NaiveDate| {
         let mut d = a;
         while d <= b {
-            if d.weekday() == chrono::Weekday::Mon && d + TimeDelta::days(6) <= b {
+            if weeks_too && d.weekday() == chrono::Weekday::Mon && d + TimeDelta::days(6) <= b {
                 weeks.push(d.to_string());
                 d += TimeDelta::days(7);
             } else {
@@ -256,12 +256,51 @@ fn sql_list(periods: &[String]) -> String {
     quoted.join(", ")
 }
 
-/// Segment ids with the value of the breakdown dimension (or "").
-type Segments = Vec<(i64, String)>;
+/// Segment ids with the value of the breakdown dimension (or ""), and
+/// whether they are full segments (which have no week rows).
+struct Segments {
+    ids: Vec<(i64, String)>,
+    full: bool,
+}
 
-fn id_list(ids: &Segments) -> String {
-    let ids: Vec<String> = ids.iter().map(|(id, _)| id.to_string()).collect();
-    ids.join(", ")
+impl Segments {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn id_list(&self) -> String {
+        let ids: Vec<String> = self.ids.iter().map(|(id, _)| id.to_string()).collect();
+        ids.join(", ")
+    }
+
+    fn values(&self) -> BTreeMap<i64, &str> {
+        self.ids.iter().map(|(i, v)| (*i, v.as_str())).collect()
+    }
+
+    /// What to read for the periods `list` of `grain`: the same, or for
+    /// the weeks of full segments their days (then each is keyed by its week).
+    fn plan(&self, grain: &'static str, list: &[String]) -> (&'static str, Vec<String>, bool) {
+        if grain == WEEK && self.full {
+            let days = list
+                .iter()
+                .filter_map(|w| NaiveDate::parse_from_str(w, "%Y-%m-%d").ok())
+                .flat_map(|w| periods(DAY, w, w + TimeDelta::days(6)))
+                .collect();
+            (DAY, days, true)
+        } else {
+            (grain, list.to_vec(), false)
+        }
+    }
+}
+
+/// A period read, or its week's Monday when days stand for weeks.
+fn period_key(period: String, to_week: bool) -> String {
+    if !to_week {
+        return period;
+    }
+    NaiveDate::parse_from_str(&period, "%Y-%m-%d")
+        .map(|d| week_of(d).to_string())
+        .unwrap_or(period)
 }
 
 /// Sketches read: (period, breakdown value) -> merged sketch.
@@ -295,13 +334,14 @@ impl Store {
             "SELECT id, {value} FROM segments WHERE {}",
             conditions.join(" AND ")
         );
-        on_pool!(&self.0.backend, pool => {
+        let ids = on_pool!(&self.0.backend, pool => {
             let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
             for b in &binds {
                 q = q.bind(*b);
             }
-            Ok(q.fetch_all(pool).await?)
-        })
+            q.fetch_all(pool).await?
+        });
+        Ok(Segments { ids, full })
     }
 
     /// Sketches of `kind` for the periods of `grain`, merged per period
@@ -309,7 +349,7 @@ impl Store {
     async fn sketches(
         &self,
         kind: &str,
-        grain: &str,
+        grain: &'static str,
         list: &[String],
         ids: &Segments,
         per_period: bool,
@@ -318,12 +358,13 @@ impl Store {
         if list.is_empty() || ids.is_empty() {
             return Ok(());
         }
-        let values: BTreeMap<i64, &str> = ids.iter().map(|(i, v)| (*i, v.as_str())).collect();
+        let (grain, list, to_week) = ids.plan(grain, list);
+        let values = ids.values();
         let sql = format!(
             "SELECT segment, period, sketch FROM cube_sketches WHERE grain = $1 AND kind = $2 \
              AND segment IN ({}) AND period IN ({})",
-            id_list(ids),
-            sql_list(list)
+            ids.id_list(),
+            sql_list(&list)
         );
         let rows: Vec<(i64, String, Vec<u8>)> = on_pool!(&self.0.backend, pool => {
             sqlx::query_as(&sql).bind(grain).bind(kind).fetch_all(pool).await?
@@ -331,7 +372,11 @@ impl Store {
         for (segment, period, bytes) in rows {
             let sketch = Sketch::from_bytes(&bytes)?;
             let key = (
-                if per_period { period } else { String::new() },
+                if per_period {
+                    period_key(period, to_week)
+                } else {
+                    String::new()
+                },
                 values
                     .get(&segment)
                     .copied()
@@ -357,7 +402,7 @@ impl Store {
         ids: &Segments,
     ) -> Result<BTreeMap<String, Sketch>, StorageError> {
         let mut merged = Merged::new();
-        for (grain, list) in cover(from, to) {
+        for (grain, list) in cover(from, to, !ids.full) {
             self.sketches(kind, grain, &list, ids, false, &mut merged)
                 .await?;
         }
@@ -367,7 +412,7 @@ impl Store {
     /// Counts for the periods of `grain`, summed per period (or not), breakdown value and command.
     async fn counts(
         &self,
-        grain: &str,
+        grain: &'static str,
         list: &[String],
         ids: &Segments,
         per_period: bool,
@@ -376,13 +421,14 @@ impl Store {
         if list.is_empty() || ids.is_empty() {
             return Ok(());
         }
-        let values: BTreeMap<i64, &str> = ids.iter().map(|(i, v)| (*i, v.as_str())).collect();
+        let (grain, list, to_week) = ids.plan(grain, list);
+        let values = ids.values();
         let sql = format!(
             "SELECT segment, period, event_type, {} FROM cube_counts WHERE grain = $1 \
              AND segment IN ({}) AND period IN ({})",
             super::cube::COUNT_VALUES,
-            id_list(ids),
-            sql_list(list)
+            ids.id_list(),
+            sql_list(&list)
         );
         let rows: Vec<CountRow> = on_pool!(&self.0.backend, pool => {
             sqlx::query_as(&sql).bind(grain).fetch_all(pool).await?
@@ -390,7 +436,11 @@ impl Store {
         for r in rows {
             let c = Counts::from_stored(r.3, r.4, [r.5, r.6, r.7, r.8, r.9, r.10, r.11], &r.12)?;
             let key = (
-                if per_period { r.1 } else { String::new() },
+                if per_period {
+                    period_key(r.1, to_week)
+                } else {
+                    String::new()
+                },
                 values.get(&r.0).copied().unwrap_or_default().to_string(),
                 r.2,
             );
@@ -406,7 +456,7 @@ impl Store {
         ids: &Segments,
     ) -> Result<Summed, StorageError> {
         let mut summed = Summed::new();
-        for (grain, list) in cover(from, to) {
+        for (grain, list) in cover(from, to, !ids.full) {
             self.counts(grain, &list, ids, false, &mut summed).await?;
         }
         Ok(summed)
@@ -781,7 +831,7 @@ impl Store {
         if !ids.is_empty() && !cohorts.is_empty() {
             let sql = format!(
                 "SELECT cohort, week, sketch FROM cohort_sketches WHERE segment IN ({}) AND cohort IN ({})",
-                id_list(&ids),
+                ids.id_list(),
                 sql_list(&cohorts)
             );
             let rows: Vec<(String, String, Vec<u8>)> = on_pool!(&self.0.backend, pool => {
@@ -944,7 +994,7 @@ mod tests {
 
     #[test]
     fn a_range_is_covered_by_whole_months_weeks_and_days_once_each() {
-        let [(_, months), (_, weeks), (_, days)] = cover(d("2026-01-28"), d("2026-03-10"));
+        let [(_, months), (_, weeks), (_, days)] = cover(d("2026-01-28"), d("2026-03-10"), true);
         assert_eq!(months, ["2026-02"]);
         assert_eq!(weeks, ["2026-03-02"]);
         assert_eq!(
@@ -959,7 +1009,7 @@ mod tests {
                 "2026-03-10"
             ]
         );
-        let [(_, m), (_, w), (_, ds)] = cover(d("2025-12-03"), d("2026-12-02"));
+        let [(_, m), (_, w), (_, ds)] = cover(d("2025-12-03"), d("2026-12-02"), true);
         assert_eq!(m.len(), 11);
         assert!(w.len() + ds.len() < 40, "{w:?} {ds:?}");
     }
@@ -995,7 +1045,7 @@ mod tests {
                 let from = start + TimeDelta::days(offset);
                 let to = from + TimeDelta::days(len);
                 let mut days = Vec::new();
-                for (grain, list) in cover(from, to) {
+                for (grain, list) in cover(from, to, len % 2 == 0) {
                     for p in list {
                         let first = match grain {
                             MONTH => d(&format!("{p}-01")),

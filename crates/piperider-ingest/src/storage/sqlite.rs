@@ -35,7 +35,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::cube::{self, Segment};
+use super::cube::{self, Cube, Segment};
 use super::error::StorageError;
 use super::group::{
     CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
@@ -65,6 +65,16 @@ const ROLLUP_EVERY: Duration = Duration::from_secs(1);
 /// How many events' rollups are held back at most.
 const ROLLUP_MAX_EVENTS: usize = 200_000;
 const WATERMARK: &str = "rollup_watermark";
+/// How long the dashboard's cube is held back at most, and for how many
+/// events. Its rows are read, merged and written back, one or more per
+/// event of a sparse segment; held longer, a row takes many events'
+/// worth at once. A read writes it first.
+const CUBE_EVERY: Duration = Duration::from_secs(15);
+const CUBE_MAX_EVENTS: usize = 200_000;
+/// The last event (rowid) the cube holds.
+const CUBE_WATERMARK: &str = "cube_watermark";
+/// Events per transaction when the cube is built from stored events.
+const BACKFILL_EVENTS: i64 = 100_000;
 
 /// Opens (creating if needed) the store file through sqlx and runs the
 /// embedded migrations; returns the pool and the file's path.
@@ -235,6 +245,25 @@ struct SqliteWriter {
     salt: String,
     /// The cube's segment ids known to be committed.
     segment_ids: HashMap<Segment, i64>,
+    /// The cube of events whose other rollups are written, not yet written itself.
+    cube: Cube,
+    cube_since: Instant,
+}
+
+fn setting_i64(conn: &Connection, key: &str) -> Option<i64> {
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .and_then(|v| v.parse().ok())
+}
+
+fn set_setting(tx: &Transaction<'_>, key: &str, value: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value.to_string()],
+    )?;
+    Ok(())
 }
 
 impl SqliteWriter {
@@ -250,7 +279,10 @@ impl SqliteWriter {
             since: Instant::now(),
             next_rowid: 1,
             recover: true,
+            cube: Cube::default(),
+            cube_since: Instant::now(),
         };
+        writer.backfill()?;
         writer.transact(|_, _| Ok(()))?;
         if writer.pending.events() > 0 {
             let events = writer.pending.events();
@@ -260,32 +292,73 @@ impl SqliteWriter {
         Ok(writer)
     }
 
-    /// Holds back the rollups of every event past the stored watermark
-    /// (after a start, or a failed transaction that may have dropped some).
+    /// Builds the cube from the stored events it does not hold yet (a
+    /// database from before the cube, or one whose writer stopped with
+    /// much held back), in transactions of [`BACKFILL_EVENTS`] events.
+    fn backfill(&mut self) -> Result<(), StorageError> {
+        let mut built = 0usize;
+        loop {
+            let done = self.transact(|w, tx| {
+                let watermark = setting_i64(tx, WATERMARK).unwrap_or(0);
+                let from = setting_i64(tx, CUBE_WATERMARK).unwrap_or(0);
+                if from >= watermark {
+                    return Ok(true);
+                }
+                let to = watermark.min(from + BACKFILL_EVENTS);
+                let mut cube = Cube::default();
+                {
+                    let mut statement = tx.prepare(&format!(
+                        "SELECT {} FROM events WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid",
+                        EVENTS.names()
+                    ))?;
+                    let mut rows = statement.query([from, to])?;
+                    while let Some(row) = rows.next()? {
+                        cube.add(&EventRow::from_sqlite(row)?);
+                    }
+                }
+                built += cube.events();
+                w.write_cube_rows(tx, cube)?;
+                set_setting(tx, CUBE_WATERMARK, to)?;
+                Ok(false)
+            })?;
+            if done {
+                break;
+            }
+        }
+        if built > 0 {
+            tracing::info!(events = built, "built the dashboard's cube from stored events");
+        }
+        Ok(())
+    }
+
+    /// Holds back the rollups of every event past the stored watermark,
+    /// and the cube of those past the cube's (after a start, or a failed
+    /// transaction that may have dropped some).
     fn recover(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let watermark: i64 = conn
-            .query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                [WATERMARK],
-                |r| r.get::<_, String>(0),
-            )
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let watermark = setting_i64(conn, WATERMARK).unwrap_or(0);
+        let cube_from = setting_i64(conn, CUBE_WATERMARK).unwrap_or(0).min(watermark);
         let last: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
             r.get(0)
         })?;
         self.next_rowid = last.max(watermark) + 1;
         let mut pending = Aggregate::default();
+        let mut cube = Cube::default();
         let mut statement = conn.prepare(&format!(
-            "SELECT {} FROM events WHERE rowid > ?1 ORDER BY rowid",
+            "SELECT rowid, {} FROM events WHERE rowid > ?1 ORDER BY rowid",
             EVENTS.names()
         ))?;
-        let mut rows = statement.query([watermark])?;
+        let mut rows = statement.query([cube_from])?;
         while let Some(row) = rows.next()? {
-            pending.add(&Arc::new(EventRow::from_sqlite(row)?));
+            let rowid: i64 = row.get(0)?;
+            let event = EventRow::from_sqlite(row)?;
+            if rowid > watermark {
+                pending.add(&Arc::new(event));
+            } else {
+                cube.add(&event);
+            }
         }
         self.pending = pending;
+        self.cube = cube;
         self.recover = false;
         Ok(())
     }
@@ -345,7 +418,7 @@ impl SqliteWriter {
                     });
                 }
                 Job::Flush(reply) => {
-                    let _ = reply.send(self.transact(|w, tx| w.write_pending(tx)));
+                    let _ = reply.send(self.transact(|w, tx| w.write_all(tx)));
                 }
                 Job::DeleteUser {
                     user_id,
@@ -364,8 +437,8 @@ impl SqliteWriter {
                 Job::Stop => break,
             }
         }
-        if self.pending.events() > 0
-            && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
+        if (self.pending.events() > 0 || self.cube.events() > 0)
+            && let Err(e) = self.transact(|w, tx| w.write_all(tx))
         {
             tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
         }
@@ -418,21 +491,7 @@ impl SqliteWriter {
                 statement.execute(params_from_iter(row))?;
             }
         }
-        let cube = std::mem::take(&mut self.pending.cube);
-        if !cube.is_empty() {
-            let mut first_days = HashMap::new();
-            let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
-            for u in cube.users() {
-                if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
-                    first_days.insert(u.to_string(), d);
-                }
-            }
-            cube::write_sqlite(
-                tx,
-                cube.rows(&self.salt, &first_days),
-                &mut self.segment_ids,
-            )?;
-        }
+        self.cube.absorb(std::mem::take(&mut self.pending.cube));
         tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             rusqlite::params![WATERMARK, (self.next_rowid - 1).to_string()],
@@ -441,7 +500,40 @@ impl SqliteWriter {
         // watermark are rolled up again when the writer next opens.
         self.pending = Aggregate::default();
         self.since = Instant::now();
+        if self.cube_since.elapsed() >= CUBE_EVERY || self.cube.events() >= CUBE_MAX_EVENTS {
+            self.write_cube(tx)?;
+        }
         Ok(())
+    }
+
+    /// Writes every held-back rollup, the cube's too (for a read).
+    fn write_all(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        self.write_pending(tx)?;
+        self.write_cube(tx)
+    }
+
+    /// Writes the held-back cube and its watermark; called right after
+    /// [`Self::write_pending`], so it holds every stored event.
+    fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let cube = std::mem::take(&mut self.cube);
+        self.write_cube_rows(tx, cube)?;
+        set_setting(tx, CUBE_WATERMARK, self.next_rowid - 1)?;
+        self.cube_since = Instant::now();
+        Ok(())
+    }
+
+    fn write_cube_rows(&mut self, tx: &Transaction<'_>, cube: Cube) -> rusqlite::Result<()> {
+        if cube.is_empty() {
+            return Ok(());
+        }
+        let mut first_days = HashMap::new();
+        let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
+        for u in cube.users() {
+            if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
+                first_days.insert(u.to_string(), d);
+            }
+        }
+        cube::write_sqlite(tx, cube.rows(&self.salt, &first_days), &mut self.segment_ids)
     }
 
     /// Deletes one user after writing the held-back rollups; whether anything was stored.
@@ -452,7 +544,7 @@ impl SqliteWriter {
         hash: &str,
         now_ms: i64,
     ) -> rusqlite::Result<bool> {
-        self.write_pending(tx)?;
+        self.write_all(tx)?;
         tx.execute(
             REMEMBER_DELETED_USER,
             rusqlite::params![hash, now_ms, user_id],

@@ -1,0 +1,420 @@
+//! The dashboard at a million users: a data set of one million users and
+//! ten million events over a year, built once through the service's own
+//! ingest path and kept under `<target dir>/bench/dashboard/` for later
+//! runs, then every chart of the dashboard timed for a 30-day and a
+//! 365-day range (`stats_query_ms_1m_users`), and the page itself
+//! (`dashboard_render_ms`).
+//!
+//! The data is long-tailed as real telemetry is: a user's number of
+//! events follows a Pareto law (most users run a command or two, a few
+//! run thousands), new users arrive faster as the year goes on, activity
+//! fades after a user's first day, releases come every four weeks and
+//! users upgrade with a lag, countries follow a Zipf law (the events come
+//! through a trusted proxy from addresses a generated GeoIP database
+//! places in 60 countries), and 15% of users are CI runners.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::launcher::{ADMIN_TOKEN, Backend, Log};
+use crate::{Result, median, round};
+
+const USERS: u32 = 1_000_000;
+const EVENTS: u64 = 10_000_000;
+const DAYS: i64 = 365;
+/// Changes whenever the data set's recipe does (a kept one is rebuilt).
+const RECIPE: u32 = 1;
+const CONNECTIONS: usize = 6;
+
+const COUNTRIES: [&str; 60] = [
+    "US", "CN", "DE", "GB", "IN", "FR", "JP", "BR", "CA", "KR", "TW", "NL", "AU", "SG", "ES", "IT",
+    "SE", "PL", "CH", "RU", "ID", "VN", "TR", "IL", "MX", "AR", "BE", "AT", "DK", "FI", "NO", "IE",
+    "PT", "CZ", "UA", "RO", "HU", "GR", "NZ", "ZA", "TH", "MY", "PH", "HK", "CL", "CO", "PE", "EG",
+    "NG", "KE", "PK", "BD", "SA", "AE", "IR", "LT", "LV", "EE", "SK", "SI",
+];
+const DATASOURCES: [&str; 10] = [
+    "snowflake", "postgres", "bigquery", "sqlite", "duckdb", "redshift", "databricks", "csv",
+    "parquet", "mysql",
+];
+
+/// splitmix64: the data set is the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Zipf-like index below `n` (exponent about 1).
+    fn zipf(&mut self, n: usize) -> usize {
+        let x = (n as f64 + 1.0).powf(self.unit()) - 1.0;
+        (x as usize).min(n - 1)
+    }
+}
+
+/// What a user is, fixed for the year.
+struct Person {
+    first_day: u16,
+    events: u32,
+    os: u8,
+    country: u8,
+    ci: bool,
+    lag: u8,
+    projects: u8,
+    datasource: [u8; 2],
+}
+
+fn people(rng: &mut Rng) -> Vec<Person> {
+    // Pareto weights (alpha 1.3), scaled to EVENTS in all.
+    let weights: Vec<f64> = (0..USERS)
+        .map(|_| rng.unit().powf(-1.0 / 1.3).min(20_000.0))
+        .collect();
+    let sum: f64 = weights.iter().sum();
+    weights
+        .into_iter()
+        .map(|w| Person {
+            first_day: (DAYS as f64 * rng.unit().sqrt()).min(DAYS as f64 - 1.0) as u16,
+            events: ((w * EVENTS as f64 / sum).round() as u32).max(1),
+            os: match rng.below(100) {
+                0..55 => 0,
+                55..90 => 1,
+                _ => 2,
+            },
+            country: rng.zipf(COUNTRIES.len()) as u8,
+            ci: rng.below(100) < 15,
+            lag: (-14.0 * rng.unit().ln()).min(120.0) as u8,
+            projects: if rng.below(4) == 0 { 2 } else { 1 },
+            datasource: [
+                rng.zipf(DATASOURCES.len()) as u8,
+                rng.zipf(DATASOURCES.len()) as u8,
+            ],
+        })
+        .collect()
+}
+
+/// Every event as `day << 32 | user`, in day order; at most [`EVENTS`].
+fn schedule(rng: &mut Rng, people: &[Person]) -> Vec<u64> {
+    let mut all = Vec::with_capacity(EVENTS as usize + people.len());
+    for (u, p) in people.iter().enumerate() {
+        let left = (DAYS - 1 - i64::from(p.first_day)) as f64;
+        all.push(u64::from(p.first_day) << 32 | u as u64);
+        for _ in 1..p.events {
+            // Activity fades after the first day.
+            let day = i64::from(p.first_day) + (left * rng.unit().powi(3)) as i64;
+            all.push((day as u64) << 32 | u as u64);
+        }
+    }
+    all.truncate(EVENTS as usize);
+    all.sort_unstable();
+    all
+}
+
+fn version(day: i64) -> String {
+    format!("0.{}.0", 10 + day.max(0) / 28)
+}
+
+fn hex_id(prefix: u64, n: u64) -> String {
+    format!("{prefix:016x}{n:016x}")
+}
+
+/// One event's JSON.
+fn event(rng: &mut Rng, people: &[Person], u: usize, day: i64, start: NaiveDate, now: i64) -> String {
+    let p = &people[u];
+    let first = i64::from(p.first_day);
+    let command = if day == first && rng.below(3) > 0 {
+        "init"
+    } else {
+        match rng.below(10) {
+            0..6 => "run",
+            6..8 => "generate-report",
+            _ => "generate-assertions",
+        }
+    };
+    let app = version(day - i64::from(p.lag)).max(version(first - i64::from(p.lag)));
+    let initial = version(first - i64::from(p.lag));
+    // One release fails more often than the others.
+    let failing = if app == "0.17.0" { 12 } else { 4 };
+    let status = if rng.below(100) < failing { "error" } else { "ok" };
+    let median_ms = match command {
+        "run" => 40_000.0,
+        "generate-report" => 3_000.0,
+        "init" => 800.0,
+        _ => 8_000.0,
+    };
+    let normal = (-2.0 * rng.unit().ln()).sqrt() * (std::f64::consts::TAU * rng.unit()).cos();
+    let duration = (median_ms * (0.8 * normal).exp()).min(6.0e8) as u64;
+    let project = rng.below(u64::from(p.projects));
+    let datasource = DATASOURCES[usize::from(p.datasource[project as usize])];
+    let midnight = (start + TimeDelta::days(day))
+        .and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis());
+    let ms = (midnight + rng.below(86_400_000) as i64).min(now);
+    let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let id = uuid::Builder::from_random_bytes(
+        (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_le_bytes(),
+    )
+    .into_uuid();
+    let tables = 1 + rng.below(40);
+    format!(
+        r#"{{"schema_version":1,"event_id":"{id}","event_type":"{command}","timestamp":"{}","user_id":"{}","device_id":"{}{}","platform":{{"os":"{}","arch":"x86_64","os_version":"6.1"}},"runtime":{{"name":"python","version":"3.11.7"}},"app_version":"{app}","initial_version":"{initial}","ci":{},"project":{{"project_id":"{}","datasource_type":"{datasource}"}},"stats":{{"tables":{tables},"columns":{},"rows":{},"builtin_assertions":{},"custom_assertions":{},"passed_assertions":{},"failed_assertions":{}}},"outcome":{{"status":"{status}","duration_ms":{duration}}}}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        hex_id(0x5eed, u as u64),
+        hex_id(0xde71ce, u as u64),
+        hex_id(0, 0),
+        ["linux", "macos", "windows"][usize::from(p.os)],
+        if p.ci { r#""github_actions""# } else { "null" },
+        hex_id(0x9e0, u as u64 * 2 + project),
+        tables * 8,
+        rng.below(10_000_000),
+        tables * 4,
+        rng.below(5),
+        tables * 4,
+        rng.below(3),
+    )
+}
+
+/// The GeoIP database the backend is given: 1.N.0.0/16 is in COUNTRIES[N].
+fn geoip(path: &Path) -> Result {
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-City");
+    for (i, code) in COUNTRIES.iter().enumerate() {
+        let net: ipnet::IpNet = format!("1.{i}.0.0/16").parse().map_err(|e| format!("{e}"))?;
+        writer
+            .insert(net, &json!({"country": {"iso_code": code}}))
+            .map_err(|e| format!("GeoIP fixture: {e}"))?;
+    }
+    let bytes = writer.to_bytes().map_err(|e| format!("GeoIP fixture: {e}"))?;
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Posts every batch over `CONNECTIONS` keep-alive connections; returns
+/// how many were not answered 200.
+async fn post_all(addr: SocketAddr, rx: tokio::sync::mpsc::Receiver<(u8, String)>) -> u64 {
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut failed = 0u64;
+                let mut conn: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> = None;
+                loop {
+                    let Some((country, body)) = rx.lock().await.recv().await else {
+                        return failed;
+                    };
+                    let head = format!(
+                        "POST /v1/batch HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n\
+                         x-forwarded-for: 1.{country}.{}.{}\r\ncontent-length: {}\r\n\r\n",
+                        body.len() % 250,
+                        body.len() % 199 + 1,
+                        body.len()
+                    );
+                    let mut ok = false;
+                    for _ in 0..3 {
+                        if conn.is_none() {
+                            conn = TcpStream::connect(addr).await.ok().map(|s| {
+                                let (r, w) = s.into_split();
+                                (BufReader::new(r), w)
+                            });
+                        }
+                        let Some((read, write)) = conn.as_mut() else { continue };
+                        let sent = write.write_all(head.as_bytes()).await.is_ok()
+                            && write.write_all(body.as_bytes()).await.is_ok();
+                        match if sent { crate::load::read_response(read).await } else { None } {
+                            Some(200) => {
+                                ok = true;
+                                break;
+                            }
+                            Some(_) => break,
+                            None => conn = None,
+                        }
+                    }
+                    failed += u64::from(!ok);
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap_or(1);
+    }
+    failed
+}
+
+/// The kept data set: its database and what it was built from.
+struct Kept {
+    dir: PathBuf,
+    end: NaiveDate,
+}
+
+fn marker(dir: &Path) -> PathBuf {
+    dir.join("seed.json")
+}
+
+/// The kept SQLite data set if it was built by this recipe.
+fn kept(dir: &Path) -> Option<Kept> {
+    let v: Value = serde_json::from_slice(&std::fs::read(marker(dir)).ok()?).ok()?;
+    if v["recipe"] != RECIPE || v["users"] != USERS || v["events"] != EVENTS {
+        return None;
+    }
+    Some(Kept {
+        dir: dir.to_path_buf(),
+        end: v["end"].as_str()?.parse().ok()?,
+    })
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("telemetry.db").display())
+}
+
+fn start_backend(database_url: &str, dir: &Path) -> Result<Backend> {
+    Backend::start_with(
+        database_url,
+        Log::Warnings,
+        &[
+            "--geoip-db",
+            &dir.join("geo.mmdb").display().to_string(),
+            "--trusted-proxy",
+            "127.0.0.1/32",
+        ],
+    )
+}
+
+/// Builds the data set through the ingest path of a backend on SQLite.
+async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    geoip(&dir.join("geo.mmdb"))?;
+    let started = Instant::now();
+    let end = Utc::now().date_naive();
+    let start = end - TimeDelta::days(DAYS - 1);
+    let backend = start_backend(&sqlite_url(dir), dir)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<(u8, String)>(64);
+    let generator = std::thread::spawn(move || {
+        let mut rng = Rng(0x5eed_0000 + u64::from(RECIPE));
+        let people = people(&mut rng);
+        let all = schedule(&mut rng, &people);
+        let now = Utc::now().timestamp_millis();
+        let mut i = 0;
+        while i < all.len() {
+            let day = (all[i] >> 32) as i64;
+            let mut j = i;
+            while j < all.len() && (all[j] >> 32) as i64 == day {
+                j += 1;
+            }
+            // One request per country (the address gives it), at most 500 events.
+            let mut by_country: Vec<Vec<usize>> = vec![Vec::new(); COUNTRIES.len()];
+            for &e in &all[i..j] {
+                let u = (e & 0xffff_ffff) as usize;
+                by_country[usize::from(people[u].country)].push(u);
+            }
+            for (country, users) in by_country.iter().enumerate() {
+                for chunk in users.chunks(500) {
+                    let events: Vec<String> = chunk
+                        .iter()
+                        .map(|&u| event(&mut rng, &people, u, day, start, now))
+                        .collect();
+                    let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+                    if tx.blocking_send((country as u8, body)).is_err() {
+                        return;
+                    }
+                }
+            }
+            i = j;
+        }
+    });
+    let failed = post_all(backend.addr, rx).await;
+    generator.join().map_err(|_| "the data set's generator panicked")?;
+    if failed > 0 {
+        return Err(format!("{failed} batches of the data set were not stored"));
+    }
+    let stored = backend.rolled_up()?;
+    drop(backend);
+    let built_s = started.elapsed().as_secs_f64();
+    eprintln!("bench dashboard: built the data set ({stored} events) in {built_s:.0} s");
+    report.insert("dashboard_seed_build_s".into(), json!(round(built_s, 1)));
+    std::fs::write(
+        marker(dir),
+        json!({"recipe": RECIPE, "users": USERS, "events": EVENTS, "stored": stored, "end": end.to_string(), "built_s": built_s})
+            .to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Kept {
+        dir: dir.to_path_buf(),
+        end,
+    })
+}
+
+/// Every chart the dashboard draws, for both ranges: the median time of
+/// each over `runs` rounds; returns the slowest median and every median.
+async fn time_charts(addr: SocketAddr, end: NaiveDate, runs: usize) -> Result<(f64, Map<String, Value>)> {
+    let (status, list) = crate::load::get(addr, "/v1/admin/charts", Some(ADMIN_TOKEN))
+        .await
+        .ok_or("GET /v1/admin/charts failed")?;
+    if status != 200 {
+        return Err(format!("GET /v1/admin/charts answered {status}"));
+    }
+    let list: Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
+    let names: Vec<String> = list["charts"]
+        .as_array()
+        .ok_or("no chart list")?
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    let mut medians = Map::new();
+    let mut slowest: f64 = 0.0;
+    for days in [30, 365] {
+        let from = end - TimeDelta::days(days - 1);
+        for name in &names {
+            let path = format!("/v1/admin/charts/{name}?from={from}&to={end}");
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let (status, body) = crate::load::get(addr, &path, Some(ADMIN_TOKEN))
+                    .await
+                    .ok_or_else(|| format!("GET {path} failed"))?;
+                if status != 200 {
+                    return Err(format!("GET {path} answered {status}: {body}"));
+                }
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let m = median(times);
+            slowest = slowest.max(m);
+            medians.insert(format!("{name}_{days}d"), json!(round(m, 1)));
+        }
+    }
+    Ok((slowest, medians))
+}
+
+/// The dashboard phase on the kept data set (built first if need be).
+pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result {
+    let dir = crate::target_dir().join("bench").join("dashboard");
+    let kept = match kept(&dir) {
+        Some(k) => {
+            eprintln!("bench dashboard: reusing the data set in {}", dir.display());
+            k
+        }
+        None => build(&dir, report).await?,
+    };
+    let backend = start_backend(&sqlite_url(&kept.dir), &kept.dir)?;
+    let runs = if quick { 3 } else { 5 };
+    let (slowest, medians) = time_charts(backend.addr, kept.end, runs).await?;
+    eprintln!("bench dashboard on SQLite: slowest chart median {slowest:.1} ms");
+    report.insert("stats_query_ms_1m_users_sqlite".into(), json!(round(slowest, 1)));
+    report.insert("chart_ms_1m_users_sqlite".into(), Value::Object(medians));
+    Ok(())
+}
