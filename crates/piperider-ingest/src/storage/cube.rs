@@ -45,35 +45,6 @@ pub const UNKNOWN_COUNTRY: &str = "unknown";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Segment(pub(crate) [String; 5]);
 
-impl Segment {
-    fn of(e: &EventRow) -> Segment {
-        Segment([
-            e.os.clone(),
-            e.app_version.clone(),
-            e.datasource_type
-                .clone()
-                .unwrap_or_else(|| NO_DATASOURCE.into()),
-            if e.ci.is_some() { CI } else { INTERACTIVE }.into(),
-            e.country.clone().unwrap_or_else(|| UNKNOWN_COUNTRY.into()),
-        ])
-    }
-
-    /// Whether every dimension is set (the segment of events, not of a rollup over some).
-    pub(crate) fn is_full(&self) -> bool {
-        self.0.iter().all(|v| !v.is_empty())
-    }
-
-    /// The seven segments an event with this full segment counts in.
-    fn cuboids(&self) -> [Segment; 7] {
-        let mut out: [Segment; 7] = Default::default();
-        out[0] = self.clone();
-        for d in 0..5 {
-            out[d + 1].0[d] = self.0[d].clone();
-        }
-        out
-    }
-}
-
 /// Period kinds: day (`YYYY-MM-DD`), ISO week (its Monday, `YYYY-MM-DD`),
 /// month (`YYYY-MM`).
 pub(crate) const DAY: &str = "d";
@@ -125,19 +96,49 @@ impl Counts {
     }
 }
 
+/// Distinct texts (days, values, commands, ids), each kept once and
+/// named by its index.
+#[derive(Debug, Default)]
+struct Texts {
+    values: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Texts {
+    fn id(&mut self, v: &str) -> u32 {
+        if let Some(&i) = self.index.get(v) {
+            return i;
+        }
+        let i = self.values.len() as u32;
+        self.values.push(v.to_string());
+        self.index.insert(v.to_string(), i);
+        i
+    }
+
+    fn get(&self, i: u32) -> &str {
+        &self.values[i as usize]
+    }
+}
+
+/// A full segment, its five values as text ids.
+type SegmentIds = [u32; 5];
+/// A segment with `ANY` where any value.
+const ANY_ID: u32 = u32::MAX;
+
 #[derive(Debug, Default)]
 struct DayCell {
-    users: HashSet<String>,
-    projects: HashSet<String>,
-    commands: BTreeMap<String, Counts>,
+    users: HashSet<u32>,
+    projects: HashSet<u32>,
+    commands: Vec<(u32, Counts)>,
 }
 
 /// What a set of events adds to the cube, before it is expanded into
 /// periods and segments (which needs each user's first day, known once
-/// the `users` rollup is written).
+/// the `users` rollup is written). Texts are kept once each.
 #[derive(Debug, Default)]
 pub(crate) struct Cube {
-    cells: HashMap<(String, Segment), DayCell>,
+    texts: Texts,
+    cells: HashMap<(u32, SegmentIds), DayCell>,
     events: usize,
 }
 
@@ -147,40 +148,30 @@ impl Cube {
         self.events
     }
 
-    /// Adds everything `other` holds.
-    pub(crate) fn absorb(&mut self, other: Cube) {
-        self.events += other.events;
-        for (key, cell) in other.cells {
-            match self.cells.get_mut(&key) {
-                None => {
-                    self.cells.insert(key, cell);
-                }
-                Some(mine) => {
-                    mine.users.extend(cell.users);
-                    mine.projects.extend(cell.projects);
-                    for (t, c) in cell.commands {
-                        mine.commands.entry(t).or_default().merge(&c);
-                    }
-                }
-            }
-        }
-    }
-
     pub(crate) fn add(&mut self, e: &EventRow) {
         self.events += 1;
-        let cell = self
-            .cells
-            .entry((e.day.clone(), Segment::of(e)))
-            .or_default();
-        if !cell.users.contains(&e.user_id) {
-            cell.users.insert(e.user_id.clone());
+        let t = &mut self.texts;
+        let segment = [
+            t.id(&e.os),
+            t.id(&e.app_version),
+            t.id(e.datasource_type.as_deref().unwrap_or(NO_DATASOURCE)),
+            t.id(if e.ci.is_some() { CI } else { INTERACTIVE }),
+            t.id(e.country.as_deref().unwrap_or(UNKNOWN_COUNTRY)),
+        ];
+        let (day, user, command) = (t.id(&e.day), t.id(&e.user_id), t.id(&e.event_type));
+        let project = e.project_id.as_deref().map(|p| t.id(p));
+        let cell = self.cells.entry((day, segment)).or_default();
+        cell.users.insert(user);
+        if let Some(p) = project {
+            cell.projects.insert(p);
         }
-        if let Some(p) = &e.project_id
-            && !cell.projects.contains(p)
-        {
-            cell.projects.insert(p.clone());
-        }
-        let c = cell.commands.entry(e.event_type.clone()).or_default();
+        let c = match cell.commands.iter().position(|(t, _)| *t == command) {
+            Some(i) => &mut cell.commands[i].1,
+            None => {
+                cell.commands.push((command, Counts::default()));
+                &mut cell.commands.last_mut().expect("pushed").1
+            }
+        };
         c.events += 1;
         c.errors += i64::from(e.status == "error");
         if let Some(f) = &e.stats {
@@ -195,96 +186,120 @@ impl Cube {
 
     /// The users it holds, each once.
     pub(crate) fn users(&self) -> Vec<&str> {
-        let mut users: Vec<&str> = self
+        let mut ids: Vec<u32> = self
             .cells
             .values()
-            .flat_map(|c| c.users.iter().map(String::as_str))
+            .flat_map(|c| c.users.iter().copied())
             .collect();
-        users.sort_unstable();
-        users.dedup();
-        users
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|i| self.texts.get(i)).collect()
+    }
+
+    fn segment(&self, ids: &[u32; 5]) -> Segment {
+        Segment(ids.map(|i| {
+            if i == ANY_ID {
+                String::new()
+            } else {
+                self.texts.get(i).to_string()
+            }
+        }))
     }
 
     /// The rows it adds, given the salt of the sketches' hashes and each
     /// user's first day as stored (a user without one counts as not new).
     pub(crate) fn rows(&self, salt: &str, first_days: &HashMap<String, String>) -> CubeRows {
-        let hashes: HashMap<&str, u64> = self
-            .users()
-            .into_iter()
-            .map(|u| (u, member_hash(salt, u)))
-            .collect();
-        let first: HashMap<&str, NaiveDate> = first_days
-            .iter()
-            .filter_map(|(u, d)| Some((u.as_str(), parse_day(d)?)))
-            .collect();
-        let mut counts: BTreeMap<CountKey, Counts> = BTreeMap::new();
-        let mut members: BTreeMap<SketchKey, Vec<u64>> = BTreeMap::new();
-        let mut cohort_members: BTreeMap<CohortKey, Vec<u64>> = BTreeMap::new();
-        for ((day, segment), cell) in &self.cells {
-            let Some(date) = parse_day(day) else { continue };
+        // Each user's and project's hash, and each user's first day's
+        // periods, once.
+        let mut hashes: HashMap<u32, u64> = HashMap::new();
+        let mut firsts: HashMap<u32, Option<[String; 3]>> = HashMap::new();
+        let mut project_hashes: HashMap<u32, u64> = HashMap::new();
+        for cell in self.cells.values() {
+            for &u in &cell.users {
+                hashes
+                    .entry(u)
+                    .or_insert_with(|| member_hash(salt, self.texts.get(u)));
+                firsts.entry(u).or_insert_with(|| {
+                    first_days
+                        .get(self.texts.get(u))
+                        .and_then(|d| parse_day(d))
+                        .map(|f| periods(f).map(|(_, p)| p))
+                });
+            }
+            for &p in &cell.projects {
+                project_hashes
+                    .entry(p)
+                    .or_insert_with(|| member_hash(salt, self.texts.get(p)));
+            }
+        }
+        // Keyed by (grain, period, segment) with the segment as value ids.
+        type Key = (&'static str, String, [u32; 5]);
+        let mut counts: HashMap<(Key, u32), Counts> = HashMap::new();
+        let mut members: HashMap<(Key, &'static str), Sketch> = HashMap::new();
+        let mut cohort_members: HashMap<(String, String, [u32; 5]), Sketch> = HashMap::new();
+        for ((day, full), cell) in &self.cells {
+            let Some(date) = parse_day(self.texts.get(*day)) else {
+                continue;
+            };
+            let mut cuboids = [[ANY_ID; 5]; 7];
+            cuboids[0] = *full;
+            for d in 0..5 {
+                cuboids[d + 1][d] = full[d];
+            }
             let week = week_of(date).to_string();
-            let user_hashes: Vec<u64> = cell.users.iter().map(|u| hashes[u.as_str()]).collect();
-            let project_hashes: Vec<u64> =
-                cell.projects.iter().map(|p| member_hash(salt, p)).collect();
-            let cuboids = segment.cuboids();
-            for (grain, period) in periods(date) {
-                let new: Vec<u64> = cell
-                    .users
-                    .iter()
-                    .filter(|u| {
-                        first.get(u.as_str()).is_some_and(|f| {
-                            periods(*f).iter().any(|(g, p)| *g == grain && *p == period)
-                        })
-                    })
-                    .map(|u| hashes[u.as_str()])
-                    .collect();
-                for s in &cuboids {
+            for (g, (grain, period)) in periods(date).into_iter().enumerate() {
+                for (i, s) in cuboids.iter().enumerate() {
                     // Weeks of a full segment are read from its days.
-                    if grain == WEEK && s.is_full() {
+                    if grain == WEEK && i == 0 {
                         continue;
                     }
+                    let key = (grain, period.clone(), *s);
                     for (t, c) in &cell.commands {
-                        counts
-                            .entry((grain, period.clone(), s.clone(), t.clone()))
-                            .or_default()
-                            .merge(c);
+                        counts.entry((key.clone(), *t)).or_default().merge(c);
                     }
-                    for (kind, hs) in [
-                        (USERS, &user_hashes),
-                        (NEW_USERS, &new),
-                        (PROJECTS, &project_hashes),
-                    ] {
-                        if !hs.is_empty() {
-                            members
-                                .entry((grain, kind, period.clone(), s.clone()))
-                                .or_default()
-                                .extend(hs);
+                    let mut add = |kind: &'static str, h: u64| {
+                        match members.get_mut(&(key.clone(), kind)) {
+                            Some(sketch) => sketch.insert(h),
+                            None => {
+                                let mut sketch = Sketch::default();
+                                sketch.insert(h);
+                                members.insert((key.clone(), kind), sketch);
+                            }
                         }
+                    };
+                    for u in &cell.users {
+                        add(USERS, hashes[u]);
+                        if firsts[u].as_ref().is_some_and(|f| f[g] == period) {
+                            add(NEW_USERS, hashes[u]);
+                        }
+                    }
+                    for p in &cell.projects {
+                        add(PROJECTS, project_hashes[p]);
                     }
                 }
             }
             for u in &cell.users {
-                let Some(f) = first.get(u.as_str()) else {
-                    continue;
-                };
-                let cohort = week_of(*f).to_string();
+                let Some(f) = &firsts[u] else { continue };
                 for s in &cuboids {
                     cohort_members
-                        .entry((cohort.clone(), week.clone(), s.clone()))
+                        .entry((f[1].clone(), week.clone(), *s))
                         .or_default()
-                        .push(hashes[u.as_str()]);
+                        .insert(hashes[u]);
                 }
             }
         }
         CubeRows {
-            counts,
+            counts: counts
+                .into_iter()
+                .map(|(((g, p, s), t), c)| ((g, p, self.segment(&s), self.texts.get(t).to_string()), c))
+                .collect(),
             sketches: members
                 .into_iter()
-                .map(|(k, hs)| (k, Sketch::from_hashes(hs)))
+                .map(|(((g, p, s), kind), sketch)| ((g, kind, p, self.segment(&s)), sketch))
                 .collect(),
             cohorts: cohort_members
                 .into_iter()
-                .map(|(k, hs)| (k, Sketch::from_hashes(hs)))
+                .map(|((c, w, s), sketch)| ((c, w, self.segment(&s)), sketch))
                 .collect(),
         }
     }

@@ -135,14 +135,17 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
     .fetch_all(&mut *tx)
     .await?;
     let mut rollup = Aggregate::default();
+    let mut events = cube::Cube::default();
     for row in &rows {
-        rollup.add(&std::sync::Arc::new(super::rows::EventRow::from_sqlx(row)?));
+        let event = super::rows::EventRow::from_sqlx(row)?;
+        events.add(&event);
+        rollup.add(&std::sync::Arc::new(event));
     }
     for (table, rows) in rollup.tables() {
         upsert(&mut tx, table, &rows).await?;
     }
-    if !rollup.cube.is_empty() {
-        let users = rollup.cube.users();
+    if !events.is_empty() {
+        let users = events.users();
         let first_days: HashMap<String, String> =
             sqlx::query_as("SELECT user_id, first_day FROM users WHERE user_id = ANY($1)")
                 .bind(&users)
@@ -150,7 +153,7 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
                 .await?
                 .into_iter()
                 .collect();
-        let rows = rollup.cube.rows(&cube.salt, &first_days);
+        let rows = events.rows(&cube.salt, &first_days);
         cube::write_postgres(&mut tx, rows, &mut cube.segment_ids).await?;
     }
     tx.commit().await?;

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::cube::Cube;
 use super::rows::{Cell, EventRow, Figures};
 use super::schema::{
     DAILY_BUCKETS, DAILY_EVENTS, DAILY_USERS, DATASOURCES, PROJECTS, USERS, Upsert,
@@ -48,9 +47,6 @@ pub(crate) struct Aggregate {
     daily: BTreeMap<String, BTreeMap<String, DailyCounts>>,
     /// Per day: events per figure and bucket.
     buckets: BTreeMap<String, BTreeMap<(&'static str, i64), i64>>,
-    /// The dashboard's rollups, written after `users` (they need each
-    /// user's first day).
-    pub(crate) cube: Cube,
     events: usize,
 }
 
@@ -96,7 +92,6 @@ pub(crate) type TableRows<'a> = (&'static Upsert, Vec<Vec<Cell<'a>>>);
 impl Aggregate {
     pub(crate) fn add(&mut self, e: &Arc<EventRow>) {
         self.events += 1;
-        self.cube.add(e);
         earliest_latest(&mut self.users, &e.user_id, e);
         if let Some(p) = &e.project_id {
             earliest_latest(&mut self.projects, p, e);

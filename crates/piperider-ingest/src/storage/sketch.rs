@@ -10,8 +10,7 @@
 //! improved raw estimator (relative standard error 1.04/√16384 = 0.81%,
 //! with no bias correction table). No id can be read back from either
 //! form; with the salt, one could only test whether a known id was
-//! counted, which is why deletion removes a user's hash from sparse
-//! sketches (see `cube`).
+//! counted.
 //!
 //! The format is hand-written (rather than a crate's serialised
 //! internals) because it is stored: it must read the same whatever
@@ -78,19 +77,6 @@ fn register(h: u64) -> (usize, u8) {
 }
 
 impl Sketch {
-    /// The set of these hashes (in any order, repeats allowed).
-    pub(crate) fn from_hashes(mut hashes: Vec<u64>) -> Sketch {
-        hashes.sort_unstable();
-        hashes.dedup();
-        let mut s = Sketch::Sparse(hashes);
-        if let Sketch::Sparse(h) = &s
-            && h.len() > SPARSE_MAX
-        {
-            s.densify();
-        }
-        s
-    }
-
     /// Adds the member with hash `h`.
     pub(crate) fn insert(&mut self, h: u64) {
         match self {
@@ -108,22 +94,6 @@ impl Sketch {
                     registers[i] = r;
                 }
             }
-        }
-    }
-
-    /// Removes the member with hash `h` where the sketch still knows its
-    /// members; a dense sketch cannot forget one (it is one rank among at
-    /// least [`SPARSE_MAX`] members' and names none of them).
-    pub(crate) fn remove(&mut self, h: u64) -> bool {
-        match self {
-            Sketch::Sparse(hashes) => match hashes.binary_search(&h) {
-                Ok(at) => {
-                    hashes.remove(at);
-                    true
-                }
-                Err(_) => false,
-            },
-            Sketch::Dense(_) => false,
         }
     }
 
@@ -375,15 +345,12 @@ mod tests {
     }
 
     #[test]
-    fn small_sets_are_counted_exactly_and_forget_a_removed_member() {
+    fn small_sets_are_counted_exactly() {
         let mut s = sketch_of(0..2_000);
         assert!(s.is_exact());
         assert_eq!(s.count(), 2_000);
         s.merge(&sketch_of(1_000..2_048));
         assert_eq!(s.count(), 2_048);
-        assert!(s.remove(member_hash("salt", &format!("{:032x}", 7))));
-        assert_eq!(s.count(), 2_047);
-        assert!(!s.remove(member_hash("salt", &format!("{:032x}", 7))));
     }
 
     #[test]

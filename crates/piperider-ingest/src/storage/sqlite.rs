@@ -351,10 +351,9 @@ impl SqliteWriter {
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
             let event = EventRow::from_sqlite(row)?;
+            cube.add(&event);
             if rowid > watermark {
                 pending.add(&Arc::new(event));
-            } else {
-                cube.add(&event);
             }
         }
         self.pending = pending;
@@ -491,7 +490,6 @@ impl SqliteWriter {
                 statement.execute(params_from_iter(row))?;
             }
         }
-        self.cube.absorb(std::mem::take(&mut self.pending.cube));
         tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             rusqlite::params![WATERMARK, (self.next_rowid - 1).to_string()],
@@ -586,6 +584,7 @@ impl SqliteWriter {
                         self.next_rowid += 1;
                         // Forgotten with the rest should the commit fail (`transact`).
                         self.pending.add(e);
+                        self.cube.add(e);
                         Written::Accepted
                     } else {
                         Written::Duplicate
