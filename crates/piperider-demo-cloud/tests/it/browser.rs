@@ -691,7 +691,7 @@ fn the_dashboard_shows_real_events_as_charts() {
     );
     b.click("#login");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.exists("#commands") {
+    while !b.exists("#events") {
         assert!(
             Instant::now() < deadline,
             "the dashboard did not open after logging in"
@@ -704,10 +704,10 @@ fn the_dashboard_shows_real_events_as_charts() {
         "the token is in the URL: {url}"
     );
     assert_eq!(
-        b.js("return document.getElementById('commands').textContent"),
+        b.js("return document.getElementById('events').textContent"),
         "3"
     );
-    let charts = b.js("return Array.from(document.querySelectorAll('svg.chart')).map(function (s) { return s.closest('section').querySelector('h2').textContent; })");
+    let charts = b.js("return Array.from(document.querySelectorAll('svg.chart, ol.bars')).map(function (s) { return s.closest('section').querySelector('h2').textContent; })");
     let charts: Vec<String> = charts
         .as_array()
         .unwrap()
@@ -715,10 +715,11 @@ fn the_dashboard_shows_real_events_as_charts() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     for expected in [
-        "Daily active users",
-        "Commands by type",
-        "Platforms",
-        "Data source types",
+        "Daily active and new users",
+        "Commands per day",
+        "Active users by platform",
+        "Active users by data source type",
+        "Weekly retention by cohort",
         "Cloud: page views by route",
         "Cloud: Accept All / Necessary Only",
     ] {

@@ -22,6 +22,7 @@
 //! writes the cube at a time).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, TimeDelta};
 
@@ -209,36 +210,44 @@ impl Cube {
     /// The rows it adds, given the salt of the sketches' hashes and each
     /// user's first day as stored (a user without one counts as not new).
     pub(crate) fn rows(&self, salt: &str, first_days: &HashMap<String, String>) -> CubeRows {
-        // Each user's and project's hash, and each user's first day's
-        // periods, once.
+        const GRAINS: [&str; 3] = [DAY, WEEK, MONTH];
+        const KINDS: [&str; 3] = [USERS, NEW_USERS, PROJECTS];
+        // Periods as ids of their own; each day's three, each user's
+        // first day's three, and each member's hash, once.
+        let mut periods_text = Texts::default();
+        let mut day_periods: HashMap<u32, Option<[u32; 3]>> = HashMap::new();
+        let of_date = |d: NaiveDate, texts: &mut Texts| periods(d).map(|(_, p)| texts.id(&p));
         let mut hashes: HashMap<u32, u64> = HashMap::new();
-        let mut firsts: HashMap<u32, Option<[String; 3]>> = HashMap::new();
-        let mut project_hashes: HashMap<u32, u64> = HashMap::new();
-        for cell in self.cells.values() {
+        let mut firsts: HashMap<u32, Option<[u32; 3]>> = HashMap::new();
+        for ((day, _), cell) in &self.cells {
+            day_periods.entry(*day).or_insert_with(|| {
+                parse_day(self.texts.get(*day)).map(|d| of_date(d, &mut periods_text))
+            });
             for &u in &cell.users {
                 hashes
                     .entry(u)
                     .or_insert_with(|| member_hash(salt, self.texts.get(u)));
-                firsts.entry(u).or_insert_with(|| {
-                    first_days
+                if !firsts.contains_key(&u) {
+                    let f = first_days
                         .get(self.texts.get(u))
                         .and_then(|d| parse_day(d))
-                        .map(|f| periods(f).map(|(_, p)| p))
-                });
+                        .map(|f| of_date(f, &mut periods_text));
+                    firsts.insert(u, f);
+                }
             }
             for &p in &cell.projects {
-                project_hashes
+                hashes
                     .entry(p)
                     .or_insert_with(|| member_hash(salt, self.texts.get(p)));
             }
         }
-        // Keyed by (grain, period, segment) with the segment as value ids.
-        type Key = (&'static str, String, [u32; 5]);
+        // (grain, period, segment), all ids.
+        type Key = (u8, u32, [u32; 5]);
         let mut counts: HashMap<(Key, u32), Counts> = HashMap::new();
-        let mut members: HashMap<(Key, &'static str), Sketch> = HashMap::new();
-        let mut cohort_members: HashMap<(String, String, [u32; 5]), Sketch> = HashMap::new();
+        let mut members: HashMap<(Key, u8), Sketch> = HashMap::new();
+        let mut cohort_members: HashMap<(u32, u32, [u32; 5]), Sketch> = HashMap::new();
         for ((day, full), cell) in &self.cells {
-            let Some(date) = parse_day(self.texts.get(*day)) else {
+            let Some(Some(periods)) = day_periods.get(day) else {
                 continue;
             };
             let mut cuboids = [[ANY_ID; 5]; 7];
@@ -246,71 +255,91 @@ impl Cube {
             for d in 0..5 {
                 cuboids[d + 1][d] = full[d];
             }
-            let week = week_of(date).to_string();
-            for (g, (grain, period)) in periods(date).into_iter().enumerate() {
+            let new: Vec<[bool; 3]> = cell
+                .users
+                .iter()
+                .map(|u| {
+                    let f = firsts.get(u).copied().flatten();
+                    [0, 1, 2].map(|g| f.is_some_and(|f| f[g] == periods[g]))
+                })
+                .collect();
+            for (g, &period) in periods.iter().enumerate() {
                 for (i, s) in cuboids.iter().enumerate() {
                     // Weeks of a full segment are read from its days.
-                    if grain == WEEK && i == 0 {
+                    if g == 1 && i == 0 {
                         continue;
                     }
-                    let key = (grain, period.clone(), *s);
+                    let key = (g as u8, period, *s);
                     for (t, c) in &cell.commands {
-                        counts.entry((key.clone(), *t)).or_default().merge(c);
+                        counts.entry((key, *t)).or_default().merge(c);
                     }
-                    let mut add = |kind: &'static str, h: u64| {
-                        match members.get_mut(&(key.clone(), kind)) {
-                            Some(sketch) => sketch.insert(h),
-                            None => {
-                                let mut sketch = Sketch::default();
-                                sketch.insert(h);
-                                members.insert((key.clone(), kind), sketch);
+                    let users = members.entry((key, 0)).or_default();
+                    for u in &cell.users {
+                        users.insert(hashes[u]);
+                    }
+                    if new.iter().any(|n| n[g]) {
+                        let fresh = members.entry((key, 1)).or_default();
+                        for (u, n) in cell.users.iter().zip(&new) {
+                            if n[g] {
+                                fresh.insert(hashes[u]);
                             }
                         }
-                    };
-                    for u in &cell.users {
-                        add(USERS, hashes[u]);
-                        if firsts[u].as_ref().is_some_and(|f| f[g] == period) {
-                            add(NEW_USERS, hashes[u]);
-                        }
                     }
-                    for p in &cell.projects {
-                        add(PROJECTS, project_hashes[p]);
+                    if !cell.projects.is_empty() {
+                        let projects = members.entry((key, 2)).or_default();
+                        for p in &cell.projects {
+                            projects.insert(hashes[p]);
+                        }
                     }
                 }
             }
             for u in &cell.users {
-                let Some(f) = &firsts[u] else { continue };
+                let Some(Some(f)) = firsts.get(u) else {
+                    continue;
+                };
                 for s in &cuboids {
                     cohort_members
-                        .entry((f[1].clone(), week.clone(), *s))
+                        .entry((f[1], periods[1], *s))
                         .or_default()
                         .insert(hashes[u]);
                 }
             }
         }
+        let text = |i: u32| periods_text.get(i).to_string();
+        let mut segments: HashMap<[u32; 5], Arc<Segment>> = HashMap::new();
+        let mut segment = |s: [u32; 5]| {
+            segments
+                .entry(s)
+                .or_insert_with(|| Arc::new(self.segment(&s)))
+                .clone()
+        };
         CubeRows {
             counts: counts
                 .into_iter()
-                .map(|(((g, p, s), t), c)| ((g, p, self.segment(&s), self.texts.get(t).to_string()), c))
+                .map(|((( g, p, s), t), c)| {
+                    ((GRAINS[g as usize], text(p), segment(s), self.texts.get(t).to_string()), c)
+                })
                 .collect(),
             sketches: members
                 .into_iter()
-                .map(|(((g, p, s), kind), sketch)| ((g, kind, p, self.segment(&s)), sketch))
+                .map(|(((g, p, s), k), sketch)| {
+                    ((GRAINS[g as usize], KINDS[k as usize], text(p), segment(s)), sketch)
+                })
                 .collect(),
             cohorts: cohort_members
                 .into_iter()
-                .map(|((c, w, s), sketch)| ((c, w, self.segment(&s)), sketch))
+                .map(|((c, w, s), sketch)| ((text(c), text(w), segment(s)), sketch))
                 .collect(),
         }
     }
 }
 
 /// (grain, period, segment, command).
-pub(crate) type CountKey = (&'static str, String, Segment, String);
+pub(crate) type CountKey = (&'static str, String, Arc<Segment>, String);
 /// (grain, kind, period, segment).
-pub(crate) type SketchKey = (&'static str, &'static str, String, Segment);
+pub(crate) type SketchKey = (&'static str, &'static str, String, Arc<Segment>);
 /// (cohort week, active week, segment).
-pub(crate) type CohortKey = (String, String, Segment);
+pub(crate) type CohortKey = (String, String, Arc<Segment>);
 
 /// The cube rows a set of events adds, ready to be merged into the stored ones.
 #[derive(Debug, Default)]
@@ -326,9 +355,9 @@ impl CubeRows {
         let mut all: Vec<&Segment> = self
             .counts
             .keys()
-            .map(|k| &k.2)
-            .chain(self.sketches.keys().map(|k| &k.3))
-            .chain(self.cohorts.keys().map(|k| &k.2))
+            .map(|k| &*k.2)
+            .chain(self.sketches.keys().map(|k| &*k.3))
+            .chain(self.cohorts.keys().map(|k| &*k.2))
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -401,7 +430,7 @@ pub(crate) fn write_sqlite(
                 .join(", ")
         ))?;
         for ((grain, period, s, t), mut c) in rows.counts {
-            let id = ids[&s];
+            let id = ids[&*s];
             let stored = read
                 .query_row(params![grain, id, period, t], |r| {
                     let mut f = [0i64; 7];
@@ -444,7 +473,7 @@ pub(crate) fn write_sqlite(
              ON CONFLICT (grain, kind, segment, period) DO UPDATE SET sketch = excluded.sketch",
         )?;
         for ((grain, kind, period, s), mut sketch) in rows.sketches {
-            let id = ids[&s];
+            let id = ids[&*s];
             let stored: Option<Vec<u8>> = read
                 .query_row(params![grain, kind, id, period], |r| r.get(0))
                 .optional()?;
@@ -465,7 +494,7 @@ pub(crate) fn write_sqlite(
          ON CONFLICT (segment, cohort, week) DO UPDATE SET sketch = excluded.sketch",
     )?;
     for ((cohort, week, s), mut sketch) in rows.cohorts {
-        let id = ids[&s];
+        let id = ids[&*s];
         let stored: Option<Vec<u8>> = read
             .query_row(params![id, cohort, week], |r| r.get(0))
             .optional()?;
@@ -539,7 +568,7 @@ pub(crate) async fn write_postgres(
         let (mut g, mut p, mut s, mut t) = (vec![], vec![], vec![], vec![]);
         let mut by_id: HashMap<(String, String, i64, String), CountKey> = HashMap::new();
         for k in counts.keys() {
-            let id = ids[&k.2];
+            let id = ids[&*k.2];
             g.push(k.0.to_string());
             p.push(k.1.clone());
             s.push(id);
@@ -608,7 +637,7 @@ pub(crate) async fn write_postgres(
     let sketch_rows: Vec<([String; 3], i64, Sketch)> = rows
         .sketches
         .into_iter()
-        .map(|((g, k, p, s), sk)| ([g.to_string(), k.to_string(), p], ids[&s], sk))
+        .map(|((g, k, p, s), sk)| ([g.to_string(), k.to_string(), p], ids[&*s], sk))
         .collect();
     merge_sketches_postgres(
         tx,
@@ -620,7 +649,7 @@ pub(crate) async fn write_postgres(
     let cohort_rows: Vec<([String; 3], i64, Sketch)> = rows
         .cohorts
         .into_iter()
-        .map(|((c, w, s), sk)| ([c, w, String::new()], ids[&s], sk))
+        .map(|((c, w, s), sk)| ([c, w, String::new()], ids[&*s], sk))
         .collect();
     merge_sketches_postgres(tx, "cohort_sketches", ["cohort", "week", ""], cohort_rows).await
 }

@@ -480,6 +480,7 @@ impl SqliteWriter {
 
     /// Writes the held-back rollups and the watermark (everything stored so far).
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let t0 = Instant::now(); let n = self.pending.events();
         // One writer: one shard.
         for (upsert, rows) in self.pending.tables() {
             if rows.is_empty() {
@@ -496,6 +497,7 @@ impl SqliteWriter {
         )?;
         // Forgotten here: were the commit to fail, the events past the
         // watermark are rolled up again when the writer next opens.
+        eprintln!("TIMING pending {n} events {:?}", t0.elapsed());
         self.pending = Aggregate::default();
         self.since = Instant::now();
         if self.cube_since.elapsed() >= CUBE_EVERY || self.cube.events() >= CUBE_MAX_EVENTS {
@@ -514,7 +516,9 @@ impl SqliteWriter {
     /// [`Self::write_pending`], so it holds every stored event.
     fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let cube = std::mem::take(&mut self.cube);
+        let t0 = Instant::now(); let n = cube.events();
         self.write_cube_rows(tx, cube)?;
+        eprintln!("TIMING cube {n} events {:?}", t0.elapsed());
         set_setting(tx, CUBE_WATERMARK, self.next_rowid - 1)?;
         self.cube_since = Instant::now();
         Ok(())
@@ -524,6 +528,7 @@ impl SqliteWriter {
         if cube.is_empty() {
             return Ok(());
         }
+        let t0 = Instant::now();
         let mut first_days = HashMap::new();
         let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
         for u in cube.users() {
@@ -531,7 +536,11 @@ impl SqliteWriter {
                 first_days.insert(u.to_string(), d);
             }
         }
-        cube::write_sqlite(tx, cube.rows(&self.salt, &first_days), &mut self.segment_ids)
+        eprintln!("TIMING first days {:?}", t0.elapsed());
+        let t0 = Instant::now();
+        let rows = cube.rows(&self.salt, &first_days);
+        eprintln!("TIMING rows {} {} {} {:?}", rows.counts.len(), rows.sketches.len(), rows.cohorts.len(), t0.elapsed());
+        cube::write_sqlite(tx, rows, &mut self.segment_ids)
     }
 
     /// Deletes one user after writing the held-back rollups; whether anything was stored.

@@ -199,7 +199,7 @@ on_both!(
         let page = String::from_utf8_lossy(&body).into_owned();
         assert_eq!(status, StatusCode::OK);
         assert!(
-            page.contains("id=token") && !page.contains("id=commands"),
+            page.contains("id=token") && !page.contains("id=events"),
             "figures without logging in"
         );
         let login = |token: &str| {
@@ -227,7 +227,7 @@ on_both!(
             .unwrap();
         let (_, _, body) = h.send("127.0.0.1", request).await;
         assert!(
-            String::from_utf8_lossy(&body).contains("id=commands"),
+            String::from_utf8_lossy(&body).contains("id=events"),
             "the session did not open the dashboard"
         );
         let forged = Request::get("/admin")
@@ -236,7 +236,7 @@ on_both!(
             .unwrap();
         let (_, _, body) = h.send("127.0.0.1", forged).await;
         assert!(
-            !String::from_utf8_lossy(&body).contains("id=commands"),
+            !String::from_utf8_lossy(&body).contains("id=events"),
             "a made-up session opened the dashboard"
         );
         h.finish().await;
@@ -277,7 +277,7 @@ on_both!(
             .body(Body::empty())
             .unwrap();
         let (_, _, body) = h.send("10.0.0.1", request).await;
-        assert!(String::from_utf8_lossy(&body).contains("id=commands"));
+        assert!(String::from_utf8_lossy(&body).contains("id=events"));
         // An untrusted peer claiming https gets no Secure cookie (it cannot claim https).
         let (_, headers, _) = h
             .send("192.0.2.9", login_request(crate::ADMIN_TOKEN, true))
