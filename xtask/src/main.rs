@@ -216,6 +216,25 @@ fn browser_installed() -> bool {
     runs("chromium") && runs("chromedriver")
 }
 
+/// axe-core for the browser tests' accessibility check: `npm ci` in
+/// tools/axe the first time (its package-lock pins the version).
+fn axe_script() -> Result<PathBuf> {
+    let dir = root().join("tools").join("axe");
+    let script = dir.join("node_modules").join("axe-core").join("axe.min.js");
+    if !script.exists() {
+        eprintln!("xtask: installing axe-core (npm ci in tools/axe)");
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !script.exists() {
+            return Err("npm ci in tools/axe failed or npm is missing".into());
+        }
+    }
+    Ok(script)
+}
+
 fn test() -> Result {
     tidy::run()?;
     codegen::run(true)?;
@@ -240,6 +259,15 @@ fn test() -> Result {
         );
     } else {
         skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)".into());
+    }
+    match axe_script() {
+        Ok(path) => {
+            cmd.env("PIPERIDER_AXE_JS", path);
+        }
+        Err(e) if in_ci() => {
+            return Err(format!("{e}, and CI must run the accessibility check"));
+        }
+        Err(e) => skipped.push(format!("the dashboard's accessibility check ({e})")),
     }
     let msrv = rust_version()?;
     if msrv_toolchain_installed(&msrv) {

@@ -39,8 +39,16 @@ const COUNTRIES: [&str; 60] = [
     "NG", "KE", "PK", "BD", "SA", "AE", "IR", "LT", "LV", "EE", "SK", "SI",
 ];
 const DATASOURCES: [&str; 10] = [
-    "snowflake", "postgres", "bigquery", "sqlite", "duckdb", "redshift", "databricks", "csv",
-    "parquet", "mysql",
+    "snowflake",
+    "postgres",
+    "bigquery",
+    "sqlite",
+    "duckdb",
+    "redshift",
+    "databricks",
+    "csv",
+    "parquet",
+    "mysql",
 ];
 
 /// splitmix64: the data set is the same on every machine.
@@ -134,7 +142,14 @@ fn hex_id(prefix: u64, n: u64) -> String {
 }
 
 /// One event's JSON.
-fn event(rng: &mut Rng, people: &[Person], u: usize, day: i64, start: NaiveDate, now: i64) -> String {
+fn event(
+    rng: &mut Rng,
+    people: &[Person],
+    u: usize,
+    day: i64,
+    start: NaiveDate,
+    now: i64,
+) -> String {
     let p = &people[u];
     let first = i64::from(p.first_day);
     let command = if day == first && rng.below(3) > 0 {
@@ -150,7 +165,11 @@ fn event(rng: &mut Rng, people: &[Person], u: usize, day: i64, start: NaiveDate,
     let initial = version(first - i64::from(p.lag));
     // One release fails more often than the others.
     let failing = if app == "0.17.0" { 12 } else { 4 };
-    let status = if rng.below(100) < failing { "error" } else { "ok" };
+    let status = if rng.below(100) < failing {
+        "error"
+    } else {
+        "ok"
+    };
     let median_ms = match command {
         "run" => 40_000.0,
         "generate-report" => 3_000.0,
@@ -193,12 +212,16 @@ fn event(rng: &mut Rng, people: &[Person], u: usize, day: i64, start: NaiveDate,
 fn geoip(path: &Path) -> Result {
     let mut writer = mmdb_writer::Writer::new("GeoLite2-City");
     for (i, code) in COUNTRIES.iter().enumerate() {
-        let net: ipnet::IpNet = format!("1.{i}.0.0/16").parse().map_err(|e| format!("{e}"))?;
+        let net: ipnet::IpNet = format!("1.{i}.0.0/16")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         writer
             .insert(net, &json!({"country": {"iso_code": code}}))
             .map_err(|e| format!("GeoIP fixture: {e}"))?;
     }
-    let bytes = writer.to_bytes().map_err(|e| format!("GeoIP fixture: {e}"))?;
+    let bytes = writer
+        .to_bytes()
+        .map_err(|e| format!("GeoIP fixture: {e}"))?;
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -338,7 +361,9 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
         }
     });
     let failed = post_all(backend.addr, rx).await;
-    generator.join().map_err(|_| "the data set's generator panicked")?;
+    generator
+        .join()
+        .map_err(|_| "the data set's generator panicked")?;
     if failed > 0 {
         return Err(format!("{failed} batches of the data set were not stored"));
     }
@@ -361,7 +386,11 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
 
 /// Every chart the dashboard draws, for both ranges: the median time of
 /// each over `runs` rounds; returns the slowest median and every median.
-async fn time_charts(addr: SocketAddr, end: NaiveDate, runs: usize) -> Result<(f64, Map<String, Value>)> {
+async fn time_charts(
+    addr: SocketAddr,
+    end: NaiveDate,
+    runs: usize,
+) -> Result<(f64, Map<String, Value>)> {
     let (status, list) = crate::load::get(addr, "/v1/admin/charts", Some(ADMIN_TOKEN))
         .await
         .ok_or("GET /v1/admin/charts failed")?;
@@ -414,7 +443,10 @@ pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result 
     let runs = if quick { 3 } else { 5 };
     let (slowest, medians) = time_charts(backend.addr, kept.end, runs).await?;
     eprintln!("bench dashboard on SQLite: slowest chart median {slowest:.1} ms");
-    report.insert("stats_query_ms_1m_users_sqlite".into(), json!(round(slowest, 1)));
+    report.insert(
+        "stats_query_ms_1m_users_sqlite".into(),
+        json!(round(slowest, 1)),
+    );
     report.insert("chart_ms_1m_users_sqlite".into(), Value::Object(medians));
     Ok(())
 }

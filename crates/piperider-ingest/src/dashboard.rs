@@ -152,7 +152,12 @@ fn column(chart: &Chart, name: &str) -> Option<usize> {
 
 /// The page's query string for these range and filters, with one filter
 /// changed (`None` removes it).
-fn query(from: NaiveDate, to: NaiveDate, f: &Filters, change: Option<(usize, Option<&str>)>) -> String {
+fn query(
+    from: NaiveDate,
+    to: NaiveDate,
+    f: &Filters,
+    change: Option<(usize, Option<&str>)>,
+) -> String {
     let mut q = format!("from={from}&to={to}");
     for (d, name) in DIMENSIONS.iter().enumerate() {
         let v = match change {
@@ -286,7 +291,11 @@ fn columns(chart: &Chart, value: &str, id: &str) -> String {
 
 /// Horizontal bars of `value` by the first column; with `filter`, each bar
 /// is a link that adds its key as that filter.
-fn bars_of(chart: &Chart, value: &str, filter: Option<(usize, &dyn Fn(usize, &str) -> String)>) -> String {
+fn bars_of(
+    chart: &Chart,
+    value: &str,
+    filter: Option<(usize, &dyn Fn(usize, &str) -> String)>,
+) -> String {
     let Some(v) = column(chart, value) else {
         return empty();
     };
@@ -294,7 +303,12 @@ fn bars_of(chart: &Chart, value: &str, filter: Option<(usize, &dyn Fn(usize, &st
         return empty();
     }
     let unit = chart.columns[v].unit.clone();
-    let max = chart.rows.iter().map(|r| number(&r[v])).fold(0.0, f64::max).max(1e-9);
+    let max = chart
+        .rows
+        .iter()
+        .map(|r| number(&r[v]))
+        .fold(0.0, f64::max)
+        .max(1e-9);
     let mut out = format!("<ol class=bars aria-label=\"{}\">", esc(&chart.title));
     for r in chart.rows.iter().take(30) {
         let key = r[0].as_str().unwrap_or("");
@@ -321,7 +335,11 @@ fn bars_of(chart: &Chart, value: &str, filter: Option<(usize, &dyn Fn(usize, &st
     }
     out.push_str("</ol>");
     if chart.rows.len() > 30 {
-        let _ = write!(out, "<p class=note>The first 30 of {}; the table and downloads hold all.</p>", thousands(chart.rows.len() as i64));
+        let _ = write!(
+            out,
+            "<p class=note>The first 30 of {}; the table and downloads hold all.</p>",
+            thousands(chart.rows.len() as i64)
+        );
     }
     out
 }
@@ -355,7 +373,8 @@ pub(crate) struct PageQuery {
 }
 
 impl Expected for PageQuery {
-    const EXPECTED: &'static str = "?from=YYYY-MM-DD&to=YYYY-MM-DD&os=&app_version=&datasource_type=&ci=&country=";
+    const EXPECTED: &'static str =
+        "?from=YYYY-MM-DD&to=YYYY-MM-DD&os=&app_version=&datasource_type=&ci=&country=";
 }
 
 /// `GET /admin`. A date or filter that is not one is refused before the
@@ -402,7 +421,11 @@ fn render(
     let mut hidden = String::new();
     for (d, name) in DIMENSIONS.iter().enumerate() {
         if let Some(v) = &filters.0[d] {
-            let _ = write!(hidden, "<input type=hidden name={name} value=\"{}\">", esc(v));
+            let _ = write!(
+                hidden,
+                "<input type=hidden name={name} value=\"{}\">",
+                esc(v)
+            );
         }
     }
     let mut out = format!(
@@ -430,7 +453,11 @@ fn render(
         out,
         "<section class=wide><h2>Filters</h2><div class=filters>{}</div><p class=note>Every CLI chart below is \
          filtered. Click a bar of a breakdown to add its value; the address keeps the filters.</p></section>",
-        if chips.is_empty() { "<span>None: all events.</span>".to_string() } else { chips }
+        if chips.is_empty() {
+            "<span>None: all events.</span>".to_string()
+        } else {
+            chips
+        }
     );
     let by = |name: &str| charts.iter().find(|c| c.name == name);
     if let Some(s) = by("summary") {
@@ -458,8 +485,9 @@ fn render(
                 // One column per day: the commands of every type.
                 let mut per_day: std::collections::BTreeMap<String, i64> = Default::default();
                 for r in &c.rows {
-                    *per_day.entry(r[0].as_str().unwrap_or("").to_string()).or_default() +=
-                        r[2].as_i64().unwrap_or(0);
+                    *per_day
+                        .entry(r[0].as_str().unwrap_or("").to_string())
+                        .or_default() += r[2].as_i64().unwrap_or(0);
                 }
                 let total = Chart {
                     name: c.name.clone(),
@@ -468,7 +496,10 @@ fn render(
                     to: c.to.clone(),
                     filters: c.filters.clone(),
                     columns: vec![c.columns[0].clone(), c.columns[2].clone()],
-                    rows: per_day.into_iter().map(|(d, n)| vec![Value::from(d), Value::from(n)]).collect(),
+                    rows: per_day
+                        .into_iter()
+                        .map(|(d, n)| vec![Value::from(d), Value::from(n)])
+                        .collect(),
                     estimated: false,
                     accuracy: String::new(),
                 };
@@ -478,13 +509,21 @@ fn render(
                 // Each figure on its own scale.
                 let mut all = String::new();
                 for f in c.columns.iter().skip(1) {
-                    let _ = write!(all, "<h3 class=note>{}</h3>", esc(&f.name.replace('_', " ")));
+                    let _ = write!(
+                        all,
+                        "<h3 class=note>{}</h3>",
+                        esc(&f.name.replace('_', " "))
+                    );
                     all.push_str(&columns(c, &f.name, &format!("{}-{}", c.name, f.name)));
                 }
                 all
             }
             "retention" | "version_adoption" | "projects_by_datasource" => {
-                if c.rows.is_empty() { empty() } else { "<p class=note>See the table.</p>".into() }
+                if c.rows.is_empty() {
+                    empty()
+                } else {
+                    "<p class=note>See the table.</p>".into()
+                }
             }
             "ci_share" => columns(c, "ci_event_share", &c.name),
             "errors_by_command" | "errors_by_version" => bars_of(c, "error_rate", None),
@@ -497,7 +536,10 @@ fn render(
                 }
             }
         };
-        let wide = matches!(c.name.as_str(), "retention" | "version_adoption" | "figures_daily");
+        let wide = matches!(
+            c.name.as_str(),
+            "retention" | "version_adoption" | "figures_daily"
+        );
         let mut s = section(c, drawing, &q, wide);
         if wide {
             // Open by default: the table is the chart.
@@ -520,7 +562,10 @@ fn render(
             to: to.to_string(),
             filters: Default::default(),
             columns: Vec::new(),
-            rows: counts.iter().map(|c| vec![Value::from(c.key.clone()), Value::from(c.count)]).collect(),
+            rows: counts
+                .iter()
+                .map(|c| vec![Value::from(c.key.clone()), Value::from(c.count)])
+                .collect(),
             estimated: false,
             accuracy: String::new(),
         };
@@ -561,8 +606,16 @@ mod tests {
             to: "2026-01-31".into(),
             filters: Default::default(),
             columns: vec![
-                ChartColumn { name: "day".into(), unit: "day".into(), estimate: false },
-                ChartColumn { name: "users".into(), unit: "users".into(), estimate: true },
+                ChartColumn {
+                    name: "day".into(),
+                    unit: "day".into(),
+                    estimate: false,
+                },
+                ChartColumn {
+                    name: "users".into(),
+                    unit: "users".into(),
+                    estimate: true,
+                },
             ],
             rows,
             estimated: false,
@@ -583,11 +636,21 @@ mod tests {
         assert!(columns(&chart(vec![]), "users", "x").contains("No events"));
         let one = chart(vec![vec![Value::from("2026-01-01"), Value::from(3)]]);
         let svg = columns(&one, "users", "x");
-        assert!(svg.contains("data-points=1") && svg.contains("<desc"), "{svg}");
-        let many = chart((0..2500).map(|i| vec![Value::from(format!("d{i}")), Value::from(i % 7 + 1)]).collect());
+        assert!(
+            svg.contains("data-points=1") && svg.contains("<desc"),
+            "{svg}"
+        );
+        let many = chart(
+            (0..2500)
+                .map(|i| vec![Value::from(format!("d{i}")), Value::from(i % 7 + 1)])
+                .collect(),
+        );
         assert_eq!(columns(&many, "users", "x").matches("<rect").count(), 2500);
         let hostile = chart(vec![vec![Value::from("<script>"), Value::from(1)]]);
-        assert!(!bars_of(&hostile, "users", None).contains("<script>"), "keys are escaped");
+        assert!(
+            !bars_of(&hostile, "users", None).contains("<script>"),
+            "keys are escaped"
+        );
         assert!(!columns(&hostile, "users", "x").contains("<script>"));
     }
 
@@ -599,6 +662,9 @@ mod tests {
             query(from, to, &f, Some((4, Some("a&b")))),
             "from=2026-01-01&to=2026-01-31&os=linux&country=a%26b"
         );
-        assert_eq!(query(from, to, &f, Some((0, None))), "from=2026-01-01&to=2026-01-31");
+        assert_eq!(
+            query(from, to, &f, Some((0, None))),
+            "from=2026-01-01&to=2026-01-31"
+        );
     }
 }

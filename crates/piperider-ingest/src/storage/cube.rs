@@ -316,14 +316,25 @@ impl Cube {
         CubeRows {
             counts: counts
                 .into_iter()
-                .map(|((( g, p, s), t), c)| {
-                    ((GRAINS[g as usize], text(p), segment(s), self.texts.get(t).to_string()), c)
+                .map(|(((g, p, s), t), c)| {
+                    (
+                        (
+                            GRAINS[g as usize],
+                            text(p),
+                            segment(s),
+                            self.texts.get(t).to_string(),
+                        ),
+                        c,
+                    )
                 })
                 .collect(),
             sketches: members
                 .into_iter()
                 .map(|(((g, p, s), k), sketch)| {
-                    ((GRAINS[g as usize], KINDS[k as usize], text(p), segment(s)), sketch)
+                    (
+                        (GRAINS[g as usize], KINDS[k as usize], text(p), segment(s)),
+                        sketch,
+                    )
                 })
                 .collect(),
             cohorts: cohort_members

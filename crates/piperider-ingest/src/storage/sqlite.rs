@@ -326,7 +326,10 @@ impl SqliteWriter {
             }
         }
         if built > 0 {
-            tracing::info!(events = built, "built the dashboard's cube from stored events");
+            tracing::info!(
+                events = built,
+                "built the dashboard's cube from stored events"
+            );
         }
         Ok(())
     }
@@ -336,7 +339,9 @@ impl SqliteWriter {
     /// transaction that may have dropped some).
     fn recover(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let watermark = setting_i64(conn, WATERMARK).unwrap_or(0);
-        let cube_from = setting_i64(conn, CUBE_WATERMARK).unwrap_or(0).min(watermark);
+        let cube_from = setting_i64(conn, CUBE_WATERMARK)
+            .unwrap_or(0)
+            .min(watermark);
         let last: i64 = conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
             r.get(0)
         })?;
@@ -480,7 +485,6 @@ impl SqliteWriter {
 
     /// Writes the held-back rollups and the watermark (everything stored so far).
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let t0 = Instant::now(); let n = self.pending.events();
         // One writer: one shard.
         for (upsert, rows) in self.pending.tables() {
             if rows.is_empty() {
@@ -497,7 +501,6 @@ impl SqliteWriter {
         )?;
         // Forgotten here: were the commit to fail, the events past the
         // watermark are rolled up again when the writer next opens.
-        eprintln!("TIMING pending {n} events {:?}", t0.elapsed());
         self.pending = Aggregate::default();
         self.since = Instant::now();
         if self.cube_since.elapsed() >= CUBE_EVERY || self.cube.events() >= CUBE_MAX_EVENTS {
@@ -516,9 +519,7 @@ impl SqliteWriter {
     /// [`Self::write_pending`], so it holds every stored event.
     fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let cube = std::mem::take(&mut self.cube);
-        let t0 = Instant::now(); let n = cube.events();
         self.write_cube_rows(tx, cube)?;
-        eprintln!("TIMING cube {n} events {:?}", t0.elapsed());
         set_setting(tx, CUBE_WATERMARK, self.next_rowid - 1)?;
         self.cube_since = Instant::now();
         Ok(())
@@ -528,7 +529,6 @@ impl SqliteWriter {
         if cube.is_empty() {
             return Ok(());
         }
-        let t0 = Instant::now();
         let mut first_days = HashMap::new();
         let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
         for u in cube.users() {
@@ -536,11 +536,11 @@ impl SqliteWriter {
                 first_days.insert(u.to_string(), d);
             }
         }
-        eprintln!("TIMING first days {:?}", t0.elapsed());
-        let t0 = Instant::now();
-        let rows = cube.rows(&self.salt, &first_days);
-        eprintln!("TIMING rows {} {} {} {:?}", rows.counts.len(), rows.sketches.len(), rows.cohorts.len(), t0.elapsed());
-        cube::write_sqlite(tx, rows, &mut self.segment_ids)
+        cube::write_sqlite(
+            tx,
+            cube.rows(&self.salt, &first_days),
+            &mut self.segment_ids,
+        )
     }
 
     /// Deletes one user after writing the held-back rollups; whether anything was stored.
