@@ -366,10 +366,14 @@ pub fn run_transfer(name: &str, command: Transfer) -> ExitCode {
                 let report = crate::storage::transfer::import(&database_url, &mut source)
                     .await
                     .map_err(|e| format!("import into {}: {e}", redact(&database_url)))?;
-                Ok(format!(
-                    "read {} rows, inserted {}",
-                    report.rows, report.inserted
-                ))
+                let mut done = format!("read {} rows, inserted {}", report.rows, report.inserted);
+                if report.outside_cube > 0 {
+                    done.push_str(&format!(
+                        "; {} events were not yet in the source's dashboard rollups and count in every figure but the dashboard's charts (export from a stopped service to avoid this)",
+                        report.outside_cube
+                    ));
+                }
+                Ok(done)
             }
         }
     });

@@ -109,8 +109,78 @@ const TABLES: &[Table] = &[
             ("hash", "text"),
         ],
     },
+    Table {
+        name: "segments",
+        columns: &[
+            ("id", INT),
+            ("os", "text"),
+            ("app_version", "text"),
+            ("datasource_type", "text"),
+            ("ci", "text"),
+            ("country", "text"),
+        ],
+    },
+    Table {
+        name: "cube_counts",
+        columns: &[
+            ("grain", "text"),
+            ("segment", INT),
+            ("period", "text"),
+            ("event_type", "text"),
+            ("events", INT),
+            ("errors", INT),
+            ("tables", INT),
+            ("columns", INT),
+            ("rows", INT),
+            ("builtin_assertions", INT),
+            ("custom_assertions", INT),
+            ("passed_assertions", INT),
+            ("failed_assertions", INT),
+            ("durations", BYTES),
+        ],
+    },
+    Table {
+        name: "cube_sketches",
+        columns: &[
+            ("grain", "text"),
+            ("kind", "text"),
+            ("segment", INT),
+            ("period", "text"),
+            ("sketch", BYTES),
+        ],
+    },
+    Table {
+        name: "cohort_sketches",
+        columns: &[
+            ("segment", INT),
+            ("cohort", "text"),
+            ("week", "text"),
+            ("sketch", BYTES),
+        ],
+    },
     written(&schema::EVENTS),
 ];
+
+/// Binary columns (the cube's sketches and histograms), as hex in the file.
+const BYTES: &str = "bytes";
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 const EVENTS: &str = "events";
 /// The settings that travel: the data cannot be read right without them.
@@ -161,8 +231,8 @@ fn bad(line: u64, reason: impl Into<String>) -> TransferError {
 
 /// Every column of `table`, integers as BIGINT (PostgreSQL keeps a shard
 /// as INTEGER).
-fn select(table: &Table, filter: &str) -> String {
-    let columns: Vec<String> = table
+fn select(table: &Table, filter: &str, extra: &str) -> String {
+    let mut columns: Vec<String> = table
         .columns
         .iter()
         .map(|(c, kind)| match *kind {
@@ -170,6 +240,9 @@ fn select(table: &Table, filter: &str) -> String {
             _ => (*c).to_string(),
         })
         .collect();
+    if !extra.is_empty() {
+        columns.push(extra.to_string());
+    }
     format!("SELECT {} FROM {} {filter}", columns.join(", "), table.name)
 }
 
@@ -187,7 +260,7 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
     let mut rows = 0u64;
     writeln!(out, "{}", json!({"format": FORMAT, "version": 1}))?;
     macro_rules! dump {
-        ($pool:expr, $snapshot:expr, $rolled:expr, $unrolled:expr) => {{
+        ($pool:expr, $snapshot:expr, $rolled:expr, $unrolled:expr, $in_cube:expr) => {{
             let mut tx = $pool.begin().await?;
             sqlx::query($snapshot).execute(&mut *tx).await?;
             let keys: Vec<(String, String)> =
@@ -199,9 +272,9 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
             }
             for table in TABLES {
                 let passes: Vec<(String, Option<bool>)> = if table.name == EVENTS {
-                    vec![(select(table, $rolled), Some(true)), (select(table, $unrolled), Some(false))]
+                    vec![(select(table, $rolled, $in_cube), Some(true)), (select(table, $unrolled, ""), Some(false))]
                 } else {
-                    vec![(select(table, ""), None)]
+                    vec![(select(table, "", ""), None)]
                 };
                 for (sql, rolled_up) in passes {
                     let mut stream = sqlx::query(&sql).fetch(&mut *tx);
@@ -210,6 +283,7 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
                         for (column, kind) in table.columns {
                             let value = match *kind {
                                 INT => json!(r.try_get::<Option<i64>, _>(*column)?),
+                                BYTES => json!(r.try_get::<Option<Vec<u8>>, _>(*column)?.map(|b| hex(&b))),
                                 _ => json!(r.try_get::<Option<String>, _>(*column)?),
                             };
                             row.insert((*column).to_string(), value);
@@ -217,6 +291,11 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
                         let mut line = json!({"table": table.name, "row": row});
                         if let Some(rolled) = rolled_up {
                             line["rolled_up"] = json!(rolled);
+                            // In the other rollups, not yet in the dashboard's cube
+                            // (a live SQLite writer holds it back up to 15 s).
+                            if rolled && r.try_get::<i64, _>("in_cube").is_ok_and(|c| c == 0) {
+                                line["in_cube"] = json!(false);
+                            }
                         }
                         writeln!(out, "{line}")?;
                         rows += 1;
@@ -231,13 +310,15 @@ pub async fn export(url: &str, out: &mut dyn Write) -> Result<ExportReport, Tran
             pool,
             "SELECT 1",
             "WHERE rowid <= (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid",
-            "WHERE rowid > (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid"
+            "WHERE rowid > (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'rollup_watermark') ORDER BY rowid",
+            "CAST(rowid <= (SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM settings WHERE key = 'cube_watermark') AS BIGINT) AS in_cube"
         ),
         Backend::Postgres(pool) => dump!(
             pool,
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
             "e WHERE NOT EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))",
-            "e WHERE EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))"
+            "e WHERE EXISTS (SELECT 1 FROM rollup_queue q WHERE q.event_id = CAST(e.event_id AS uuid))",
+            "CAST(1 AS BIGINT) AS in_cube"
         ),
     }
     writeln!(out, "{}", json!({"end": true, "rows": rows}))?;
@@ -253,6 +334,11 @@ pub struct ImportReport {
     pub rows: u64,
     /// Rows inserted (the rest were there already).
     pub inserted: u64,
+    /// Events (into PostgreSQL) that were in the source's other rollups but
+    /// not yet in its dashboard cube (a live SQLite writer holds the cube
+    /// back up to 15 s): counted everywhere but the dashboard's charts.
+    /// Export from a stopped service to have none.
+    pub outside_cube: u64,
 }
 
 /// One parsed row line: the table, its values in column order, and for
@@ -261,6 +347,9 @@ struct Parsed {
     table: &'static Table,
     values: Vec<Value>,
     rolled_up: bool,
+    /// In the source's dashboard cube too (which a live SQLite writer
+    /// holds back a little longer than the other rollups).
+    in_cube: bool,
 }
 
 fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
@@ -281,6 +370,7 @@ fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
             table: &SETTINGS_TABLE,
             values: vec![row["key"].clone(), row["value"].clone()],
             rolled_up: true,
+            in_cube: true,
         });
     }
     let table = TABLES
@@ -300,6 +390,7 @@ fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
             .ok_or_else(|| bad(line, format!("{name}.{column} is missing")))?;
         let fits = match *kind {
             INT => value.is_null() || value.is_i64(),
+            BYTES => value.is_null() || value.as_str().is_some_and(|h| unhex(h).is_some()),
             _ => value.is_null() || value.is_string(),
         };
         if !fits {
@@ -307,15 +398,18 @@ fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
         }
         values.push(value.clone());
     }
-    let rolled_up = match v.get("rolled_up") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad(line, "\"rolled_up\" must be true or false")),
+    let flag = |name: &str| match v.get(name) {
+        None => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(line, format!("\"{name}\" must be true or false"))),
     };
+    let rolled_up = flag("rolled_up")?;
+    let in_cube = flag("in_cube")? && rolled_up;
     Ok(Parsed {
         table,
         values,
         rolled_up,
+        in_cube,
     })
 }
 
@@ -361,6 +455,7 @@ pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, 
     let mut chunk: Vec<Parsed> = Vec::with_capacity(CHUNK);
     let mut ended = None;
     let mut seen_unrolled = false;
+    let mut seen_outside_cube = false;
     let mut state = ImportState::default();
     while next_line(&mut text, &mut line_no)? {
         if ended.is_some() {
@@ -384,6 +479,13 @@ pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, 
                 ));
             }
             seen_unrolled |= !parsed.rolled_up;
+            if parsed.in_cube && seen_outside_cube {
+                return Err(bad(
+                    line_no,
+                    "an event in the dashboard's cube after one that is not",
+                ));
+            }
+            seen_outside_cube |= !parsed.in_cube;
         }
         if parsed.table.name == "settings" && parsed.values[0] == SALT {
             check_salt(&db, line_no, parsed.values[1].as_str().unwrap_or("")).await?;
@@ -411,6 +513,7 @@ pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, 
     }
     report.inserted += write_chunk(&db, &mut chunk, &mut state).await?;
     finish(&db, &state).await?;
+    report.outside_cube = state.outside_cube;
     on_pool!(&db, pool => pool.close().await);
     Ok(report)
 }
@@ -420,6 +523,13 @@ pub async fn import(url: &str, input: &mut dyn BufRead) -> Result<ImportReport, 
 struct ImportState {
     /// SQLite: the last rowid of an event inserted as already rolled up.
     last_rolled_rowid: Option<i64>,
+    /// PostgreSQL: events inserted as rolled up but not in the cube.
+    outside_cube: u64,
+    /// SQLite: the last rowid of an event inserted as in the cube.
+    last_cube_rowid: Option<i64>,
+    /// Whether the file holds the cube's tables (an export from before
+    /// the cube does not: the target's writer builds it from the events).
+    saw_cube: bool,
 }
 
 /// Refuses a target holding data under another salt; an empty target
@@ -469,6 +579,7 @@ macro_rules! bound {
         for (value, (_, kind)) in $p.values.iter().zip($p.table.columns) {
             q = match *kind {
                 INT => q.bind(value.as_i64()),
+                BYTES => q.bind(value.as_str().and_then(unhex)),
                 _ => q.bind(value.as_str().map(str::to_string)),
             };
         }
@@ -483,6 +594,9 @@ async fn write_chunk(
     state: &mut ImportState,
 ) -> Result<u64, TransferError> {
     let mut inserted = 0;
+    state.saw_cube |= chunk
+        .iter()
+        .any(|p| p.table.name.starts_with("cube_") || p.table.name == "segments");
     // Each new row counted, then `$after` run on it.
     macro_rules! insert_all {
         ($pool:expr, |$p:ident, $done:ident, $tx:ident| $after:block) => {{
@@ -506,8 +620,14 @@ async fn write_chunk(
             if p.table.name == EVENTS && p.rolled_up {
                 state.last_rolled_rowid = Some(done.last_insert_rowid());
             }
+            if p.table.name == EVENTS && p.in_cube {
+                state.last_cube_rowid = Some(done.last_insert_rowid());
+            }
         }),
         Backend::Postgres(pool) => insert_all!(pool, |p, _done, tx| {
+            if p.table.name == EVENTS && p.rolled_up && !p.in_cube {
+                state.outside_cube += 1;
+            }
             // An event not in the rollups goes to the roller's queue.
             if p.table.name == EVENTS && !p.rolled_up {
                 sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
@@ -521,21 +641,40 @@ async fn write_chunk(
     Ok(inserted)
 }
 
-/// SQLite: the writer's watermark past the events imported as rolled up
-/// (and before those that are not, which it then rolls up when it opens).
+/// SQLite: the writer's watermarks past the events imported as rolled up
+/// and as in the cube (the writer rolls up the rest when it opens).
+/// PostgreSQL: segment ids imported as they were, the sequence past them.
 async fn finish(db: &Backend, state: &ImportState) -> Result<(), TransferError> {
-    if let (Backend::Sqlite(pool), Some(rowid)) = (db, state.last_rolled_rowid) {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'rollup_watermark'")
-                .fetch_optional(pool)
+    match db {
+        Backend::Sqlite(pool) => {
+            let mut marks = vec![("rollup_watermark", state.last_rolled_rowid)];
+            if state.saw_cube {
+                marks.push(("cube_watermark", Some(state.last_cube_rowid.unwrap_or(0))));
+            }
+            for (key, rowid) in marks {
+                let Some(rowid) = rowid else { continue };
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(pool)
+                        .await?;
+                let current = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(current.max(rowid).to_string())
+                .execute(pool)
                 .await?;
-        let current = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('rollup_watermark', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(current.max(rowid).to_string())
-        .execute(pool)
-        .await?;
+            }
+        }
+        Backend::Postgres(pool) => {
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('segments', 'id'), COALESCE((SELECT MAX(id) FROM segments), 0) + 1, false)",
+            )
+            .execute(pool)
+            .await?;
+        }
     }
     Ok(())
 }

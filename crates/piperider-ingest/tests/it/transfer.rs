@@ -20,10 +20,15 @@ async fn import_bytes(
     import(url, &mut &bytes[..]).await
 }
 
-/// The dashboard's figures and one user's report.
+/// The dashboard's figures (the stats and every chart) and one user's report.
 async fn figures(h: &Harness, user: &str) -> (Value, Value) {
-    let (status, stats) = h.admin_get("/v1/admin/stats").await;
+    let (status, mut stats) = h.admin_get("/v1/admin/stats").await;
     assert_eq!(status, StatusCode::OK, "{stats}");
+    for (name, _) in piperider_ingest::storage::insights::CHARTS {
+        let (status, chart) = h.admin_get(&format!("/v1/admin/charts/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{chart}");
+        stats[format!("chart {name}")] = chart;
+    }
     let (status, report) = h.admin_get(&format!("/v1/admin/users/{user}")).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     (stats, report)
