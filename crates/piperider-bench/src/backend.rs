@@ -56,7 +56,7 @@ fn batch100() -> BodyFn {
     Arc::new(|n| body(n, 100))
 }
 
-fn postgres_reachable() -> bool {
+pub(crate) fn postgres_reachable() -> bool {
     std::net::TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], 5432)),
         Duration::from_secs(2),
@@ -64,7 +64,7 @@ fn postgres_reachable() -> bool {
     .is_ok()
 }
 
-async fn pg_admin(sql: &str) -> Result {
+pub(crate) async fn pg_admin(sql: &str) -> Result {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
