@@ -32,6 +32,11 @@ pub(crate) fn run(quick: bool) -> Result {
     if std::env::var_os("PIPERIDER_BENCH_ONLY").is_some() {
         let backend = crate::backend::run(quick)?;
         crate::backend::print(&backend);
+        // Every figure of the phases run, nested ones too.
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(backend)).unwrap_or_default()
+        );
         return Ok(());
     }
     let cli = cli_overhead(&work, &settings);

@@ -586,6 +586,39 @@ async fn time_charts(
     Ok((slowest, medians))
 }
 
+/// The summary chart's distinct users for 30 and 365 days against the
+/// exact count (from `daily_users`, read directly, not timed):
+/// `distinct_users_error_pct`.
+async fn accuracy(backend: &Backend, kept: &Kept, report: &mut Map<String, Value>) -> Result {
+    let db = rusqlite::Connection::open_with_flags(
+        kept.dir.join("telemetry.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut errors = Map::new();
+    for days in [30, 365] {
+        let from = kept.end - TimeDelta::days(days - 1);
+        let exact: i64 = db
+            .query_row(
+                "SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= ?1 AND day <= ?2",
+                [from.to_string(), kept.end.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        let path = format!("/v1/admin/charts/summary?from={from}&to={}", kept.end);
+        let (_, body) = crate::load::get(backend.addr, &path, Some(ADMIN_TOKEN))
+            .await
+            .ok_or("the summary chart failed")?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let estimate = v["rows"][0][0].as_i64().ok_or("no active_users")?;
+        let pct = (estimate - exact).abs() as f64 / exact.max(1) as f64 * 100.0;
+        eprintln!("bench dashboard: {days} days: {estimate} active users estimated, {exact} exact ({pct:.2}%)");
+        errors.insert(format!("{days}d"), json!({"estimate": estimate, "exact": exact, "error_pct": round(pct, 2)}));
+    }
+    report.insert("distinct_users_error_pct".into(), Value::Object(errors));
+    Ok(())
+}
+
 /// The dashboard phase on the kept data set (built first if need be).
 pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result {
     let dir = crate::target_dir().join("bench").join("dashboard");
