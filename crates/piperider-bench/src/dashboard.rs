@@ -668,6 +668,9 @@ pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result 
             }
             pages.insert(format!("{days}d"), json!(round(median(times), 1)));
         }
+        if db == "sqlite" {
+            accuracy(&backend, &kept, report).await?;
+        }
         eprintln!(
             "bench dashboard on {db}: slowest chart median {slowest:.1} ms; the page {pages:?} ms"
         );
