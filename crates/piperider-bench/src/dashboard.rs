@@ -208,7 +208,7 @@ fn event(
     )
 }
 
-/// The GeoIP database the backend is given: 1.N.0.0/16 is in COUNTRIES[N].
+/// The GeoIP database the backend is given: `1.N.0.0/16` is in `COUNTRIES[N]`.
 fn geoip(path: &Path) -> Result {
     let mut writer = mmdb_writer::Writer::new("GeoLite2-City");
     for (i, code) in COUNTRIES.iter().enumerate() {
@@ -612,8 +612,13 @@ async fn accuracy(backend: &Backend, kept: &Kept, report: &mut Map<String, Value
         let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         let estimate = v["rows"][0][0].as_i64().ok_or("no active_users")?;
         let pct = (estimate - exact).abs() as f64 / exact.max(1) as f64 * 100.0;
-        eprintln!("bench dashboard: {days} days: {estimate} active users estimated, {exact} exact ({pct:.2}%)");
-        errors.insert(format!("{days}d"), json!({"estimate": estimate, "exact": exact, "error_pct": round(pct, 2)}));
+        eprintln!(
+            "bench dashboard: {days} days: {estimate} active users estimated, {exact} exact ({pct:.2}%)"
+        );
+        errors.insert(
+            format!("{days}d"),
+            json!({"estimate": estimate, "exact": exact, "error_pct": round(pct, 2)}),
+        );
     }
     report.insert("distinct_users_error_pct".into(), Value::Object(errors));
     Ok(())

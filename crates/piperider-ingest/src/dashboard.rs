@@ -117,7 +117,7 @@ pub(crate) fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -289,13 +289,12 @@ fn columns(chart: &Chart, value: &str, id: &str) -> String {
     svg
 }
 
+/// Makes the page's query string with a filter set to a value.
+type FilterLink<'a> = &'a dyn Fn(usize, &str) -> String;
+
 /// Horizontal bars of `value` by the first column; with `filter`, each bar
 /// is a link that adds its key as that filter.
-fn bars_of(
-    chart: &Chart,
-    value: &str,
-    filter: Option<(usize, &dyn Fn(usize, &str) -> String)>,
-) -> String {
+fn bars_of(chart: &Chart, value: &str, filter: Option<(usize, FilterLink<'_>)>) -> String {
     let Some(v) = column(chart, value) else {
         return empty();
     };

@@ -227,12 +227,13 @@ impl Cube {
                 hashes
                     .entry(u)
                     .or_insert_with(|| member_hash(salt, self.texts.get(u)));
-                if !firsts.contains_key(&u) {
-                    let f = first_days
-                        .get(self.texts.get(u))
-                        .and_then(|d| parse_day(d))
-                        .map(|f| of_date(f, &mut periods_text));
-                    firsts.insert(u, f);
+                if let std::collections::hash_map::Entry::Vacant(slot) = firsts.entry(u) {
+                    slot.insert(
+                        first_days
+                            .get(self.texts.get(u))
+                            .and_then(|d| parse_day(d))
+                            .map(|f| of_date(f, &mut periods_text)),
+                    );
                 }
             }
             for &p in &cell.projects {
@@ -616,7 +617,7 @@ pub(crate) async fn write_postgres(
                 mine.merge(&c);
             }
         }
-        let mut values: Vec<Vec<i64>> = vec![Vec::with_capacity(counts.len()); 9];
+        let mut values: Vec<Vec<i64>> = (0..9).map(|_| Vec::with_capacity(counts.len())).collect();
         let mut durations: Vec<Vec<u8>> = Vec::with_capacity(counts.len());
         for c in counts.values() {
             values[0].push(c.events);

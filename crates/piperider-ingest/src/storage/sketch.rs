@@ -187,7 +187,9 @@ impl Sketch {
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Sketch, Malformed> {
         let bad = Malformed("sketch");
         match bytes.split_first() {
-            Some((&SPARSE, rest)) if rest.len() % 8 == 0 && rest.len() / 8 <= SPARSE_MAX => {
+            Some((&SPARSE, rest))
+                if rest.len().is_multiple_of(8) && rest.len() / 8 <= SPARSE_MAX =>
+            {
                 let hashes: Vec<u64> = rest
                     .chunks_exact(8)
                     .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
@@ -316,7 +318,7 @@ impl Histogram {
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Histogram, Malformed> {
-        if bytes.len() % 10 != 0 {
+        if !bytes.len().is_multiple_of(10) {
             return Err(Malformed("histogram"));
         }
         let mut h = Histogram::default();
