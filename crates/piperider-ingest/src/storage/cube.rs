@@ -545,27 +545,18 @@ pub(crate) async fn write_postgres(
         let columns: Vec<Vec<&str>> = (0..5)
             .map(|d| missing.iter().map(|s| s.0[d].as_str()).collect())
             .collect();
-        sqlx::query(
+        let with_columns = |sql| columns.iter().fold(sqlx::query(sql), |q, c| q.bind(c));
+        with_columns(
             "INSERT INTO segments (os, app_version, datasource_type, ci, country) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
         )
-        .bind(&columns[0])
-        .bind(&columns[1])
-        .bind(&columns[2])
-        .bind(&columns[3])
-        .bind(&columns[4])
         .execute(&mut *tx)
         .await?;
-        let found = sqlx::query(
+        let found = with_columns(
             "SELECT s.id, s.os, s.app_version, s.datasource_type, s.ci, s.country FROM segments s \
              JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS k(os, app_version, datasource_type, ci, country) \
              USING (os, app_version, datasource_type, ci, country)",
         )
-        .bind(&columns[0])
-        .bind(&columns[1])
-        .bind(&columns[2])
-        .bind(&columns[3])
-        .bind(&columns[4])
         .fetch_all(&mut *tx)
         .await?;
         for r in found {

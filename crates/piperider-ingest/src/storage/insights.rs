@@ -303,6 +303,9 @@ fn period_key(period: String, to_week: bool) -> String {
         .unwrap_or(period)
 }
 
+/// A chart's columns and rows.
+type Table = (Vec<ChartColumn>, Vec<Vec<Value>>);
+
 /// Sketches read: (period, breakdown value) -> merged sketch.
 type Merged = BTreeMap<(String, String), Sketch>;
 /// Counts read: (period, breakdown value, command) -> merged counts.
@@ -686,7 +689,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let ids = self.segments(f, None).await?;
         let count =
             |m: BTreeMap<String, Sketch>, t: &mut Tally| m.get("").map_or(0, |s| t.count(s));
@@ -724,7 +727,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let ids = self.segments(f, None).await?;
         let days = periods(DAY, from, to);
         let (mut users, mut new) = (Merged::new(), Merged::new());
@@ -760,7 +763,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let ids = self.segments(f, None).await?;
         let months = periods(MONTH, from, to);
         let mut monthly = Merged::new();
@@ -823,7 +826,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let ids = self.segments(f, None).await?;
         let cohorts = periods(WEEK, from, to);
         let last = week_of(to);
@@ -879,7 +882,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let weeks = periods(WEEK, from, to);
         let (all, by) = (
             self.segments(f, None).await?,
@@ -918,7 +921,7 @@ impl Store {
         to: NaiveDate,
         f: &Filters,
         t: &mut Tally,
-    ) -> Result<(Vec<ChartColumn>, Vec<Vec<Value>>), StorageError> {
+    ) -> Result<Table, StorageError> {
         let weeks = periods(WEEK, from, to);
         let ids = self.segments(f, Some(3)).await?;
         let (mut users, mut counts) = (Merged::new(), Summed::new());
