@@ -115,31 +115,36 @@ const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
 /// Takes up to [`ROLL_UP_EVENTS`] queued ids and adds their events to the
 /// rollups, in one transaction: an id leaves the queue exactly when its
 /// event is counted. Ids of events deleted since (a deleted user, expired
-/// raw events) leave without counting. Returns how many ids it took.
+/// raw events) leave without counting. It also takes as many ids of events
+/// stored before the cube (`cube_queue`) and adds them to the cube alone.
+/// Returns the larger number of ids it took from either queue.
 async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, StorageError> {
     let mut tx = pool.begin().await?;
-    let taken: Vec<String> = sqlx::query_scalar(&format!(
-        "DELETE FROM rollup_queue WHERE ctid IN (SELECT ctid FROM rollup_queue LIMIT {ROLL_UP_EVENTS}) \
-         RETURNING CAST(event_id AS text)"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    if taken.is_empty() {
+    let taken = take(&mut tx, "rollup_queue").await?;
+    let backfill = take(&mut tx, "cube_queue").await?;
+    if taken.is_empty() && backfill.is_empty() {
         return Ok(0);
     }
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM events WHERE event_id = ANY($1)",
-        EVENTS.names()
-    ))
-    .bind(&taken)
-    .fetch_all(&mut *tx)
-    .await?;
     let mut rollup = Aggregate::default();
     let mut events = cube::Cube::default();
-    for row in &rows {
-        let event = super::rows::EventRow::from_sqlx(row)?;
-        events.add(&event);
-        rollup.add(&std::sync::Arc::new(event));
+    for (ids, rolled) in [(&taken, true), (&backfill, false)] {
+        if ids.is_empty() {
+            continue;
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM events WHERE event_id = ANY($1)",
+            EVENTS.names()
+        ))
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let event = super::rows::EventRow::from_sqlx(row)?;
+            events.add(&event);
+            if rolled {
+                rollup.add(&std::sync::Arc::new(event));
+            }
+        }
     }
     for (table, rows) in rollup.tables() {
         upsert(&mut tx, table, &rows).await?;
@@ -157,7 +162,19 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
         cube::write_postgres(&mut tx, rows, &mut cube.segment_ids).await?;
     }
     tx.commit().await?;
-    Ok(taken.len())
+    Ok(taken.len().max(backfill.len()))
+}
+
+/// Takes up to [`ROLL_UP_EVENTS`] ids out of `queue` (`rollup_queue`: the
+/// events to roll up; `cube_queue`: events stored before the cube, for
+/// the cube alone).
+async fn take(tx: &mut sqlx::PgConnection, queue: &str) -> Result<Vec<String>, StorageError> {
+    Ok(sqlx::query_scalar(&format!(
+        "DELETE FROM {queue} WHERE ctid IN (SELECT ctid FROM {queue} LIMIT {ROLL_UP_EVENTS}) \
+         RETURNING CAST(event_id AS text)"
+    ))
+    .fetch_all(tx)
+    .await?)
 }
 
 /// What the roller keeps between roll-ups for the cube.
@@ -222,9 +239,11 @@ pub(crate) fn start_roller(
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "rolling up stored events failed; they stay queued");
             }
-            if let Ok(left) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rollup_queue")
-                .fetch_one(&pool)
-                .await
+            if let Ok(left) = sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT count(*) FROM rollup_queue) + (SELECT count(*) FROM cube_queue)",
+            )
+            .fetch_one(&pool)
+            .await
             {
                 backlog.set(left);
             }

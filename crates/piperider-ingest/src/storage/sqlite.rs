@@ -297,6 +297,9 @@ impl SqliteWriter {
     /// much held back), in transactions of [`BACKFILL_EVENTS`] events.
     fn backfill(&mut self) -> Result<(), StorageError> {
         let mut built = 0usize;
+        // Not the recovery of held-back rollups (which would hold these
+        // events in memory, then count them a second time): that follows.
+        self.recover = false;
         loop {
             let done = self.transact(|w, tx| {
                 let watermark = setting_i64(tx, WATERMARK).unwrap_or(0);

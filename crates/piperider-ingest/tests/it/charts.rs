@@ -323,3 +323,71 @@ on_both!(
         h.finish().await;
     }
 );
+
+/// Runs `sql` on the database at `url` (the service stopped).
+async fn raw(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    }
+}
+
+on_both!(
+    a_database_from_before_the_cube_gets_it_built_from_its_events,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (w1, w2) = (monday(3), monday(2));
+        let mut events = Vec::new();
+        for u in 1..=40 {
+            events.push(at(u, w1 + TimeDelta::days(i64::from(u % 5))));
+            if u % 3 == 0 {
+                let mut e = at(u, w2 + TimeDelta::days(1));
+                e["app_version"] = json!("0.3.0");
+                e["outcome"] = json!({"status": "error", "duration_ms": 90});
+                events.push(e);
+            }
+        }
+        store(&h, events).await;
+        let range = format!("from={w1}&to={}", w2 + TimeDelta::days(6));
+        let names = [
+            "summary",
+            "retention",
+            "version_adoption",
+            "errors_by_version",
+            "durations",
+            "users_by_os",
+        ];
+        let mut before = Vec::new();
+        for name in names {
+            before.push(chart(&h, name, &range).await);
+        }
+        // As before the cube: its tables empty, and what marks its events as in it gone.
+        let h = h
+        .reopen(async |url: &str| {
+            let forget = "DELETE FROM cube_counts; DELETE FROM cube_sketches; DELETE FROM cohort_sketches; DELETE FROM segments;";
+            if url.starts_with("sqlite:") {
+                raw(url, &format!("{forget} DELETE FROM settings WHERE key = 'cube_watermark';")).await;
+            } else {
+                raw(url, &format!("{forget} INSERT INTO cube_queue SELECT CAST(event_id AS uuid) FROM events;")).await;
+            }
+        })
+        .await;
+        for (name, want) in names.into_iter().zip(&before) {
+            assert_eq!(&chart(&h, name, &range).await, want, "{name}");
+        }
+        // Built once: reopening changes nothing.
+        let h = h.reopen(async |_: &str| {}).await;
+        for (name, want) in names.into_iter().zip(&before) {
+            assert_eq!(&chart(&h, name, &range).await, want, "{name}");
+        }
+        h.finish().await;
+    }
+);
