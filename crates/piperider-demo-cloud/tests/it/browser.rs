@@ -678,18 +678,7 @@ fn the_dashboard_shows_real_events_as_charts() {
     // The token goes in a form, never in the URL; a session cookie follows.
     b.call("POST", "/url", Some(json!({"url": site.url("/admin")})));
     assert!(b.exists("#token"), "no log-in form");
-    let field = b.call(
-        "POST",
-        "/element",
-        Some(json!({"using": "css selector", "value": "#token"})),
-    );
-    let id = field[ELEMENT].as_str().unwrap().to_string();
-    b.call(
-        "POST",
-        &format!("/element/{id}/value"),
-        Some(json!({"text": DASHBOARD_TOKEN})),
-    );
-    b.click("#login");
+    log_in(&b);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b.exists("#events") {
         assert!(
@@ -737,6 +726,22 @@ fn the_dashboard_shows_real_events_as_charts() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("dashboard.png"), &bytes).unwrap();
     assert!(bytes.len() > 10_000, "an empty screenshot");
+}
+
+/// Types the admin token into the log-in form and sends it.
+fn log_in(b: &Browser) {
+    let field = b.call(
+        "POST",
+        "/element",
+        Some(json!({"using": "css selector", "value": "#token"})),
+    );
+    let id = field[ELEMENT].as_str().unwrap().to_string();
+    b.call(
+        "POST",
+        &format!("/element/{id}/value"),
+        Some(json!({"text": DASHBOARD_TOKEN})),
+    );
+    b.click("#login");
 }
 
 /// axe-core's script (`PIPERIDER_AXE_JS`, which `cargo xtask test` sets
@@ -836,18 +841,7 @@ fn the_dashboard_filters_by_clicking_downloads_the_apis_numbers_and_passes_axe()
         let v = accessibility_violations(&b, axe);
         assert!(v.is_empty(), "the log-in page: {v:#?}");
     }
-    let field = b.call(
-        "POST",
-        "/element",
-        Some(json!({"using": "css selector", "value": "#token"})),
-    );
-    let id = field[ELEMENT].as_str().unwrap().to_string();
-    b.call(
-        "POST",
-        &format!("/element/{id}/value"),
-        Some(json!({"text": DASHBOARD_TOKEN})),
-    );
-    b.click("#login");
+    log_in(&b);
     wait_for(&b, "/admin", "#events");
     assert_eq!(
         b.js("return document.getElementById('events').textContent"),

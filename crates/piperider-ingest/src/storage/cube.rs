@@ -380,6 +380,15 @@ impl CubeRows {
 /// The columns of `cube_counts` after the key, in the order the writers bind them.
 pub(crate) const COUNT_VALUES: &str = "events, errors, tables, columns, rows, builtin_assertions, custom_assertions, passed_assertions, failed_assertions, durations";
 
+/// `SET` of an upsert that replaces a stored row's counts with the merged ones.
+fn replace_counts() -> String {
+    let sets: Vec<String> = COUNT_VALUES
+        .split(", ")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    sets.join(", ")
+}
+
 impl Counts {
     pub(crate) fn from_stored(
         events: i64,
@@ -435,11 +444,7 @@ pub(crate) fn write_sqlite(
             "INSERT INTO cube_counts (grain, segment, period, event_type, {COUNT_VALUES}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT (grain, segment, period, event_type) DO UPDATE SET {}",
-            COUNT_VALUES
-                .split(", ")
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            replace_counts()
         ))?;
         for ((grain, period, s, t), mut c) in rows.counts {
             let id = ids[&*s];
@@ -623,11 +628,7 @@ pub(crate) async fn write_postgres(
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], \
              $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bytea[]) \
              ON CONFLICT (grain, segment, period, event_type) DO UPDATE SET {}",
-            COUNT_VALUES
-                .split(", ")
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            replace_counts()
         );
         let mut q = sqlx::query(&sql).bind(&g).bind(&p).bind(&s).bind(&t);
         for v in &values {
