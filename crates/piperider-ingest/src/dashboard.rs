@@ -21,7 +21,7 @@ use crate::edge::{Admin, Client, Form, Query, SESSION_TTL, session_cookie, sessi
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::storage::cube::DIMENSIONS;
-use crate::storage::insights::{CHARTS, Chart, Filters};
+use crate::storage::insights::{CHARTS, Chart, ChartColumn, Filters};
 use crate::storage::reports::Count;
 
 pub(crate) fn esc(s: &str) -> String {
@@ -560,7 +560,18 @@ fn render(
             from: from.to_string(),
             to: to.to_string(),
             filters: Default::default(),
-            columns: Vec::new(),
+            columns: vec![
+                ChartColumn {
+                    name: "key".into(),
+                    unit: "name".into(),
+                    estimate: false,
+                },
+                ChartColumn {
+                    name: "count".into(),
+                    unit: "events".into(),
+                    estimate: false,
+                },
+            ],
             rows: counts
                 .iter()
                 .map(|c| vec![Value::from(c.key.clone()), Value::from(c.count)])
@@ -568,24 +579,12 @@ fn render(
             estimated: false,
             accuracy: String::new(),
         };
-        let mut list = String::from("<ol class=bars>");
-        let max = counts.iter().map(|c| c.count).max().unwrap_or(1).max(1) as f64;
-        for c in counts.iter().take(30) {
-            let _ = write!(
-                list,
-                "<li><span class=row><span class=label>{}</span><span class=bar style=\"width:{:.1}%\" aria-hidden=true></span><span>{}</span></span></li>",
-                esc(&c.key),
-                c.count as f64 / max * 100.0,
-                thousands(c.count)
-            );
-        }
-        list.push_str("</ol>");
-        let drawing = if counts.is_empty() { empty() } else { list };
         let _ = write!(
             out,
-            "<section id=chart-{}><h2>{}</h2>{drawing}<p class=note>Cloud visitors with consent; the CLI filters do not apply.</p></section>",
+            "<section id=chart-{}><h2>{}</h2>{}<p class=note>Cloud visitors with consent; the CLI filters do not apply.</p></section>",
             chart.name,
-            esc(&chart.title)
+            esc(&chart.title),
+            bars_of(&chart, "count", None)
         );
     }
     out.push_str("</main>");
@@ -595,7 +594,6 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::insights::ChartColumn;
 
     fn chart(rows: Vec<Vec<Value>>) -> Chart {
         Chart {

@@ -113,15 +113,19 @@ fn hash_user(salt: &str, user_id: &str) -> String {
         .chain_update([0])
         .chain_update(user_id.as_bytes())
         .finalize();
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    hex
+    hex(&digest)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Bytes as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
+}
 
 /// A setting of the database, created with `make()` the first time it is asked for.
 async fn setting(

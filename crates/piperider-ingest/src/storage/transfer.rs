@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::error::StorageError;
-use super::{Backend, on_pool, open_backend, schema};
+use super::{Backend, hex, on_pool, open_backend, schema};
 
 /// A table that travels: its name and its columns with their kind
 /// (`text` or `int`, the same on both databases), in the order written.
@@ -163,14 +163,6 @@ const TABLES: &[Table] = &[
 
 /// Binary columns (the cube's sketches and histograms), as hex in the file.
 const BYTES: &str = "bytes";
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
