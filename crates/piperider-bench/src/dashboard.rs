@@ -29,7 +29,7 @@ const USERS: u32 = 1_000_000;
 const EVENTS: u64 = 10_000_000;
 const DAYS: i64 = 365;
 /// Changes whenever the data set's recipe does (a kept one is rebuilt).
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 const CONNECTIONS: usize = 6;
 
 const COUNTRIES: [&str; 60] = [
@@ -185,10 +185,11 @@ fn event(
         .map_or(0, |t| t.and_utc().timestamp_millis());
     let ms = (midnight + rng.below(86_400_000) as i64).min(now);
     let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    let id = uuid::Builder::from_random_bytes(
-        (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_le_bytes(),
-    )
-    .into_uuid();
+    // A version 7 id made at the event's time, as the collector makes it.
+    let random = (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_le_bytes();
+    let mut tail = [0u8; 10];
+    tail.copy_from_slice(&random[..10]);
+    let id = uuid::Builder::from_unix_timestamp_millis(ms as u64, &tail).into_uuid();
     let tables = 1 + rng.below(40);
     format!(
         r#"{{"schema_version":1,"event_id":"{id}","event_type":"{command}","timestamp":"{}","user_id":"{}","device_id":"{}{}","platform":{{"os":"{}","arch":"x86_64","os_version":"6.1"}},"runtime":{{"name":"python","version":"3.11.7"}},"app_version":"{app}","initial_version":"{initial}","ci":{},"project":{{"project_id":"{}","datasource_type":"{datasource}"}},"stats":{{"tables":{tables},"columns":{},"rows":{},"builtin_assertions":{},"custom_assertions":{},"passed_assertions":{},"failed_assertions":{}}},"outcome":{{"status":"{status}","duration_ms":{duration}}}}}"#,

@@ -21,14 +21,14 @@
 //! transaction on SQLite and an advisory lock on PostgreSQL (one roller
 //! writes the cube at a time).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, TimeDelta};
 
 use super::error::StorageError;
 use super::rows::{EventRow, Figures};
-use super::sketch::{Histogram, Malformed, Sketch, member_hash};
+use super::sketch::{Gather, Histogram, Malformed, Sketch, member_hash};
 
 /// The dimensions a chart can be filtered and broken down by, as the
 /// `segments` table names its columns.
@@ -97,12 +97,16 @@ impl Counts {
     }
 }
 
+/// The cube's in-memory maps: keys are small integers, hashed fast.
+type FastMap<K, V> = foldhash::HashMap<K, V>;
+type FastSet<T> = foldhash::HashSet<T>;
+
 /// Distinct texts (days, values, commands, ids), each kept once and
 /// named by its index.
 #[derive(Debug, Default)]
 struct Texts {
     values: Vec<String>,
-    index: HashMap<String, u32>,
+    index: FastMap<String, u32>,
 }
 
 impl Texts {
@@ -128,8 +132,8 @@ const ANY_ID: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct DayCell {
-    users: HashSet<u32>,
-    projects: HashSet<u32>,
+    users: FastSet<u32>,
+    projects: FastSet<u32>,
     commands: Vec<(u32, Counts)>,
 }
 
@@ -139,7 +143,7 @@ struct DayCell {
 #[derive(Debug, Default)]
 pub(crate) struct Cube {
     texts: Texts,
-    cells: HashMap<(u32, SegmentIds), DayCell>,
+    cells: FastMap<(u32, SegmentIds), DayCell>,
     events: usize,
 }
 
@@ -215,10 +219,10 @@ impl Cube {
         // Periods as ids of their own; each day's three, each user's
         // first day's three, and each member's hash, once.
         let mut periods_text = Texts::default();
-        let mut day_periods: HashMap<u32, Option<[u32; 3]>> = HashMap::new();
+        let mut day_periods: FastMap<u32, Option<[u32; 3]>> = FastMap::default();
         let of_date = |d: NaiveDate, texts: &mut Texts| periods(d).map(|(_, p)| texts.id(&p));
-        let mut hashes: HashMap<u32, u64> = HashMap::new();
-        let mut firsts: HashMap<u32, Option<[u32; 3]>> = HashMap::new();
+        let mut hashes: FastMap<u32, u64> = FastMap::default();
+        let mut firsts: FastMap<u32, Option<[u32; 3]>> = FastMap::default();
         for ((day, _), cell) in &self.cells {
             day_periods.entry(*day).or_insert_with(|| {
                 parse_day(self.texts.get(*day)).map(|d| of_date(d, &mut periods_text))
@@ -244,9 +248,9 @@ impl Cube {
         }
         // (grain, period, segment), all ids.
         type Key = (u8, u32, [u32; 5]);
-        let mut counts: HashMap<(Key, u32), Counts> = HashMap::new();
-        let mut members: HashMap<(Key, u8), Sketch> = HashMap::new();
-        let mut cohort_members: HashMap<(u32, u32, [u32; 5]), Sketch> = HashMap::new();
+        let mut counts: FastMap<(Key, u32), Counts> = FastMap::default();
+        let mut members: FastMap<(Key, u8), Gather> = FastMap::default();
+        let mut cohort_members: FastMap<(u32, u32, [u32; 5]), Gather> = FastMap::default();
         for ((day, full), cell) in &self.cells {
             let Some(Some(periods)) = day_periods.get(day) else {
                 continue;
@@ -307,7 +311,7 @@ impl Cube {
             }
         }
         let text = |i: u32| periods_text.get(i).to_string();
-        let mut segments: HashMap<[u32; 5], Arc<Segment>> = HashMap::new();
+        let mut segments: FastMap<[u32; 5], Arc<Segment>> = FastMap::default();
         let mut segment = |s: [u32; 5]| {
             segments
                 .entry(s)
@@ -334,13 +338,13 @@ impl Cube {
                 .map(|(((g, p, s), k), sketch)| {
                     (
                         (GRAINS[g as usize], KINDS[k as usize], text(p), segment(s)),
-                        sketch,
+                        sketch.finish(),
                     )
                 })
                 .collect(),
             cohorts: cohort_members
                 .into_iter()
-                .map(|((c, w, s), sketch)| ((text(c), text(w), segment(s)), sketch))
+                .map(|((c, w, s), sketch)| ((text(c), text(w), segment(s)), sketch.finish()))
                 .collect(),
         }
     }

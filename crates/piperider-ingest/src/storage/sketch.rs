@@ -207,6 +207,47 @@ impl Sketch {
     }
 }
 
+/// A sketch being filled with members in any order. Inserting each hash
+/// into the sorted ones moves half of them every time (a day's total
+/// counts thousands of users); here they are gathered in runs, each run
+/// sorted and merged in at once.
+#[derive(Debug, Default)]
+pub(crate) struct Gather {
+    sketch: Sketch,
+    run: Vec<u64>,
+}
+
+impl Gather {
+    /// Hashes gathered before they are merged into the sketch.
+    const RUN: usize = 256;
+
+    pub(crate) fn insert(&mut self, h: u64) {
+        if let Sketch::Dense(_) = self.sketch {
+            self.sketch.insert(h);
+            return;
+        }
+        self.run.push(h);
+        if self.run.len() >= Self::RUN {
+            self.settle();
+        }
+    }
+
+    fn settle(&mut self) {
+        if self.run.is_empty() {
+            return;
+        }
+        let mut run = std::mem::take(&mut self.run);
+        run.sort_unstable();
+        run.dedup();
+        self.sketch.merge(&Sketch::Sparse(run));
+    }
+
+    pub(crate) fn finish(mut self) -> Sketch {
+        self.settle();
+        self.sketch
+    }
+}
+
 /// Ertl, "New cardinality estimation algorithms for HyperLogLog
 /// sketches" (2017), the improved raw estimator.
 fn estimate(registers: &[u8]) -> f64 {
@@ -257,8 +298,11 @@ fn tau(mut x: f64) -> f64 {
 
 /// Durations (milliseconds) counted in buckets an eighth of a power of two
 /// wide: a percentile read from it is within 4.5% of the true value.
+///
+/// Its buckets are kept sorted in a vector (a few dozen at most): merging
+/// one into another is the cube's most frequent step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Histogram(std::collections::BTreeMap<u16, i64>);
+pub(crate) struct Histogram(Vec<(u16, i64)>);
 
 /// Buckets per power of two.
 const STEPS: f64 = 8.0;
@@ -268,18 +312,24 @@ pub(crate) const PERCENTILE_ERROR: f64 = 0.045;
 impl Histogram {
     pub(crate) fn add(&mut self, ms: i64) {
         let b = ((ms.max(0) as f64 + 1.0).log2() * STEPS).floor() as u16;
-        *self.0.entry(b).or_default() += 1;
+        self.bump(b, 1);
+    }
+
+    fn bump(&mut self, b: u16, n: i64) {
+        match self.0.binary_search_by_key(&b, |&(bucket, _)| bucket) {
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(n),
+            Err(i) => self.0.insert(i, (b, n)),
+        }
     }
 
     pub(crate) fn merge(&mut self, other: &Histogram) {
-        for (&b, &n) in &other.0 {
-            let v = self.0.entry(b).or_default();
-            *v = v.saturating_add(n);
+        for &(b, n) in &other.0 {
+            self.bump(b, n);
         }
     }
 
     pub(crate) fn total(&self) -> i64 {
-        self.0.values().fold(0i64, |a, &n| a.saturating_add(n))
+        self.0.iter().fold(0i64, |a, &(_, n)| a.saturating_add(n))
     }
 
     /// The `q` quantile (0..=1) in milliseconds, `None` when empty: the
@@ -291,7 +341,7 @@ impl Histogram {
         }
         let rank = ((q * total as f64).ceil() as i64).clamp(1, total);
         let mut seen = 0i64;
-        for (&b, &n) in &self.0 {
+        for &(b, n) in &self.0 {
             seen = seen.saturating_add(n);
             if seen >= rank {
                 if b == 0 {
@@ -310,7 +360,7 @@ impl Histogram {
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.0.len() * 10);
-        for (&b, &n) in &self.0 {
+        for &(b, n) in &self.0 {
             out.extend_from_slice(&b.to_be_bytes());
             out.extend_from_slice(&n.to_be_bytes());
         }
@@ -325,10 +375,11 @@ impl Histogram {
         for c in bytes.chunks_exact(10) {
             let b = u16::from_be_bytes([c[0], c[1]]);
             let n = i64::from_be_bytes(c[2..].try_into().unwrap_or_default());
-            if n < 0 {
+            // Buckets are written in order, each once.
+            if n < 0 || h.0.last().is_some_and(|&(last, _)| last >= b) {
                 return Err(Malformed("histogram"));
             }
-            h.0.insert(b, n);
+            h.0.push((b, n));
         }
         Ok(h)
     }
@@ -344,6 +395,18 @@ mod tests {
             s.insert(member_hash("salt", &format!("{i:032x}")));
         }
         s
+    }
+
+    #[test]
+    fn a_gathered_sketch_is_the_inserted_one() {
+        for n in [0u64, 1, 255, 256, 257, 2_048, 2_049, 5_000, 40_000] {
+            let mut gathered = Gather::default();
+            // Every member twice, out of order.
+            for i in (0..n).rev().chain(0..n) {
+                gathered.insert(member_hash("salt", &format!("{i:032x}")));
+            }
+            assert_eq!(gathered.finish(), sketch_of(0..n), "{n} members");
+        }
     }
 
     #[test]
@@ -431,5 +494,15 @@ mod tests {
         assert_eq!(h.total(), 1_001);
         assert_eq!(Histogram::from_bytes(&h.to_bytes()).unwrap(), h);
         assert!(Histogram::from_bytes(&[1, 2, 3]).is_err());
+        // Buckets out of order or twice, or a negative count: refused.
+        let bucket = |b: u16, n: i64| [&b.to_be_bytes()[..], &n.to_be_bytes()].concat();
+        for bad in [
+            [bucket(9, 1), bucket(3, 1)].concat(),
+            [bucket(3, 1), bucket(3, 1)].concat(),
+            bucket(3, -1),
+        ] {
+            assert!(Histogram::from_bytes(&bad).is_err());
+        }
+        assert!(Histogram::from_bytes(&[bucket(3, 1), bucket(9, 1)].concat()).is_ok());
     }
 }
