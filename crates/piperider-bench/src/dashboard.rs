@@ -30,7 +30,7 @@ const EVENTS: u64 = 10_000_000;
 const DAYS: i64 = 365;
 /// Changes whenever the data set's recipe does (a kept one is rebuilt).
 const RECIPE: u32 = 2;
-const CONNECTIONS: usize = 6;
+const CONNECTIONS: usize = 32;
 
 const COUNTRIES: [&str; 60] = [
     "US", "CN", "DE", "GB", "IN", "FR", "JP", "BR", "CA", "KR", "TW", "NL", "AU", "SG", "ES", "IT",

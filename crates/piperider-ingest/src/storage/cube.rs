@@ -12,9 +12,10 @@
 //! per period; more filters, or a breakdown under a filter, read the
 //! matching full segments.
 //!
-//! A full segment has no week rows (its weeks are read from its days):
-//! an event is mostly alone in its full segment on a day, so each row
-//! less is a write less per event.
+//! A full segment has only day rows (its weeks and months are read from
+//! its days): an event is mostly alone in its full segment on a day, so
+//! each row less is a write less per event, and only a chart under two
+//! or more filters reads them.
 //!
 //! Rows are merged, not added: the writer reads the stored row, merges
 //! what it gathered and writes it back, under the writer's own
@@ -270,8 +271,8 @@ impl Cube {
                 .collect();
             for (g, &period) in periods.iter().enumerate() {
                 for (i, s) in cuboids.iter().enumerate() {
-                    // Weeks of a full segment are read from its days.
-                    if g == 1 && i == 0 {
+                    // Weeks and months of a full segment are read from its days.
+                    if g > 0 && i == 0 {
                         continue;
                     }
                     let key = (g as u8, period, *s);

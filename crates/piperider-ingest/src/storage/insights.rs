@@ -257,7 +257,7 @@ fn sql_list(periods: &[String]) -> String {
 }
 
 /// Segment ids with the value of the breakdown dimension (or ""), and
-/// whether they are full segments (which have no week rows).
+/// whether they are full segments (which have only day rows).
 struct Segments {
     ids: Vec<(i64, String)>,
     full: bool,
@@ -278,29 +278,41 @@ impl Segments {
     }
 
     /// What to read for the periods `list` of `grain`: the same, or for
-    /// the weeks of full segments their days (then each is keyed by its week).
-    fn plan(&self, grain: &'static str, list: &[String]) -> (&'static str, Vec<String>, bool) {
-        if grain == WEEK && self.full {
-            let days = list
-                .iter()
-                .filter_map(|w| NaiveDate::parse_from_str(w, "%Y-%m-%d").ok())
-                .flat_map(|w| periods(DAY, w, w + TimeDelta::days(6)))
-                .collect();
-            (DAY, days, true)
-        } else {
-            (grain, list.to_vec(), false)
+    /// the weeks and months of full segments their days (then each day is
+    /// keyed by its period, the grain returned last).
+    fn plan(
+        &self,
+        grain: &'static str,
+        list: &[String],
+    ) -> (&'static str, Vec<String>, Option<&'static str>) {
+        if !self.full || grain == DAY {
+            return (grain, list.to_vec(), None);
         }
+        let days = list
+            .iter()
+            .filter_map(|p| {
+                if grain == WEEK {
+                    let monday = NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()?;
+                    Some((monday, monday + TimeDelta::days(6)))
+                } else {
+                    let first = NaiveDate::parse_from_str(&format!("{p}-01"), "%Y-%m-%d").ok()?;
+                    Some((first, first_of_next_month(first) - TimeDelta::days(1)))
+                }
+            })
+            .flat_map(|(first, last)| periods(DAY, first, last))
+            .collect();
+        (DAY, days, Some(grain))
     }
 }
 
-/// A period read, or its week's Monday when days stand for weeks.
-fn period_key(period: String, to_week: bool) -> String {
-    if !to_week {
-        return period;
+/// A period read, or the week or month it falls in when days stand for those.
+fn period_key(period: String, grain: Option<&'static str>) -> String {
+    let day = NaiveDate::parse_from_str(&period, "%Y-%m-%d");
+    match (grain, day) {
+        (Some(WEEK), Ok(d)) => week_of(d).to_string(),
+        (Some(MONTH), Ok(d)) => month_of(d),
+        _ => period,
     }
-    NaiveDate::parse_from_str(&period, "%Y-%m-%d")
-        .map(|d| week_of(d).to_string())
-        .unwrap_or(period)
 }
 
 /// A chart's columns and rows.
@@ -361,7 +373,7 @@ impl Store {
         if list.is_empty() || ids.is_empty() {
             return Ok(());
         }
-        let (grain, list, to_week) = ids.plan(grain, list);
+        let (grain, list, key_grain) = ids.plan(grain, list);
         let values = ids.values();
         let sql = format!(
             "SELECT segment, period, sketch FROM cube_sketches WHERE grain = $1 AND kind = $2 \
@@ -376,7 +388,7 @@ impl Store {
             let sketch = Sketch::from_bytes(&bytes)?;
             let key = (
                 if per_period {
-                    period_key(period, to_week)
+                    period_key(period, key_grain)
                 } else {
                     String::new()
                 },
@@ -424,7 +436,7 @@ impl Store {
         if list.is_empty() || ids.is_empty() {
             return Ok(());
         }
-        let (grain, list, to_week) = ids.plan(grain, list);
+        let (grain, list, key_grain) = ids.plan(grain, list);
         let values = ids.values();
         let sql = format!(
             "SELECT segment, period, event_type, {} FROM cube_counts WHERE grain = $1 \
@@ -440,7 +452,7 @@ impl Store {
             let c = Counts::from_stored(r.3, r.4, [r.5, r.6, r.7, r.8, r.9, r.10, r.11], &r.12)?;
             let key = (
                 if per_period {
-                    period_key(r.1, to_week)
+                    period_key(r.1, key_grain)
                 } else {
                     String::new()
                 },

@@ -35,7 +35,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::cube::{self, Cube, Segment};
+use super::cube::{self, Cube, CubeRows, Segment};
 use super::error::StorageError;
 use super::group::{
     CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
@@ -248,6 +248,17 @@ struct SqliteWriter {
     /// The cube of events whose other rollups are written, not yet written itself.
     cube: Cube,
     cube_since: Instant,
+    /// The cube held back before `cube`, its rows being worked out on a
+    /// thread of their own while the writer goes on storing events.
+    cube_job: Option<CubeJob>,
+}
+
+/// A held-back cube's rows, worked out on their own thread (the writer's
+/// other work is SQL, so the two share no lock and use two cores), and
+/// the cube watermark once they are written.
+struct CubeJob {
+    watermark: i64,
+    rows: std::thread::JoinHandle<CubeRows>,
 }
 
 fn setting_i64(conn: &Connection, key: &str) -> Option<i64> {
@@ -266,6 +277,18 @@ fn set_setting(tx: &Transaction<'_>, key: &str, value: i64) -> rusqlite::Result<
     Ok(())
 }
 
+/// The first day of each of the cube's users, as the `users` rollup holds it.
+fn first_days(tx: &Transaction<'_>, cube: &Cube) -> rusqlite::Result<HashMap<String, String>> {
+    let mut first_days = HashMap::new();
+    let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
+    for u in cube.users() {
+        if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
+            first_days.insert(u.to_string(), d);
+        }
+    }
+    Ok(first_days)
+}
+
 impl SqliteWriter {
     /// Opens the writer's connection and rolls up any events a crash left
     /// past the watermark.
@@ -281,6 +304,7 @@ impl SqliteWriter {
             recover: true,
             cube: Cube::default(),
             cube_since: Instant::now(),
+            cube_job: None,
         };
         writer.backfill()?;
         writer.transact(|_, _| Ok(()))?;
@@ -366,6 +390,8 @@ impl SqliteWriter {
         }
         self.pending = pending;
         self.cube = cube;
+        // Its events are past the cube watermark, so in `cube` again.
+        self.cube_job = None;
         self.recover = false;
         Ok(())
     }
@@ -444,7 +470,7 @@ impl SqliteWriter {
                 Job::Stop => break,
             }
         }
-        if (self.pending.events() > 0 || self.cube.events() > 0)
+        if (self.pending.events() > 0 || self.cube.events() > 0 || self.cube_job.is_some())
             && let Err(e) = self.transact(|w, tx| w.write_all(tx))
         {
             tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
@@ -479,6 +505,8 @@ impl SqliteWriter {
             }
             Err(e) => {
                 self.recover = true;
+                // A cube whose rows were not written is held again by `recover`.
+                self.cube_job = None;
                 // Ids of segments added by the failed transaction are gone with it.
                 self.segment_ids.clear();
                 Err(StorageError::Sqlite(e))
@@ -515,30 +543,73 @@ impl SqliteWriter {
     /// Writes every held-back rollup, the cube's too (for a read).
     fn write_all(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         self.write_pending(tx)?;
-        self.write_cube(tx)
+        self.write_cube(tx)?;
+        self.write_cube_job(tx)
     }
 
-    /// Writes the held-back cube and its watermark; called right after
-    /// [`Self::write_pending`], so it holds every stored event.
+    /// Writes the rows of the cube held back before (waiting for them),
+    /// then hands the held-back cube to a thread that works out its rows;
+    /// called right after [`Self::write_pending`], so that cube holds
+    /// every stored event past those before.
     fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        self.write_cube_job(tx)?;
         let cube = std::mem::take(&mut self.cube);
-        self.write_cube_rows(tx, cube)?;
-        set_setting(tx, CUBE_WATERMARK, self.next_rowid - 1)?;
         self.cube_since = Instant::now();
-        Ok(())
+        let watermark = self.next_rowid - 1;
+        if cube.is_empty() {
+            return set_setting(tx, CUBE_WATERMARK, watermark);
+        }
+        let first_days = first_days(tx, &cube)?;
+        let salt = self.salt.clone();
+        // Taken by the thread, or back here should there be no thread.
+        let work = Arc::new(Mutex::new(Some((cube, first_days))));
+        let taken = work.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cube-rows".into())
+            .spawn(move || {
+                let (cube, first_days) = taken
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                cube.rows(&salt, &first_days)
+            });
+        match spawned {
+            Ok(rows) => {
+                self.cube_job = Some(CubeJob { watermark, rows });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the cube's rows; the writer works them out");
+                let (cube, first_days) = work
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                cube::write_sqlite(tx, cube.rows(&self.salt, &first_days), &mut self.segment_ids)?;
+                set_setting(tx, CUBE_WATERMARK, watermark)
+            }
+        }
+    }
+
+    /// Writes the rows of the cube held back before, if any, and moves the
+    /// cube watermark past its events.
+    fn write_cube_job(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let Some(job) = self.cube_job.take() else {
+            return Ok(());
+        };
+        let rows = job.rows.join().map_err(|_| {
+            rusqlite::Error::ToSqlConversionFailure("the cube's rows thread panicked".into())
+        })?;
+        cube::write_sqlite(tx, rows, &mut self.segment_ids)?;
+        set_setting(tx, CUBE_WATERMARK, job.watermark)
     }
 
     fn write_cube_rows(&mut self, tx: &Transaction<'_>, cube: Cube) -> rusqlite::Result<()> {
         if cube.is_empty() {
             return Ok(());
         }
-        let mut first_days = HashMap::new();
-        let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
-        for u in cube.users() {
-            if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
-                first_days.insert(u.to_string(), d);
-            }
-        }
+        let first_days = first_days(tx, &cube)?;
         cube::write_sqlite(
             tx,
             cube.rows(&self.salt, &first_days),
