@@ -45,7 +45,7 @@ use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
     DELETE_USER, DELETE_USER_EVENTS_SQLITE, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS,
     PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT,
-    SQLITE_PRAGMAS, sqlite_synchronous,
+    SQLITE_PRAGMAS, USERS, sqlite_synchronous,
 };
 use wal::{Settle, checkpointer, syncer, wal_path};
 
@@ -251,6 +251,9 @@ struct SqliteWriter {
     /// The cube held back before `cube`, its rows being worked out on a
     /// thread of their own while the writer goes on storing events.
     cube_job: Option<CubeJob>,
+    /// The first day stored for each user of `cube` whose rollup was
+    /// written since (what the cube needs to tell new users).
+    first_days: HashMap<String, String>,
 }
 
 /// A held-back cube's rows, worked out on their own thread (the writer's
@@ -277,16 +280,23 @@ fn set_setting(tx: &Transaction<'_>, key: &str, value: i64) -> rusqlite::Result<
     Ok(())
 }
 
-/// The first day of each of the cube's users, as the `users` rollup holds it.
-fn first_days(tx: &Transaction<'_>, cube: &Cube) -> rusqlite::Result<HashMap<String, String>> {
-    let mut first_days = HashMap::new();
+/// The first day of each of the cube's users, as the `users` rollup holds
+/// it: those `known` as written, the others read.
+fn first_days(
+    tx: &Transaction<'_>,
+    cube: &Cube,
+    mut known: HashMap<String, String>,
+) -> rusqlite::Result<HashMap<String, String>> {
     let mut read = tx.prepare_cached("SELECT first_day FROM users WHERE user_id = ?1")?;
     for u in cube.users() {
+        if known.contains_key(u) {
+            continue;
+        }
         if let Some(d) = read.query_row([u], |r| r.get::<_, String>(0)).optional()? {
-            first_days.insert(u.to_string(), d);
+            known.insert(u.to_string(), d);
         }
     }
-    Ok(first_days)
+    Ok(known)
 }
 
 impl SqliteWriter {
@@ -305,6 +315,7 @@ impl SqliteWriter {
             cube: Cube::default(),
             cube_since: Instant::now(),
             cube_job: None,
+            first_days: HashMap::new(),
         };
         writer.backfill()?;
         writer.transact(|_, _| Ok(()))?;
@@ -392,6 +403,7 @@ impl SqliteWriter {
         self.cube = cube;
         // Its events are past the cube watermark, so in `cube` again.
         self.cube_job = None;
+        self.first_days.clear();
         self.recover = false;
         Ok(())
     }
@@ -521,6 +533,19 @@ impl SqliteWriter {
             if rows.is_empty() {
                 continue;
             }
+            if upsert.table == USERS.table {
+                // Each user's first day as now stored, for the cube.
+                let mut statement =
+                    tx.prepare_cached(&format!("{} RETURNING first_day", upsert.row_sql()))?;
+                for row in &rows {
+                    let first_day: String =
+                        statement.query_row(params_from_iter(row), |r| r.get(0))?;
+                    if let Some(user) = row[0].text() {
+                        self.first_days.insert(user.to_string(), first_day);
+                    }
+                }
+                continue;
+            }
             let mut statement = tx.prepare_cached(&upsert.row_sql())?;
             for row in &rows {
                 statement.execute(params_from_iter(row))?;
@@ -559,7 +584,7 @@ impl SqliteWriter {
         if cube.is_empty() {
             return set_setting(tx, CUBE_WATERMARK, watermark);
         }
-        let first_days = first_days(tx, &cube)?;
+        let first_days = first_days(tx, &cube, std::mem::take(&mut self.first_days))?;
         let salt = self.salt.clone();
         // Taken by the thread, or back here should there be no thread.
         let work = Arc::new(Mutex::new(Some((cube, first_days))));
@@ -609,7 +634,7 @@ impl SqliteWriter {
         if cube.is_empty() {
             return Ok(());
         }
-        let first_days = first_days(tx, &cube)?;
+        let first_days = first_days(tx, &cube, HashMap::new())?;
         cube::write_sqlite(
             tx,
             cube.rows(&self.salt, &first_days),

@@ -391,3 +391,50 @@ on_both!(
         h.finish().await;
     }
 );
+
+on_both!(
+    two_filters_over_whole_months_read_the_full_segments_days,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        // Last month, whole: read from month rows, except for the full
+        // segments (two filters), which keep only day rows.
+        let this_month = Utc::now().date_naive().with_day(1).unwrap();
+        let first = (this_month - TimeDelta::days(1)).with_day(1).unwrap();
+        let last = this_month - TimeDelta::days(1);
+        let make = |u: u32, day: NaiveDate, version: &str, ci: bool| {
+            let mut e = at(u, day);
+            e["app_version"] = json!(version);
+            if ci {
+                e["ci"] = json!("github_actions");
+            }
+            e
+        };
+        store(
+            &h,
+            vec![
+                // Users 1 and 2 interactive on 0.1.0, on two days (1 twice).
+                make(1, first + TimeDelta::days(2), "0.1.0", false),
+                make(1, first + TimeDelta::days(20), "0.1.0", false),
+                make(2, last, "0.1.0", false),
+                // Not matching one filter or the other.
+                make(3, first + TimeDelta::days(2), "0.1.0", true),
+                make(4, first + TimeDelta::days(2), "0.2.0", false),
+            ],
+        )
+        .await;
+        let query = format!("from={first}&to={last}&ci=interactive&app_version=0.1.0");
+        let month = &first.to_string()[..7];
+        let c = chart(&h, "active_users_monthly", &query).await;
+        assert_eq!(row(&c, month)[1], 2, "{c}");
+        let c = chart(&h, "errors_by_command", &query).await;
+        assert_eq!(c["rows"], json!([["run", 3, 0, 0.0]]), "{c}");
+        let c = chart(&h, "summary", &query).await;
+        assert_eq!(c["rows"][0][0], 2, "active users: {c}");
+        // One filter: the month rows of a marginal segment.
+        let c = chart(&h, "active_users_monthly", &format!("from={first}&to={last}&ci=interactive")).await;
+        assert_eq!(row(&c, month)[1], 3, "{c}");
+        h.finish().await;
+    }
+);
