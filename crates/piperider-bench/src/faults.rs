@@ -305,7 +305,8 @@ fn interrupted_backend_loses_nothing(work: &Path, name: &str, graceful: bool) ->
 }
 
 /// Every recorded event stored once (`stored` of them, with `distinct`
-/// ids), and all `all` events in the database counted once by the rollups.
+/// ids), and all `all` events in the database counted once by the rollups
+/// and once by the dashboard's cube.
 fn exactly_once(backend: &Backend, runs: u64, (stored, distinct): (i64, i64), all: i64) -> Result {
     if stored != runs as i64 || distinct != stored {
         return Err(format!(
@@ -316,6 +317,12 @@ fn exactly_once(backend: &Backend, runs: u64, (stored, distinct): (i64, i64), al
     if rolled_up != all {
         return Err(format!(
             "{all} events stored but the rollups count {rolled_up}"
+        ));
+    }
+    let in_cube = i64::try_from(backend.in_cube()?).unwrap_or(i64::MAX);
+    if in_cube != all {
+        return Err(format!(
+            "{all} events stored but the dashboard's cube counts {in_cube}"
         ));
     }
     Ok(())

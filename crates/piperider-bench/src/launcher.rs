@@ -193,6 +193,21 @@ impl Backend {
             .as_u64()
             .ok_or_else(|| format!("stats without totals.events: {body}"))
     }
+
+    /// The events the dashboard's cube counts over the last 30 days.
+    pub(crate) fn in_cube(&self) -> Result<u64> {
+        let (status, body) = self.get("/v1/admin/charts/summary")?;
+        if status != 200 {
+            return Err(format!("GET /v1/admin/charts/summary answered {status}: {body}"));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if v["columns"][3]["name"] != "events" {
+            return Err(format!("the summary's fourth column is not events: {body}"));
+        }
+        v["rows"][0][3]
+            .as_u64()
+            .ok_or_else(|| format!("a summary without events: {body}"))
+    }
 }
 
 impl Drop for Backend {
