@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::events::body;
-use crate::launcher::{ADMIN_TOKEN, Backend, Log, Process};
+use crate::launcher::{Backend, Log, Process};
 use crate::load::{self, BodyFn};
 use crate::{Result, median, round};
 /// Connections of the latency phase.
@@ -330,7 +330,7 @@ async fn stats_query(backend: &Backend, report: &mut Map<String, Value>) -> Resu
     let mut times = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(ADMIN_TOKEN))
+        let (status, _) = load::get(backend.addr, "/v1/admin/stats", Some(&backend.token))
             .await
             .ok_or("stats query failed")?;
         if status != 200 {

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::launcher::{ADMIN_TOKEN, Backend, Log};
+use crate::launcher::{Backend, Log};
 use crate::{Result, median, round};
 
 const USERS: u32 = 1_000_000;
@@ -371,7 +371,7 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
     // The summary chart of the year counts what was stored (the stats
     // API reads every user and is not what the dashboard calls).
     let path = format!("/v1/admin/charts/summary?from={start}&to={end}");
-    let (status, body) = crate::load::get(backend.addr, &path, Some(ADMIN_TOKEN))
+    let (status, body) = crate::load::get(backend.addr, &path, Some(&backend.token))
         .await
         .ok_or("the summary chart failed")?;
     let summary: Value = serde_json::from_str(&body).unwrap_or_default();
@@ -546,10 +546,11 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
 /// each over `runs` rounds; returns the slowest median and every median.
 async fn time_charts(
     addr: SocketAddr,
+    token: &str,
     end: NaiveDate,
     runs: usize,
 ) -> Result<(f64, Map<String, Value>)> {
-    let (status, list) = crate::load::get(addr, "/v1/admin/charts", Some(ADMIN_TOKEN))
+    let (status, list) = crate::load::get(addr, "/v1/admin/charts", Some(token))
         .await
         .ok_or("GET /v1/admin/charts failed")?;
     if status != 200 {
@@ -571,7 +572,7 @@ async fn time_charts(
             let mut times = Vec::new();
             for _ in 0..runs {
                 let t = Instant::now();
-                let (status, body) = crate::load::get(addr, &path, Some(ADMIN_TOKEN))
+                let (status, body) = crate::load::get(addr, &path, Some(token))
                     .await
                     .ok_or_else(|| format!("GET {path} failed"))?;
                 if status != 200 {
@@ -607,7 +608,7 @@ async fn accuracy(backend: &Backend, kept: &Kept, report: &mut Map<String, Value
             )
             .map_err(|e| e.to_string())?;
         let path = format!("/v1/admin/charts/summary?from={from}&to={}", kept.end);
-        let (_, body) = crate::load::get(backend.addr, &path, Some(ADMIN_TOKEN))
+        let (_, body) = crate::load::get(backend.addr, &path, Some(&backend.token))
             .await
             .ok_or("the summary chart failed")?;
         let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
@@ -650,7 +651,7 @@ pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result 
     }
     for (db, url) in databases {
         let backend = start_backend(&url, &kept.dir)?;
-        let (slowest, medians) = time_charts(backend.addr, kept.end, runs).await?;
+        let (slowest, medians) = time_charts(backend.addr, &backend.token, kept.end, runs).await?;
         // The page itself: every chart read and drawn on the server.
         let mut pages = Map::new();
         for days in [30, 365] {
@@ -662,7 +663,7 @@ pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result 
             let mut times = Vec::new();
             for _ in 0..runs {
                 let t = Instant::now();
-                let (status, body) = crate::load::get(backend.addr, &path, Some(ADMIN_TOKEN))
+                let (status, body) = crate::load::get(backend.addr, &path, Some(&backend.token))
                     .await
                     .ok_or("GET /admin failed")?;
                 if status != 200 || !body.contains("id=events") {

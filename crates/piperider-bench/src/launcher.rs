@@ -1,16 +1,16 @@
 //! The one way the load tools start a backend: a release
 //! `piperider-ingest` process on its own database and a free loopback
-//! port, rate limits off, with the admin token below. It can be stopped
-//! with SIGKILL or SIGTERM and started again on the same port and
-//! database; it is killed when dropped.
+//! port, rate limits off, with an admin token of its own. It can be
+//! stopped with SIGKILL or SIGTERM and started again on the same port and
+//! database (and makes sure that what answers there then is itself, not
+//! another process that took the port meanwhile); it is killed when
+//! dropped.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Result;
-
-pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 /// A free port on the loopback address.
 pub(crate) fn free_addr() -> Result<SocketAddr> {
@@ -35,6 +35,8 @@ pub(crate) struct Backend {
     log: Log,
     /// More arguments for the backend.
     extra: Vec<String>,
+    /// Its admin token, unlike any other backend's.
+    pub(crate) token: String,
 }
 
 impl Backend {
@@ -51,6 +53,7 @@ impl Backend {
             database_url: database_url.to_string(),
             log,
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            token: format!("bench-{}", uuid::Uuid::new_v4().simple()),
         };
         backend.restart()?;
         Ok(backend)
@@ -66,7 +69,7 @@ impl Backend {
             .args(["--listen", &self.addr.to_string()])
             .args(["--database-url", &self.database_url])
             .args(["--rate-limit-ip", "0", "--rate-limit-user", "0"])
-            .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--admin-token", &self.token])
             .args(&self.extra)
             .env("PIPERIDER_INGEST_LOG", level)
             .stdout(Stdio::null())
@@ -86,8 +89,23 @@ impl Backend {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
-        Ok(())
+        // Only this process knows the token: another one on the port
+        // (a backend of another run that took it while this was down)
+        // refuses it.
+        match self.get("/v1/admin/charts") {
+            Ok((200, _)) if matches!(child.try_wait(), Ok(None)) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            answer => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!(
+                    "another process answers on {} instead of the backend started there ({answer:?})",
+                    self.addr
+                ))
+            }
+        }
     }
 
     /// SIGTERM: the service stops accepting, finishes in-flight requests
@@ -164,8 +182,9 @@ impl Backend {
             .map_err(|e| e.to_string())?;
         write!(
             stream,
-            "{what} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+            "{what} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.token,
             body.len()
         )
         .map_err(|e| format!("{what}: {e}"))?;
@@ -198,7 +217,9 @@ impl Backend {
     pub(crate) fn in_cube(&self) -> Result<u64> {
         let (status, body) = self.get("/v1/admin/charts/summary")?;
         if status != 200 {
-            return Err(format!("GET /v1/admin/charts/summary answered {status}: {body}"));
+            return Err(format!(
+                "GET /v1/admin/charts/summary answered {status}: {body}"
+            ));
         }
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         if v["columns"][3]["name"] != "events" {

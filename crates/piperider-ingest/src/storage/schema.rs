@@ -196,6 +196,55 @@ pub(crate) const USERS: Upsert = Upsert {
     ),
 };
 
+/// SQLite's writer, first for each user and project it rolls up: the
+/// upsert of a row whose stored events are all no later than the new ones
+/// (the common case), setting only what the latest event decides. SQLite
+/// rewrites the entry of every index whose column a `SET` names, changed
+/// or not, so this leaves `users_first_day` and `projects_user` alone.
+/// When the new events are not all later it changes nothing (no row is
+/// returned or changed) and [`USERS`] or [`PROJECTS`] follows.
+pub(crate) static USERS_LATER_SQLITE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let latest: Vec<String> = USERS.columns[4..]
+            .iter()
+            .filter(|(n, _)| *n != "initial_version")
+            .map(|(n, _)| match *n {
+                "country" | "region" => format!("{n} = COALESCE(excluded.{n}, users.{n})"),
+                _ => format!("{n} = excluded.{n}"),
+            })
+            .collect();
+        format!(
+            "{} ON CONFLICT (user_id) DO UPDATE SET {}, last_seen = excluded.last_seen \
+         WHERE excluded.first_seen >= users.first_seen AND excluded.last_seen >= users.last_seen \
+         RETURNING first_day",
+            row_insert(&USERS),
+            latest.join(", ")
+        )
+    });
+
+pub(crate) static PROJECTS_LATER_SQLITE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "{} ON CONFLICT (project_id) DO UPDATE SET current_version = excluded.current_version, \
+             last_seen = excluded.last_seen WHERE excluded.first_seen >= projects.first_seen \
+             AND excluded.last_seen >= projects.last_seen AND excluded.user_id = projects.user_id",
+            row_insert(&PROJECTS)
+        )
+    });
+
+/// `INSERT INTO table (columns) VALUES (?1, ...)`, without a conflict rule.
+fn row_insert(upsert: &Upsert) -> String {
+    let marks: Vec<String> = (1..=upsert.columns.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        upsert.table,
+        upsert.names(),
+        marks.join(", ")
+    )
+}
+
 /// The owner key each user id is bound to: the first stored event that
 /// carries one binds it, and nothing rebinds it (see
 /// `piperider_event::OwnerKey`).

@@ -43,9 +43,9 @@ use super::group::{
 use super::rollup::Aggregate;
 use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
-    DELETE_USER, DELETE_USER_EVENTS_SQLITE, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS,
-    PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, SQLITE_BUSY_TIMEOUT,
-    SQLITE_PRAGMAS, USERS, sqlite_synchronous,
+    DELETE_USER, DELETE_USER_EVENTS_SQLITE, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PROJECTS,
+    PROJECTS_LATER_SQLITE, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER,
+    SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, USERS, USERS_LATER_SQLITE, sqlite_synchronous,
 };
 use wal::{Settle, checkpointer, syncer, wal_path};
 
@@ -535,13 +535,29 @@ impl SqliteWriter {
             }
             if upsert.table == USERS.table {
                 // Each user's first day as now stored, for the cube.
-                let mut statement =
+                let mut later = tx.prepare_cached(&USERS_LATER_SQLITE)?;
+                let mut any =
                     tx.prepare_cached(&format!("{} RETURNING first_day", upsert.row_sql()))?;
                 for row in &rows {
-                    let first_day: String =
-                        statement.query_row(params_from_iter(row), |r| r.get(0))?;
+                    let first_day: String = match later
+                        .query_row(params_from_iter(row), |r| r.get(0))
+                        .optional()?
+                    {
+                        Some(day) => day,
+                        None => any.query_row(params_from_iter(row), |r| r.get(0))?,
+                    };
                     if let Some(user) = row[0].text() {
                         self.first_days.insert(user.to_string(), first_day);
+                    }
+                }
+                continue;
+            }
+            if upsert.table == PROJECTS.table {
+                let mut later = tx.prepare_cached(&PROJECTS_LATER_SQLITE)?;
+                let mut any = tx.prepare_cached(&upsert.row_sql())?;
+                for row in &rows {
+                    if later.execute(params_from_iter(row))? == 0 {
+                        any.execute(params_from_iter(row))?;
                     }
                 }
                 continue;
@@ -611,7 +627,11 @@ impl SqliteWriter {
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .unwrap_or_default();
-                cube::write_sqlite(tx, cube.rows(&self.salt, &first_days), &mut self.segment_ids)?;
+                cube::write_sqlite(
+                    tx,
+                    cube.rows(&self.salt, &first_days),
+                    &mut self.segment_ids,
+                )?;
                 set_setting(tx, CUBE_WATERMARK, watermark)
             }
         }

@@ -433,7 +433,12 @@ on_both!(
         let c = chart(&h, "summary", &query).await;
         assert_eq!(c["rows"][0][0], 2, "active users: {c}");
         // One filter: the month rows of a marginal segment.
-        let c = chart(&h, "active_users_monthly", &format!("from={first}&to={last}&ci=interactive")).await;
+        let c = chart(
+            &h,
+            "active_users_monthly",
+            &format!("from={first}&to={last}&ci=interactive"),
+        )
+        .await;
         assert_eq!(row(&c, month)[1], 3, "{c}");
         h.finish().await;
     }

@@ -611,3 +611,77 @@ on_both!(
         h.finish().await;
     }
 );
+
+on_both!(
+    a_user_and_a_project_keep_their_earliest_and_latest_whatever_the_order,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let (a, b) = (format!("{:032x}", 0xa), format!("{:032x}", 0xb));
+        let now = chrono::Utc::now();
+        let at = |user: &str, days_ago: i64, version: &str, os: &str| {
+            let mut e = event(user);
+            let ts = now - chrono::TimeDelta::days(days_ago);
+            e["timestamp"] = json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            e["app_version"] = json!(version);
+            e["initial_version"] = json!(version);
+            e["platform"]["os"] = json!(os);
+            e
+        };
+        let day = |days_ago: i64| {
+            (now - chrono::TimeDelta::days(days_ago))
+                .date_naive()
+                .to_string()
+        };
+        let report = |user: String| {
+            let h = &h;
+            async move {
+                let (status, body) = h.admin_get(&format!("/v1/admin/users/{user}")).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                body
+            }
+        };
+        // User a: the middle event, a later one, then an earlier one,
+        // each rolled up before the next comes (a read writes the rollups).
+        for e in [
+            at(&a, 5, "0.2.0", "linux"),
+            at(&a, 1, "0.3.0", "macos"),
+            at(&a, 9, "0.1.0", "windows"),
+        ] {
+            let (status, body) = h.post_batch(&[e]).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            report(a.clone()).await;
+        }
+        let r = report(a.clone()).await;
+        assert!(
+            r["first_seen"].as_str().unwrap().starts_with(&day(9)),
+            "{r}"
+        );
+        assert!(r["last_seen"].as_str().unwrap().starts_with(&day(1)), "{r}");
+        assert_eq!(r["platform"]["os"], "macos", "the latest event's: {r}");
+        assert_eq!(r["app_version"], "0.3.0");
+        assert_eq!(r["initial_version"], "0.1.0", "the earliest event's");
+        assert_eq!(r["days_active"], 3);
+        let project = &r["projects"][0];
+        assert_eq!(project["initial_version"], "0.1.0", "{r}");
+        assert_eq!(project["current_version"], "0.3.0");
+        assert!(project["first_seen"].as_str().unwrap().starts_with(&day(9)));
+        // The project's latest event comes from user b: it is b's now.
+        let (status, body) = h.post_batch(&[at(&b, 0, "0.4.0", "linux")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(report(a.clone()).await["projects"], json!([]));
+        let r = report(b.clone()).await;
+        assert_eq!(r["projects"][0]["initial_version"], "0.1.0", "{r}");
+        assert_eq!(r["projects"][0]["current_version"], "0.4.0");
+        // An earlier event of a's for it does not take it back.
+        let (status, body) = h.post_batch(&[at(&a, 7, "0.1.5", "linux")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            report(b.clone()).await["projects"][0]["current_version"],
+            "0.4.0"
+        );
+        assert_eq!(report(a.clone()).await["platform"]["os"], "macos");
+        h.finish().await;
+    }
+);
