@@ -92,18 +92,30 @@ impl Backend {
         // Only this process knows the token: another one on the port
         // (a backend of another run that took it while this was down)
         // refuses it.
-        match self.get("/v1/admin/charts") {
-            Ok((200, _)) if matches!(child.try_wait(), Ok(None)) => {
+        let answer = self.get("/v1/admin/charts");
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "piperider-ingest exited during start-up ({status})"
+            ));
+        }
+        match answer {
+            Ok((200, _)) => {
                 self.child = Some(child);
                 Ok(())
             }
             answer => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(format!(
-                    "another process answers on {} instead of the backend started there ({answer:?})",
-                    self.addr
-                ))
+                Err(match answer {
+                    Ok((401, _)) => format!(
+                        "another process answers on {} instead of the backend started there",
+                        self.addr
+                    ),
+                    other => format!(
+                        "the backend on {} answered {other:?} at start-up",
+                        self.addr
+                    ),
+                })
             }
         }
     }

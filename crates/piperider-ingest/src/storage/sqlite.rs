@@ -93,6 +93,17 @@ pub(crate) async fn connect_pool(url: &str) -> Result<(SqlitePool, PathBuf), Sto
     for (name, value) in SQLITE_PRAGMAS {
         options = options.pragma(name, value);
     }
+    // One connection alone first: opening the file after an unclean stop
+    // recovers its WAL, which takes as long as the WAL is large (a
+    // gigabyte read from disk takes longer than the pool below waits for
+    // a connection, and the service would not start).
+    {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect_with(&options)
+            .await?
+            .close()
+            .await?;
+    }
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
