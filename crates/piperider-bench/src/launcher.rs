@@ -215,11 +215,7 @@ impl Backend {
 
     /// Events counted by the rollups (the stats API's total).
     pub(crate) fn rolled_up(&self) -> Result<u64> {
-        let (status, body) = self.get("/v1/admin/stats")?;
-        if status != 200 {
-            return Err(format!("GET /v1/admin/stats answered {status}: {body}"));
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let (v, body) = self.get_json("/v1/admin/stats")?;
         v["totals"]["events"]
             .as_u64()
             .ok_or_else(|| format!("stats without totals.events: {body}"))
@@ -227,19 +223,23 @@ impl Backend {
 
     /// The events the dashboard's cube counts over the last 30 days.
     pub(crate) fn in_cube(&self) -> Result<u64> {
-        let (status, body) = self.get("/v1/admin/charts/summary")?;
-        if status != 200 {
-            return Err(format!(
-                "GET /v1/admin/charts/summary answered {status}: {body}"
-            ));
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let (v, body) = self.get_json("/v1/admin/charts/summary")?;
         if v["columns"][3]["name"] != "events" {
             return Err(format!("the summary's fourth column is not events: {body}"));
         }
         v["rows"][0][3]
             .as_u64()
             .ok_or_else(|| format!("a summary without events: {body}"))
+    }
+
+    /// `GET path` answered 200: its JSON and its text.
+    fn get_json(&self, path: &str) -> Result<(serde_json::Value, String)> {
+        let (status, body) = self.get(path)?;
+        if status != 200 {
+            return Err(format!("GET {path} answered {status}: {body}"));
+        }
+        let v = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        Ok((v, body))
     }
 }
 

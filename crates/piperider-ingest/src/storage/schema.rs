@@ -61,17 +61,25 @@ impl Upsert {
     /// The statement with `source` (a `VALUES` or `SELECT`) as its rows.
     pub(crate) fn sql(&self, source: &str) -> String {
         format!(
-            "INSERT INTO {} ({}) {source} {}",
-            self.table,
-            self.names(),
+            "{} {}",
+            self.sql_without_conflict(source),
             self.conflict_clause()
         )
     }
 
     /// The statement taking one row as `?1..?n` (SQLite).
     pub(crate) fn row_sql(&self) -> String {
+        format!("{} {}", self.row_insert(), self.conflict_clause())
+    }
+
+    /// [`Self::row_sql`] without its conflict rule (for another one).
+    fn row_insert(&self) -> String {
         let marks: Vec<String> = (1..=self.columns.len()).map(|i| format!("?{i}")).collect();
-        self.sql(&format!("VALUES ({})", marks.join(", ")))
+        self.sql_without_conflict(&format!("VALUES ({})", marks.join(", ")))
+    }
+
+    fn sql_without_conflict(&self, source: &str) -> String {
+        format!("INSERT INTO {} ({}) {source}", self.table, self.names())
     }
 }
 
@@ -217,7 +225,7 @@ pub(crate) static USERS_LATER_SQLITE: std::sync::LazyLock<String> =
             "{} ON CONFLICT (user_id) DO UPDATE SET {}, last_seen = excluded.last_seen \
          WHERE excluded.first_seen >= users.first_seen AND excluded.last_seen >= users.last_seen \
          RETURNING first_day",
-            row_insert(&USERS),
+            USERS.row_insert(),
             latest.join(", ")
         )
     });
@@ -228,22 +236,9 @@ pub(crate) static PROJECTS_LATER_SQLITE: std::sync::LazyLock<String> =
             "{} ON CONFLICT (project_id) DO UPDATE SET current_version = excluded.current_version, \
              last_seen = excluded.last_seen WHERE excluded.first_seen >= projects.first_seen \
              AND excluded.last_seen >= projects.last_seen AND excluded.user_id = projects.user_id",
-            row_insert(&PROJECTS)
+            PROJECTS.row_insert()
         )
     });
-
-/// `INSERT INTO table (columns) VALUES (?1, ...)`, without a conflict rule.
-fn row_insert(upsert: &Upsert) -> String {
-    let marks: Vec<String> = (1..=upsert.columns.len())
-        .map(|i| format!("?{i}"))
-        .collect();
-    format!(
-        "INSERT INTO {} ({}) VALUES ({})",
-        upsert.table,
-        upsert.names(),
-        marks.join(", ")
-    )
-}
 
 /// The owner key each user id is bound to: the first stored event that
 /// carries one binds it, and nothing rebinds it (see

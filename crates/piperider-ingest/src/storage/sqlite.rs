@@ -366,7 +366,7 @@ impl SqliteWriter {
                     }
                 }
                 built += cube.events();
-                w.write_cube_rows(tx, cube)?;
+                w.write_cube_rows(tx, cube, HashMap::new())?;
                 set_setting(tx, CUBE_WATERMARK, to)?;
                 Ok(false)
             })?;
@@ -638,11 +638,7 @@ impl SqliteWriter {
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .unwrap_or_default();
-                cube::write_sqlite(
-                    tx,
-                    cube.rows(&self.salt, &first_days),
-                    &mut self.segment_ids,
-                )?;
+                self.write_cube_rows(tx, cube, first_days)?;
                 set_setting(tx, CUBE_WATERMARK, watermark)
             }
         }
@@ -661,11 +657,18 @@ impl SqliteWriter {
         set_setting(tx, CUBE_WATERMARK, job.watermark)
     }
 
-    fn write_cube_rows(&mut self, tx: &Transaction<'_>, cube: Cube) -> rusqlite::Result<()> {
+    /// Writes the rows of `cube`, given the first days of those of its
+    /// users already `known`.
+    fn write_cube_rows(
+        &mut self,
+        tx: &Transaction<'_>,
+        cube: Cube,
+        known: HashMap<String, String>,
+    ) -> rusqlite::Result<()> {
         if cube.is_empty() {
             return Ok(());
         }
-        let first_days = first_days(tx, &cube, HashMap::new())?;
+        let first_days = first_days(tx, &cube, known)?;
         cube::write_sqlite(
             tx,
             cube.rows(&self.salt, &first_days),
