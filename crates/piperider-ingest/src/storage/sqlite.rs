@@ -374,6 +374,8 @@ impl SqliteWriter {
                 break;
             }
         }
+        // Now the held-back rollups, and the next rowid, from what was stored.
+        self.recover = true;
         if built > 0 {
             tracing::info!(
                 events = built,

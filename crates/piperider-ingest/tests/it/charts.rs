@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::{ADMIN_TOKEN, Db, Harness, PROJECT, on_both};
+use crate::{ADMIN_TOKEN, Db, Harness, PROJECT, on_both, run_sql};
 
 /// The Monday `n` weeks before this week's.
 fn monday(n: i64) -> NaiveDate {
@@ -324,20 +324,6 @@ on_both!(
     }
 );
 
-/// Runs `sql` on the database at `url` (the service stopped).
-async fn raw(url: &str, sql: &str) {
-    use sqlx::Connection;
-    if url.starts_with("sqlite:") {
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        c.close().await.unwrap();
-    } else {
-        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        c.close().await.unwrap();
-    }
-}
-
 on_both!(
     a_database_from_before_the_cube_gets_it_built_from_its_events,
     |db: Db| async move {
@@ -374,9 +360,9 @@ on_both!(
         .reopen(async |url: &str| {
             let forget = "DELETE FROM cube_counts; DELETE FROM cube_sketches; DELETE FROM cohort_sketches; DELETE FROM segments;";
             if url.starts_with("sqlite:") {
-                raw(url, &format!("{forget} DELETE FROM settings WHERE key = 'cube_watermark';")).await;
+                run_sql(url, &format!("{forget} DELETE FROM settings WHERE key = 'cube_watermark';")).await;
             } else {
-                raw(url, &format!("{forget} INSERT INTO cube_queue SELECT CAST(event_id AS uuid) FROM events;")).await;
+                run_sql(url, &format!("{forget} INSERT INTO cube_queue SELECT CAST(event_id AS uuid) FROM events;")).await;
             }
         })
         .await;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both, owned_event, owner,
+    run_sql,
 };
 
 on_both!(
@@ -108,6 +109,44 @@ async fn the_roller_writes_rollups_soon_and_after_a_crash() {
     let (_, stats) = another.admin_get("/v1/admin/stats").await;
     assert_eq!(stats["totals"]["events"], 3, "{stats}");
     another.store().close().await;
+    h.finish().await;
+}
+
+/// The SQLite writer opened after an unclean stop rolls up the events
+/// stored past its watermark (as a process killed before writing its
+/// held-back rollups leaves them), and goes on giving new events rowids
+/// past the stored ones: the next batch is accepted and counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_rolls_up_what_an_unclean_stop_left_and_goes_on_storing() {
+    let h = Harness::start(Db::Sqlite, |_| {}).await.unwrap();
+    let (status, _) = h.post_batch(&[event(USER), event(USER)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let h = h
+        .reopen(async |url: &str| {
+            // Stored, and neither rolled up nor in the cube: a writer
+            // killed between its commit and its rollups.
+            let columns = "received_at, ts, day, event_type, user_id, device_id, os, arch, \
+                 os_version, runtime_name, runtime_version, app_version, initial_version, ci, \
+                 project_id, datasource_type, tables, columns, rows, builtin_assertions, \
+                 custom_assertions, passed_assertions, failed_assertions, status, duration_ms, \
+                 country, region";
+            run_sql(
+                url,
+                &format!(
+                    "INSERT INTO events (event_id, {columns}) \
+                     SELECT '0190f5a0-0000-7000-8000-00000000abcd', {columns} FROM events LIMIT 1"
+                ),
+            )
+            .await;
+        })
+        .await;
+    let (status, body) = h.post_batch(&[event(USER)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["status"], "accepted", "{body}");
+    let (_, stats) = h.admin_get("/v1/admin/stats").await;
+    assert_eq!(stats["totals"]["events"], 4, "{stats}");
+    let (_, summary) = h.admin_get("/v1/admin/charts/summary").await;
+    assert_eq!(summary["rows"][0][3], 4, "{summary}");
     h.finish().await;
 }
 

@@ -363,6 +363,20 @@ impl Harness {
     }
 }
 
+/// Runs `sql` on the database at `url` (the service stopped).
+pub(crate) async fn run_sql(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    }
+}
+
 /// A connection of the test's own to the PostgreSQL database `name`.
 async fn pg_connection(name: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
