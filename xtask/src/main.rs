@@ -216,6 +216,14 @@ fn browser_installed() -> bool {
     runs("chromium") && runs("chromedriver")
 }
 
+/// Whether `nats-server` runs here (the queue-mode suites start their own).
+fn nats_installed() -> bool {
+    Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// axe-core for the browser tests' accessibility check: `npm ci` in
 /// tools/axe the first time (its package-lock pins the version).
 fn axe_script() -> Result<PathBuf> {
@@ -259,6 +267,17 @@ fn test() -> Result {
         );
     } else {
         skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)".into());
+    }
+    if nats_installed() {
+        // The queue-mode tests fail instead of skipping when nats-server is missing.
+        cmd.env("PIPERIDER_REQUIRE_NATS", "1");
+    } else if in_ci() {
+        return Err(
+            "nats-server is missing, and CI must run the queue-mode suites (.ci/run installs it)"
+                .into(),
+        );
+    } else {
+        skipped.push("queue-mode suites (no nats-server: apt-get install -y nats-server)".into());
     }
     match axe_script() {
         Ok(path) => {

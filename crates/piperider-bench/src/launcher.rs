@@ -27,6 +27,42 @@ pub(crate) enum Log {
     Silent,
 }
 
+/// One blocking request to `addr` with `token` as its bearer token (and
+/// `body` as JSON when not empty): the status and the body of the answer.
+pub(crate) fn request(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let what = format!("{method} {path}");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("{what}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "{what} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("{what}: {e}"))?;
+    let mut all = String::new();
+    stream
+        .read_to_string(&mut all)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let status = all
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{what}: no status in {all:?}"))?;
+    let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
 #[derive(Debug)]
 pub(crate) struct Backend {
     child: Option<Child>,
@@ -185,32 +221,7 @@ impl Backend {
     /// One blocking request with the admin token (and `body` as JSON when
     /// not empty): the status and the body of the answer.
     pub(crate) fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        use std::io::{Read, Write};
-        let what = format!("{method} {path}");
-        let mut stream =
-            std::net::TcpStream::connect(self.addr).map_err(|e| format!("{what}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            stream,
-            "{what} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            self.token,
-            body.len()
-        )
-        .map_err(|e| format!("{what}: {e}"))?;
-        let mut all = String::new();
-        stream
-            .read_to_string(&mut all)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = all
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{what}: no status in {all:?}"))?;
-        let body = all.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        Ok((status, body.to_string()))
+        request(self.addr, &self.token, method, path, body)
     }
 
     /// Events counted by the rollups (the stats API's total).

@@ -4,7 +4,7 @@
 //!
 //! - `bench [--quick]`  the speed targets as ratios measured in one run;
 //!   writes `<target dir>/bench/report.json`
-//! - `faults`           the fault-injection cases (`cargo xtask test` runs them)
+//! - `faults [NAME]`    the fault-injection cases, or those whose name has NAME (`cargo xtask test` runs them all)
 //! - `noop-server`      the HTTP ceiling: a no-op axum endpoint (the bench
 //!   starts it in its own process, as the backend is)
 //! - `sample-db PATH`   the sample SQLite data source (`cargo xtask dev` uses it)
@@ -17,6 +17,7 @@ mod events;
 mod faults;
 mod launcher;
 mod load;
+mod queue_faults;
 mod sample;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ usage: piperider-bench <task>   (run through `cargo xtask bench` and `cargo xtas
 
 tasks:
   bench [--quick]  measure the speed targets; writes <target dir>/bench/report.json
-  faults           run the fault-injection cases; the last line counts them
+  faults [NAME]    run the fault-injection cases (those whose name has NAME); the last line counts them
   noop-server      serve a no-op endpoint on a free loopback port; prints its address
   sample-db PATH   create the sample SQLite data source at PATH unless it exists
 ";
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["bench"] => cli_overhead::run(false),
         ["bench", "--quick"] => cli_overhead::run(true),
-        ["faults"] => faults::run().map(|(passed, failed)| {
+        ["faults", filter @ ..] => faults::run(filter.first().copied()).map(|(passed, failed)| {
             // `cargo xtask test` adds this line's counts to its totals.
             println!("faults: {passed} passed, {failed} failed");
         }),

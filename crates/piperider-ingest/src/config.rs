@@ -23,6 +23,8 @@ pub enum ConfigError {
     WeakToken { bits: u32 },
     #[error("{0} must be at least 1")]
     AtLeastOne(&'static str),
+    #[error("--role writer stores the queue's events: give --queue too")]
+    WriterWithoutQueue,
 }
 
 /// The least an admin token may hold, in bits.
@@ -139,6 +141,46 @@ pub struct Config {
     /// and command, every group under its floor folded into "other".
     #[arg(long, env = "PIPERIDER_INGEST_PUBLIC_STATS")]
     pub public_stats: bool,
+    /// Queue mode: the NATS JetStream servers (`nats://host:port`,
+    /// comma-separated). A node publishes valid events to the stream and
+    /// answers once it holds them; writers (`--role writer`) store them
+    /// into the PostgreSQL database.
+    #[arg(long, env = "PIPERIDER_INGEST_QUEUE", value_delimiter = ',')]
+    pub queue: Vec<String>,
+    /// What this process does in queue mode: `node` takes requests and
+    /// publishes events, `writer` stores the stream's events (and serves
+    /// the API on the database, for operators).
+    #[arg(long, env = "PIPERIDER_INGEST_ROLE", value_enum, default_value_t = Role::Node)]
+    pub role: Role,
+    /// Copies of the stream (default: 3 when the queue has three servers
+    /// or more, else 1).
+    #[arg(long, env = "PIPERIDER_INGEST_QUEUE_REPLICAS")]
+    pub queue_replicas: Option<usize>,
+    /// Most bytes the stream holds (events no writer has stored yet);
+    /// when it is full, nodes answer 503 and clients keep their events.
+    #[arg(
+        long,
+        env = "PIPERIDER_INGEST_QUEUE_MAX_BYTES",
+        default_value_t = 4 << 30
+    )]
+    pub queue_max_bytes: i64,
+    /// Oldest an event may become in the stream before it is dropped
+    /// unstored (writers away that long), in hours.
+    #[arg(
+        long,
+        env = "PIPERIDER_INGEST_QUEUE_MAX_AGE_HOURS",
+        default_value_t = 168
+    )]
+    pub queue_max_age_hours: u64,
+}
+
+/// What a process does in queue mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Takes requests; publishes events and deletions to the stream.
+    Node,
+    /// Stores the stream's events into PostgreSQL.
+    Writer,
 }
 
 impl Config {
@@ -173,7 +215,30 @@ impl Config {
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::AtLeastOne("--request-timeout-secs"));
         }
+        if !self.queue.is_empty() {
+            if self.queue_replicas == Some(0) {
+                return Err(ConfigError::AtLeastOne("--queue-replicas"));
+            }
+            if self.queue_max_bytes < 1 {
+                return Err(ConfigError::AtLeastOne("--queue-max-bytes"));
+            }
+            if self.queue_max_age_hours == 0 {
+                return Err(ConfigError::AtLeastOne("--queue-max-age-hours"));
+            }
+        } else if self.role == Role::Writer {
+            return Err(ConfigError::WriterWithoutQueue);
+        }
         Ok(self)
+    }
+
+    /// The queue's settings, in queue mode.
+    pub fn queue_config(&self) -> Option<crate::storage::QueueConfig> {
+        (!self.queue.is_empty()).then(|| crate::storage::QueueConfig {
+            urls: self.queue.clone(),
+            replicas: self.queue_replicas,
+            max_bytes: self.queue_max_bytes,
+            max_age: std::time::Duration::from_secs(self.queue_max_age_hours.saturating_mul(3600)),
+        })
     }
 
     /// A configuration for tests and embedding: defaults, this database.
@@ -194,6 +259,11 @@ impl Config {
             consent_policy_version: 1,
             cookie_secure: false,
             public_stats: false,
+            queue: Vec::new(),
+            role: Role::Node,
+            queue_replicas: None,
+            queue_max_bytes: 4 << 30,
+            queue_max_age_hours: 168,
         }
     }
 }

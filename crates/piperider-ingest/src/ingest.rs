@@ -72,17 +72,17 @@ fn sort(app: &AppState, batch: &RawBatch<'_>, client: Client) -> Sorted {
                 };
                 let value = serde_json::from_slice::<serde_json::Value>(raw).ok();
                 // Kept with the salted hash of its user id, so it goes with the user.
-                let user_hash = value
+                let user_id = value
                     .as_ref()
                     .and_then(|v| v.get("user_id")?.as_str()?.parse::<UserId>().ok())
-                    .map(|id| app.store.user_hash(id.as_str()));
+                    .map(String::from);
                 sorted.quarantine.push(QuarantineRow::new(
                     received_at,
                     &field,
                     &reason,
                     raw.len(),
                     value.as_ref(),
-                    user_hash,
+                    user_id,
                 ));
                 let event_id = value.and_then(|v| v.get("event_id")?.as_str()?.parse().ok());
                 sorted.results.push(Some(EventResult {

@@ -103,12 +103,31 @@ pub async fn serve_router(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     extend: impl FnOnce(axum::Router) -> axum::Router,
 ) -> Result<(), ServeError> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .map_err(|source| ServeError::Database {
-            url: redact(&config.database_url),
-            source,
-        })?;
+    let queue = config.queue_config();
+    let connected = match (&queue, config.role) {
+        (Some(queue), crate::config::Role::Node) => {
+            Store::connect_node(&config.database_url, queue).await
+        }
+        _ => Store::connect(&config.database_url).await,
+    };
+    let store = connected.map_err(|source| ServeError::Database {
+        url: redact(&config.database_url),
+        source,
+    })?;
+    // A writer stores the stream's events until the service stops.
+    let (stop_writers, writers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let writers = match (&queue, config.role) {
+        (Some(queue), crate::config::Role::Writer) => {
+            let (store, queue) = (store.clone(), queue.clone());
+            Some(tokio::spawn(async move {
+                crate::storage::run_writers(store, &queue, async {
+                    let _ = writers_stopped.await;
+                })
+                .await
+            }))
+        }
+        _ => None,
+    };
     let geo = match &config.geoip_db {
         Some(path) => Geo::open(path)?,
         None => Geo::default(),
@@ -125,6 +144,12 @@ pub async fn serve_router(
     .with_graceful_shutdown(shutdown)
     .await?;
     maintenance.abort();
+    let _ = stop_writers.send(());
+    if let Some(writers) = writers
+        && let Ok(Err(e)) = writers.await
+    {
+        tracing::warn!(error = %e, "the queue's writers stopped with an error");
+    }
     // In-flight requests are done: the writers drain their queues and stop.
     store.close().await;
     Ok(())

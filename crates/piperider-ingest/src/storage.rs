@@ -21,6 +21,7 @@ mod group;
 pub mod insights;
 mod postgres;
 pub mod public;
+mod queue;
 pub mod reports;
 mod rollup;
 mod rows;
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StorageError;
 pub(crate) use group::CommitMetrics;
 pub use group::Written;
+pub use queue::{CONSUMER, QueueConfig, STREAM, StreamState, run_writers};
 pub use rows::Figures;
 pub(crate) use rows::{EventRow, QuarantineRow};
 pub use schema::TEXT_BOUNDS;
@@ -72,8 +74,11 @@ struct Inner {
     /// PostgreSQL's roller, which writes the rollups of queued events.
     roller: Option<mpsc::Sender<Job>>,
     metrics: CommitMetrics,
-    /// Salt of the hashes that remember deleted users.
-    salt: String,
+    /// Salt of the hashes that remember deleted users (read when first
+    /// needed by a node in queue mode, which starts without its database).
+    salt: tokio::sync::OnceCell<String>,
+    /// Queue mode: writes go to the stream, not to the database.
+    queue: Option<Arc<queue::Queue>>,
 }
 
 #[derive(Debug)]
@@ -176,8 +181,55 @@ impl Store {
             writers: Mutex::new(writers),
             roller,
             metrics,
-            salt,
+            salt: tokio::sync::OnceCell::new_with(Some(salt)),
+            queue: None,
         })))
+    }
+
+    /// A node in queue mode: events and deletions go to the stream of
+    /// `queue` (the writers store them), reads to the PostgreSQL database
+    /// at `url`, which need not answer (nor be migrated) for the node to
+    /// start and take events.
+    pub async fn connect_node(url: &str, queue: &QueueConfig) -> Result<Store, StorageError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StorageError::QueueNeedsPostgres);
+        }
+        let backend = Backend::Postgres(postgres::connect_lazy(url)?);
+        let metrics = CommitMetrics::default();
+        let queue = Arc::new(queue::Queue::connect(queue, &metrics).await?);
+        queue::Queue::watch(&queue);
+        Ok(Store(Arc::new(Inner {
+            backend,
+            queues: Box::new([]),
+            writers: Mutex::new(Vec::new()),
+            roller: None,
+            metrics,
+            salt: tokio::sync::OnceCell::new(),
+            queue: Some(queue),
+        })))
+    }
+
+    /// Whether events go to a queue (a node in queue mode).
+    pub fn is_queue_node(&self) -> bool {
+        self.0.queue.is_some()
+    }
+
+    /// The queue's stream state (queue mode).
+    pub async fn queue_state(&self) -> Option<Result<StreamState, StorageError>> {
+        Some(self.0.queue.as_ref()?.state().await)
+    }
+
+    /// The salt of the users' hashes, read from the database the first time.
+    async fn salt(&self) -> Result<&str, StorageError> {
+        self.0
+            .salt
+            .get_or_try_init(|| {
+                setting(&self.0.backend, "user_hash_salt", || {
+                    uuid::Uuid::new_v4().simple().to_string()
+                })
+            })
+            .await
+            .map(String::as_str)
     }
 
     /// The writers' figures (commit sizes and times, failing storage).
@@ -193,6 +245,10 @@ impl Store {
     /// could start now (SQLite's write lock can be taken, and is given
     /// back at once; for PostgreSQL an answer is enough).
     pub async fn ready(&self, write: bool) -> Result<(), StorageError> {
+        // A node in queue mode takes events while the database is away.
+        if let Some(queue) = &self.0.queue {
+            return queue.state().await.map(drop);
+        }
         on_pool!(&self.0.backend, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         match &self.0.backend {
             Backend::Sqlite(pool) if write => {
@@ -220,6 +276,9 @@ impl Store {
             std::mem::take(&mut *self.0.writers.lock().unwrap_or_else(|e| e.into_inner()));
         for writer in writers {
             let _ = writer.await;
+        }
+        if let Some(queue) = &self.0.queue {
+            queue.close().await;
         }
         on_pool!(&self.0.backend, pool => pool.close().await)
     }
@@ -255,11 +314,19 @@ impl Store {
     pub(crate) async fn write(
         &self,
         events: Vec<EventRow>,
-        quarantine: Vec<QuarantineRow>,
+        mut quarantine: Vec<QuarantineRow>,
     ) -> Result<Vec<Written>, StorageError> {
+        if let Some(queue) = &self.0.queue {
+            // The writer that stores them hashes the quarantined user ids.
+            return queue.write(events, quarantine).await;
+        }
+        let salt = self.salt().await?;
+        for q in &mut quarantine {
+            q.hash_user(|user| hash_user(salt, user));
+        }
         let hashes: HashMap<String, String> = events
             .iter()
-            .map(|e| (e.user_id.clone(), hash_user(&self.0.salt, &e.user_id)))
+            .map(|e| (e.user_id.clone(), hash_user(salt, &e.user_id)))
             .collect();
         // A request is mostly one user's events: the first one's queue.
         let queue = self.queue_of(events.first().map(|e| e.user_id.as_str()));
@@ -280,6 +347,10 @@ impl Store {
     /// Makes the rollups include every event acknowledged so far (SQLite's
     /// writer and PostgreSQL's roller hold them back for up to a second).
     pub(crate) async fn flush(&self) -> Result<(), StorageError> {
+        if self.0.queue.is_some() {
+            // The writers' rollers write them within about a second.
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         self.0
             .roller
@@ -299,7 +370,12 @@ impl Store {
         user_id: &str,
         now_ms: i64,
     ) -> Result<bool, StorageError> {
-        let hash = hash_user(&self.0.salt, user_id);
+        if let Some(queue) = &self.0.queue {
+            // A writer carries it out, after every event queued before it.
+            queue.delete_user(user_id, now_ms).await?;
+            return Ok(false);
+        }
+        let hash = hash_user(self.salt().await?, user_id);
         if let Backend::Postgres(pool) = &self.0.backend {
             // A group already past its check of the tombstones may still
             // commit the user's events after the first pass: the second
@@ -330,8 +406,8 @@ impl Store {
     }
 
     /// The salted hash of a user id, as deleted users are remembered by.
-    pub(crate) fn user_hash(&self, user_id: &str) -> String {
-        hash_user(&self.0.salt, user_id)
+    pub(crate) async fn user_hash(&self, user_id: &str) -> Result<String, StorageError> {
+        Ok(hash_user(self.salt().await?, user_id))
     }
 
     /// Waits until every writer has committed what was queued to it before.
@@ -375,7 +451,7 @@ impl Store {
         if let Some(k) = key(live) {
             return Ok(Owner::Bound(k));
         }
-        let hash = self.user_hash(user_id);
+        let hash = self.user_hash(user_id).await?;
         let deleted: Option<Option<String>> = on_pool!(&self.0.backend, pool => {
             sqlx::query_scalar("SELECT owner_key FROM deleted_users WHERE user_hash = $1")
                 .bind(&hash)

@@ -6,7 +6,10 @@
 //! bodies, and answers `POST /v1/batch` with per-event results
 //! (`duplicate` for an event id it has seen before).
 //!
-//! [`cli_event`] is a valid CLI event to start a backend test from.
+//! [`cli_event`] is a valid CLI event to start a backend test from;
+//! [`nats::Cluster`] NATS JetStream servers for the queue-mode tests.
+
+pub mod nats;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -46,6 +46,12 @@ pub enum StorageError {
     /// A stored rollup value that cannot be read (the named column).
     #[error("stored {0} is malformed")]
     Corrupt(&'static str),
+    /// The queue (NATS JetStream) failed or refused a message.
+    #[error("queue: {0}")]
+    Queue(String),
+    /// Queue mode stores into PostgreSQL only.
+    #[error("queue mode needs a PostgreSQL database (--database-url postgres://...)")]
+    QueueNeedsPostgres,
     /// A failure shared by every request of one group commit.
     #[error("group commit failed: {0}")]
     Group(std::sync::Arc<StorageError>),

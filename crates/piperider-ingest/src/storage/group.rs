@@ -75,6 +75,12 @@ pub(crate) struct CommitMetrics {
     /// PostgreSQL: events stored and not yet in the rollups, after the
     /// roller's last roll-up.
     pub(crate) rollup_backlog: Gauge,
+    /// Queue mode: messages and bytes in the stream, and its byte limit.
+    pub(crate) queue_messages: Gauge,
+    pub(crate) queue_bytes: Gauge,
+    pub(crate) queue_max_bytes: Gauge,
+    /// Queue mode, a writer: messages no writer has acknowledged yet.
+    pub(crate) queue_pending: Gauge,
 }
 
 impl Default for CommitMetrics {
@@ -85,6 +91,10 @@ impl Default for CommitMetrics {
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             failing: Gauge::default(),
             rollup_backlog: Gauge::default(),
+            queue_messages: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            queue_max_bytes: Gauge::default(),
+            queue_pending: Gauge::default(),
         }
     }
 }
@@ -116,6 +126,26 @@ impl CommitMetrics {
             "rollup_backlog",
             "PostgreSQL: events stored and not yet in the rollups (rollup_queue) after the last roll-up; one that keeps growing means no roller runs",
             self.rollup_backlog.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "Queue mode: messages in the stream (events not yet stored by a writer)",
+            self.queue_messages.clone(),
+        );
+        registry.register(
+            "queue_bytes",
+            "Queue mode: bytes in the stream; at queue_max_bytes nodes answer 503",
+            self.queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_max_bytes",
+            "Queue mode: the stream's byte limit (--queue-max-bytes)",
+            self.queue_max_bytes.clone(),
+        );
+        registry.register(
+            "queue_pending",
+            "Queue mode, writers: messages not yet acknowledged by a writer (the writers' lag)",
+            self.queue_pending.clone(),
         );
     }
 }

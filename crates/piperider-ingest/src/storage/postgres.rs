@@ -29,8 +29,10 @@ use super::schema::{
 /// PostgreSQL transactions in flight at once.
 pub(crate) const WRITERS: usize = 4;
 
-/// Connects and runs the embedded migrations.
-pub(crate) async fn connect(url: &str) -> Result<PgPool, StorageError> {
+/// The pool's settings, and every connection's.
+fn pool_options(
+    url: &str,
+) -> Result<(PgPoolOptions, sqlx::postgres::PgConnectOptions), StorageError> {
     use std::str::FromStr;
     // Every execution is planned for its own arrays: a plan kept from when
     // `events` was small scans the table for the ids a group brings.
@@ -38,11 +40,23 @@ pub(crate) async fn connect(url: &str) -> Result<PgPool, StorageError> {
         .options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?;
+        .acquire_timeout(Duration::from_secs(5));
+    Ok((pool, options))
+}
+
+/// Connects and runs the embedded migrations.
+pub(crate) async fn connect(url: &str) -> Result<PgPool, StorageError> {
+    let (pool, options) = pool_options(url)?;
+    let pool = pool.connect_with(options).await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
     Ok(pool)
+}
+
+/// A pool that connects when first used, with no migrations (a node in
+/// queue mode: the writers migrate, and the database may be away).
+pub(crate) fn connect_lazy(url: &str) -> Result<PgPool, StorageError> {
+    let (pool, options) = pool_options(url)?;
+    Ok(pool.connect_lazy_with(options))
 }
 
 /// Starts the writer tasks; they stop once their queues are closed and drained.
@@ -138,8 +152,15 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
+        let mut read = Vec::with_capacity(rows.len());
         for row in &rows {
-            let event = super::rows::EventRow::from_sqlx(row)?;
+            read.push(super::rows::EventRow::from_sqlx(row)?);
+        }
+        if rolled {
+            let deleted = delete_late_events(&mut tx, &cube.salt, &read).await?;
+            read.retain(|e| !deleted.contains(&e.user_id));
+        }
+        for event in read {
             events.add(&event);
             if rolled {
                 rollup.add(&std::sync::Arc::new(event));
@@ -163,6 +184,45 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
     }
     tx.commit().await?;
     Ok(taken.len().max(backfill.len()))
+}
+
+/// Deletes the events among `events` (just stored) whose user was deleted
+/// meanwhile, with the rest of what is stored about those users; returns
+/// their ids. A deletion commits its tombstone before it deletes: an event
+/// it did not see was committed after, so its id is still queued here, and
+/// this later look at the tombstones sees the deletion, whichever node or
+/// writer stored the event and whichever deleted the user.
+async fn delete_late_events(
+    tx: &mut sqlx::PgConnection,
+    salt: &str,
+    events: &[super::rows::EventRow],
+) -> Result<HashSet<String>, StorageError> {
+    let users: HashSet<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
+    if users.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let hashes: HashMap<String, &str> = users
+        .into_iter()
+        .map(|u| (super::hash_user(salt, u), u))
+        .collect();
+    let wanted: Vec<&str> = hashes.keys().map(String::as_str).collect();
+    let found: Vec<String> =
+        sqlx::query_scalar("SELECT user_hash FROM deleted_users WHERE user_hash = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut deleted = HashSet::new();
+    for hash in found {
+        let Some(&user) = hashes.get(&hash) else {
+            continue;
+        };
+        for sql in std::iter::once(DELETE_USER_EVENTS_POSTGRES).chain(DELETE_USER) {
+            sqlx::query(sql).bind(user).execute(&mut *tx).await?;
+        }
+        tracing::info!("events stored while their user was being deleted were deleted");
+        deleted.insert(user.to_string());
+    }
+    Ok(deleted)
 }
 
 /// Takes up to [`ROLL_UP_EVENTS`] ids out of `queue` (`rollup_queue`: the
@@ -474,16 +534,20 @@ pub(crate) async fn delete_user(
     user_hash: &str,
     now_ms: i64,
 ) -> Result<bool, StorageError> {
+    // The tombstone first, committed on its own: a group that stores an
+    // event of this user after the deletion below has looked (on any
+    // node) queues its id, and the roller that takes it sees the
+    // tombstone and deletes the event ([`delete_late_events`]).
+    sqlx::query(REMEMBER_DELETED_USER)
+        .bind(user_hash)
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
     let mut tx = pool.begin().await?;
     // First: a roller holding some of these ids waits for it here, so its
     // rollups are committed before they are deleted below.
     sqlx::query(UNQUEUE_USER)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(REMEMBER_DELETED_USER)
-        .bind(user_hash)
-        .bind(now_ms)
         .bind(user_id)
         .execute(&mut *tx)
         .await?;

@@ -11,7 +11,7 @@ macro_rules! figures {
         /// The seven figures a data command reports, by name. The wire
         /// format's `stats`, an event row's figures, a day's sums and a
         /// report's totals all use this one list.
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
         pub struct Figures {
             $(pub $name: i64,)*
         }
@@ -55,8 +55,9 @@ impl Figures {
 }
 
 /// One stored event: the wire event flattened, plus when it arrived and
-/// where from (country and region only).
-#[derive(Debug, Clone)]
+/// where from (country and region only). In queue mode it travels
+/// through the stream as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EventRow {
     pub(crate) event_id: String,
     pub(crate) received_at: i64,
@@ -285,14 +286,17 @@ pub(crate) fn owner_rows<'a>(events: impl Iterator<Item = &'a EventRow>) -> Vec<
 /// An invalid event kept for inspection: why it was refused and the keys
 /// it had, never a value (no user id, no device id, nothing a client
 /// typed); the salted hash of its user id, when it had a readable one, so
-/// it is deleted with the user.
-#[derive(Debug, Clone)]
+/// it is deleted with the user. The id itself goes only as far as the
+/// store that hashes it (through the stream, in queue mode).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct QuarantineRow {
     pub(crate) received_at: i64,
     pub(crate) field: String,
     pub(crate) reason: String,
     pub(crate) size: i64,
     pub(crate) keys: String,
+    /// The readable user id, until the store replaces it with `user_hash`.
+    pub(crate) user_id: Option<String>,
     pub(crate) user_hash: Option<String>,
 }
 
@@ -340,15 +344,15 @@ fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
 impl QuarantineRow {
     /// The row of an event of `size` bytes, refused at `field` for
     /// `reason`: each text cut to its bound; the keys of `value`, the event
-    /// as JSON (none when it is not JSON); `user_hash` the salted hash of
-    /// its user id, when readable.
+    /// as JSON (none when it is not JSON); `user_id` its user id, when
+    /// readable (hashed by the store, see [`QuarantineRow::hash_user`]).
     pub(crate) fn new(
         received_at: i64,
         field: &str,
         reason: &str,
         size: usize,
         value: Option<&serde_json::Value>,
-        user_hash: Option<String>,
+        user_id: Option<String>,
     ) -> Self {
         let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
         let mut paths = Vec::new();
@@ -363,7 +367,15 @@ impl QuarantineRow {
             reason: cut(reason, QUARANTINE_REASON_CHARS),
             size: i64::try_from(size).unwrap_or(i64::MAX),
             keys: cut_bytes(paths.join(","), QUARANTINE_KEYS_BYTES),
-            user_hash,
+            user_id,
+            user_hash: None,
+        }
+    }
+
+    /// Replaces the user id with its salted hash (`hash`), as stored.
+    pub(crate) fn hash_user(&mut self, hash: impl Fn(&str) -> String) {
+        if let Some(user) = self.user_id.take() {
+            self.user_hash = Some(hash(&user));
         }
     }
 

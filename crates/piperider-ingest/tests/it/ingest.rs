@@ -5,8 +5,8 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both, owned_event, owner,
-    run_sql,
+    ADMIN_TOKEN, CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both,
+    owned_event, owner, run_sql,
 };
 
 on_both!(
@@ -147,6 +147,53 @@ async fn the_sqlite_writer_rolls_up_what_an_unclean_stop_left_and_goes_on_storin
     assert_eq!(stats["totals"]["events"], 4, "{stats}");
     let (_, summary) = h.admin_get("/v1/admin/charts/summary").await;
     assert_eq!(summary["rows"][0][3], 4, "{summary}");
+    h.finish().await;
+}
+
+/// An event committed by another node or writer after a deletion of its
+/// user looked for the user's events (its group checked the tombstones
+/// just before they were written) is deleted by the roller that takes its
+/// queued id, and never counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stored_while_its_user_was_deleted_does_not_survive() {
+    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let other = "0123456789abcdef0123456789abcdef";
+    let (status, _) = h.post_batch(&[event(USER), event(other)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let request = Request::delete(format!("/v1/admin/users/{USER}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, _) = h.send("127.0.0.1", request).await;
+    assert!(status.is_success(), "{status}");
+    // The deleted user's event left the roller's queue uncounted.
+    let (_, stats) = h.admin_get("/v1/admin/stats").await;
+    assert_eq!(stats["totals"]["events"], 1, "{stats}");
+    // The late commit: the deleted user's event and its queued id.
+    let id = "0190f5a0-0000-7000-8000-00000000abce";
+    h.execute(
+        "",
+        &format!(
+            "INSERT INTO events SELECT '{id}', received_at, ts, day, event_type, \
+             '{USER}', device_id, os, arch, os_version, runtime_name, runtime_version, app_version, \
+             initial_version, ci, project_id, datasource_type, tables, columns, rows, \
+             builtin_assertions, custom_assertions, passed_assertions, failed_assertions, status, \
+             duration_ms, country, region FROM events WHERE user_id = '{other}'; \
+             INSERT INTO rollup_queue VALUES ('{id}')"
+        ),
+    )
+    .await;
+    let (_, stats) = h.admin_get("/v1/admin/stats").await;
+    assert_eq!(stats["totals"]["events"], 1, "counted: {stats}");
+    assert_eq!(stats["total_users"], 1, "{stats}");
+    let left = h
+        .query_text(&format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM events WHERE user_id = '{USER}'"
+        ))
+        .await;
+    assert_eq!(left, ["0"]);
     h.finish().await;
 }
 

@@ -12,6 +12,7 @@ mod fuzz;
 mod ingest;
 mod operations;
 mod public;
+mod queue;
 mod transfer;
 
 use std::net::SocketAddr;
@@ -263,7 +264,7 @@ impl Harness {
     }
 
     /// A service on `store` that does not own its database.
-    async fn serving(config: Config, store: Store) -> Harness {
+    pub(crate) async fn serving(config: Config, store: Store) -> Harness {
         let state = AppState::new(config, store, geo_fixture()).await.unwrap();
         Harness {
             state,
