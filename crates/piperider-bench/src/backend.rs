@@ -189,11 +189,7 @@ async fn measure(phase: Duration, work: &Path, quick: bool) -> Result<Map<String
     }
 
     // PostgreSQL, when a server answers.
-    if !wanted("postgres") {
-        memory.report(&mut report);
-        return Ok(report);
-    }
-    if postgres_reachable() {
+    if wanted("postgres") && postgres_reachable() {
         let name = format!("piperider_bench_{}", std::process::id());
         pg_admin(&format!("DROP DATABASE IF EXISTS {name}")).await?;
         pg_admin(&format!("CREATE DATABASE {name}")).await?;
@@ -247,12 +243,101 @@ async fn measure(phase: Duration, work: &Path, quick: bool) -> Result<Map<String
             "batch100_ratio_postgres".into(),
             json!(round(batch_events / ceiling_bulk, 3)),
         );
-    } else {
+    } else if wanted("postgres") {
         eprintln!("bench: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
         report.insert("postgres".into(), json!("skipped: not reachable"));
     }
+    if wanted("queue") {
+        if postgres_reachable() && piperider_testkit::nats::installed() {
+            let (events_per_s, lag) = queue_phase(work, phase).await?;
+            report.insert("queue_events_per_s".into(), json!(round(events_per_s, 0)));
+            report.insert("queue_writer_lag_s".into(), json!(round(lag, 2)));
+            // End to end: the phase's events over the time until all were stored.
+            let secs = phase.as_secs_f64();
+            report.insert(
+                "queue_stored_events_per_s".into(),
+                json!(round(events_per_s * secs / (secs + lag), 0)),
+            );
+        } else {
+            eprintln!("bench: SKIPPED the queue path (it needs PostgreSQL and nats-server)");
+            report.insert(
+                "queue".into(),
+                json!("skipped: no PostgreSQL or nats-server"),
+            );
+        }
+    }
     memory.report(&mut report);
     Ok(report)
+}
+
+/// The queue path: 100-event batches through two nodes, a three-server
+/// JetStream cluster and two writers into PostgreSQL, all on this
+/// machine. Returns the events acknowledged per second, and how long the
+/// writers took to store them all once the load stopped.
+async fn queue_phase(work: &std::path::Path, phase: Duration) -> Result<(f64, f64)> {
+    let name = format!("piperider_bench_queue_{}", std::process::id());
+    pg_admin(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+    pg_admin(&format!("CREATE DATABASE {name}")).await?;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let result = async {
+        let cluster = piperider_testkit::nats::Cluster::start(3, &work.join("nats"))
+            .map_err(|e| format!("starting nats-server: {e}"))?;
+        let queue = cluster.urls().join(",");
+        let writer = ["--queue", queue.as_str(), "--role", "writer"];
+        let node = ["--queue", queue.as_str()];
+        let _writers = [
+            Backend::start_with(&url, Log::Warnings, &writer)?,
+            Backend::start_with(&url, Log::Warnings, &writer)?,
+        ];
+        let nodes = [
+            Backend::start_with(&url, Log::Warnings, &node)?,
+            Backend::start_with(&url, Log::Warnings, &node)?,
+        ];
+        // The stream made and its leader elected: one batch answered.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut warm_up = 0;
+        while warm_up == 0 {
+            if std::time::Instant::now() > deadline {
+                return Err("the queue's stream took no batch within 30 s".to_string());
+            }
+            let o = load::run(nodes[0].addr, "/v1/batch", 1, Duration::from_millis(200), None, batch100()).await;
+            warm_up = o.requests;
+        }
+        let half = BATCH_CONNECTIONS.div_ceil(2);
+        let (a, b) = tokio::join!(
+            load::run(nodes[0].addr, "/v1/batch", half, phase, None, batch100()),
+            load::run(nodes[1].addr, "/v1/batch", half, phase, None, batch100()),
+        );
+        let stopped = std::time::Instant::now();
+        let elapsed = a.elapsed.max(b.elapsed).as_secs_f64();
+        let events_per_s = (a.requests + b.requests) as f64 * 100.0 / elapsed;
+        eprintln!(
+            "bench queue: {events_per_s:.0} events/s through two nodes ({} failures), p50 {:.2} ms, p99 {:.2} ms",
+            a.failures + b.failures,
+            a.percentile_ms(0.5).max(b.percentile_ms(0.5)),
+            a.percentile_ms(0.99).max(b.percentile_ms(0.99)),
+        );
+        // Every acknowledged event stored, the warm-up's too.
+        let acknowledged = ((warm_up + a.requests + b.requests) * 100) as i64;
+        loop {
+            let stored = crate::queue_faults::pg_count(&url).await?;
+            if stored >= acknowledged {
+                break;
+            }
+            if stopped.elapsed() > Duration::from_secs(300) {
+                return Err(format!(
+                    "the writers stored {stored} of {acknowledged} events within 300 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let lag = stopped.elapsed().as_secs_f64();
+        eprintln!("bench queue: the writers stored everything {lag:.2} s after the load stopped");
+        Ok::<_, String>((events_per_s, lag))
+    }
+    .await;
+    pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    result
 }
 
 /// The ceiling, a no-op axum endpoint in its own process like the
@@ -489,6 +574,9 @@ pub(crate) fn print(report: &Map<String, Value>) {
         "ceiling_postgres_bulk_rows_per_s",
         "batch100_events_per_s_postgres",
         "batch100_ratio_postgres",
+        "queue_events_per_s",
+        "queue_writer_lag_s",
+        "queue_stored_events_per_s",
         "p50_ms",
         "p99_ms",
         "peak_rss_mb",

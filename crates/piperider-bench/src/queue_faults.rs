@@ -100,6 +100,15 @@ async fn pg_text(url: &str, sql: &str) -> Result<Vec<String>> {
     Ok(rows.into_iter().map(|(v,)| v).collect())
 }
 
+/// How many events the PostgreSQL database `url` holds.
+pub(crate) async fn pg_count(url: &str) -> Result<i64> {
+    pg_text(url, "SELECT CAST(COUNT(*) AS TEXT) FROM events")
+        .await?
+        .first()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| "no count".to_string())
+}
+
 /// The case (see the module's text); `work` holds the NATS servers' stores.
 pub(crate) fn nodes_writers_and_servers_killed_and_the_database_away(work: &Path) -> Result {
     if !nats::installed() {
@@ -205,12 +214,7 @@ fn run(runtime: &tokio::runtime::Runtime, work: &Path, name: &str, url: &str) ->
         );
     }
     let drain_started = Instant::now();
-    let count = || -> Result<i64> {
-        let n = runtime.block_on(pg_text(url, "SELECT CAST(COUNT(*) AS TEXT) FROM events"))?;
-        n.first()
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| "no count".to_string())
-    };
+    let count = || runtime.block_on(pg_count(url));
     let acknowledged = sent.acknowledged.len() as i64;
     while count()? < acknowledged {
         if drain_started.elapsed() > DRAIN {
