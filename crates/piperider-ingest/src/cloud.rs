@@ -72,7 +72,8 @@ pub(crate) async fn decide(
     Json(decision): Json<Decision>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now();
-    let previous = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
+    let codec = app.consent_codec().await?;
+    let previous = consent_cookie(&headers).and_then(|c| codec.decode(c));
     if let Some(previous) = &previous {
         let wait = previous.wait_before_next(now);
         if wait > 0 {
@@ -115,8 +116,7 @@ pub(crate) async fn decide(
         .append_consent(&record, source, kind, expires_at)
         .await?;
     let secure = app.config.cookie_secure || client.https;
-    let cookie =
-        piperider_consent::set_cookie(&app.consent_codec, &record, &app.consent_policy, secure);
+    let cookie = piperider_consent::set_cookie(codec, &record, &app.consent_policy, secure);
     let mut response =
         answer(ConsentAnswer::of(Some(&record), &app.consent_policy, now).with_gpc(gpc));
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -126,12 +126,16 @@ pub(crate) async fn decide(
 }
 
 /// `GET /v1/consent`.
-pub(crate) async fn current(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let record = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
+pub(crate) async fn current(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let codec = app.consent_codec().await?;
+    let record = consent_cookie(&headers).and_then(|c| codec.decode(c));
     let gpc = piperider_consent::gpc(headers.get("sec-gpc").and_then(|v| v.to_str().ok()));
-    answer(
+    Ok(answer(
         ConsentAnswer::of(record.as_ref(), &app.consent_policy, chrono::Utc::now()).with_gpc(gpc),
-    )
+    ))
 }
 
 /// `GET /v1/consent/receipt`: the chain record of the decision the
@@ -141,8 +145,9 @@ pub(crate) async fn receipt(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let codec = app.consent_codec().await?;
     let record = consent_cookie(&headers)
-        .and_then(|c| app.consent_codec.decode(c))
+        .and_then(|c| codec.decode(c))
         .ok_or(ApiError::NotFound)?;
     let links = app.store.consent_receipt(record.id.as_str()).await?;
     if links.is_empty() {
@@ -169,7 +174,8 @@ pub(crate) async fn event(
     };
     // The cookie is read and its signature checked once: consent first,
     // before the body is read; its visitor once the event is parsed.
-    let record = consent_cookie(&headers).and_then(|c| app.consent_codec.decode(c));
+    let codec = app.consent_codec().await?;
+    let record = consent_cookie(&headers).and_then(|c| codec.decode(c));
     let Some(record) = record.filter(|r| {
         piperider_consent::state(Some(r), &app.consent_policy, now) == ConsentState::Granted
     }) else {

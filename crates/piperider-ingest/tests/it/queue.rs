@@ -11,7 +11,7 @@ use piperider_ingest::storage::QueueConfig;
 use piperider_testkit::nats;
 use serde_json::Value;
 
-use crate::{ADMIN_TOKEN, Db, Harness, event};
+use crate::{ADMIN_TOKEN, Db, Harness, USER, event};
 
 /// Whether `nats-server` runs here; without it the test says so and
 /// passes, unless the suite requires it (CI).
@@ -173,7 +173,15 @@ async fn the_node_takes_events_while_the_database_is_away() {
     let (_cluster, config) = cluster(&dir);
     let (node, stop) = node_and_writers(&h, &config).await;
     let outage = h.take_storage_away().await;
-    let mut acknowledged = 0;
+    // A node started meanwhile starts, and takes events too.
+    let late = Harness::serving(
+        h.state.config().clone(),
+        Store::connect_node(&h.url(), &config).await.unwrap(),
+    )
+    .await;
+    let (status, body) = late.post_batch(&[event(USER)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut acknowledged = 1;
     for n in 0..10 {
         let events: Vec<Value> = (0..20).map(|_| event(&format!("{n:032x}"))).collect();
         let (status, body) = node.post_batch(&events).await;
@@ -202,5 +210,6 @@ async fn the_node_takes_events_while_the_database_is_away() {
     .await;
     drop(stop);
     node.store().close().await;
+    late.store().close().await;
     h.finish().await;
 }
