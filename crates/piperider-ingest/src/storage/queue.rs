@@ -356,7 +356,7 @@ impl Queue {
 }
 
 /// Runs the writer tasks of this process until `stop` resolves: each
-/// fetches up to 1,000 messages, stores them through `store` (which
+/// fetches up to 20 messages, stores them through `store` (which
 /// must be on PostgreSQL) in order, deletions between events as they came,
 /// and acknowledges them after the commit.
 pub async fn run_writers(
@@ -442,7 +442,7 @@ async fn write_from(
             messages.push(message.map_err(|e| queue_error("fetching from the queue", e))?);
         }
         if !messages.is_empty() {
-            store_messages(store, messages).await;
+            store_messages(store, messages, stopped).await;
         }
     }
     Ok(())
@@ -469,9 +469,14 @@ struct Run {
 
 /// Stores `messages` in order (a run of events, a deletion, the next run)
 /// and acknowledges each after its commit. A failing database is retried
-/// until it answers, the messages kept meanwhile; an undecodable message
-/// is logged and terminated (never redelivered).
-async fn store_messages(store: &super::Store, messages: Vec<jetstream::Message>) {
+/// until it answers or the writer stops (what is left unacknowledged then
+/// goes to another writer); an undecodable message is logged and
+/// terminated (never redelivered).
+async fn store_messages(
+    store: &super::Store,
+    messages: Vec<jetstream::Message>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) {
     let mut run = Run::default();
     for message in messages {
         match serde_json::from_slice::<Entry>(&message.payload) {
@@ -481,11 +486,15 @@ async fn store_messages(store: &super::Store, messages: Vec<jetstream::Message>)
                 run.messages.push(message);
             }
             Ok(Entry::Deletion { user_id, at_ms }) => {
-                store_run(store, std::mem::take(&mut run)).await;
+                if !store_run(store, std::mem::take(&mut run), stopped).await {
+                    return;
+                }
                 let messages = [message];
-                let mut wait = Backoff::default();
+                let mut wait = Backoff::new(stopped);
                 while let Err(e) = store.delete_user(&user_id, at_ms).await {
-                    wait.after(e, &messages).await;
+                    if !wait.after(e, &messages).await {
+                        return;
+                    }
                 }
                 ack(&messages).await;
             }
@@ -498,23 +507,32 @@ async fn store_messages(store: &super::Store, messages: Vec<jetstream::Message>)
             }
         }
     }
-    store_run(store, run).await;
+    store_run(store, run, stopped).await;
 }
 
-async fn store_run(store: &super::Store, run: Run) {
+/// Stores a run and acknowledges its messages; false when the writer
+/// stopped first.
+async fn store_run(
+    store: &super::Store,
+    run: Run,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> bool {
     if run.messages.is_empty() {
-        return;
+        return true;
     }
     let Run {
         events,
         quarantine,
         messages,
     } = run;
-    let mut wait = Backoff::default();
+    let mut wait = Backoff::new(stopped);
     while let Err(e) = store_events(store, &events, &quarantine).await {
-        wait.after(e, &messages).await;
+        if !wait.after(e, &messages).await {
+            return false;
+        }
     }
     ack(&messages).await;
+    true
 }
 
 /// Stores a run's events and refused events in one commit. Refused data
@@ -545,23 +563,32 @@ async fn store_events(
 
 /// Waits between attempts to store messages while the database fails,
 /// telling the stream that they are still being worked on (so they are
-/// not given to another writer meanwhile).
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
+/// not given to another writer meanwhile), until the writer stops.
+struct Backoff {
+    wait: Duration,
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Backoff {
-    async fn after(&mut self, error: StorageError, messages: &[jetstream::Message]) {
+    fn new(stopped: &tokio::sync::watch::Receiver<bool>) -> Backoff {
+        Backoff {
+            wait: Duration::from_millis(100),
+            stopped: stopped.clone(),
+        }
+    }
+
+    /// Waits before the next attempt; false when the writer stops instead.
+    async fn after(&mut self, error: StorageError, messages: &[jetstream::Message]) -> bool {
         tracing::warn!(error = %error, "storing queued messages failed; retrying");
         for m in messages {
             let _ = m.ack_with(jetstream::AckKind::Progress).await;
         }
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(2));
+        tokio::select! {
+            _ = tokio::time::sleep(self.wait) => {}
+            _ = self.stopped.wait_for(|stop| *stop) => return false,
+        }
+        self.wait = (self.wait * 2).min(Duration::from_secs(2));
+        !*self.stopped.borrow()
     }
 }
 

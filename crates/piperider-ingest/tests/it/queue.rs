@@ -48,30 +48,35 @@ async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool)
     }
 }
 
-/// A node on the queue and the writers of `h`'s database; the writers
-/// stop when the returned sender is dropped.
-async fn node_and_writers(
-    h: &Harness,
-    config: &QueueConfig,
-) -> (Harness, tokio::sync::oneshot::Sender<()>) {
-    let config = config.clone();
-    let store = Store::connect_node(&h.url(), &config).await.unwrap();
+/// A node on the queue, ready (the cluster has elected its JetStream
+/// leader and the stream is made).
+async fn node(h: &Harness, config: &QueueConfig) -> Harness {
+    let store = Store::connect_node(&h.url(), config).await.unwrap();
     let node = Harness::serving(h.state.config().clone(), store).await;
-    // The cluster elects its JetStream leader, then the stream is made.
     eventually(30, "the node is ready", async || {
         node.store().ready(false).await.is_ok()
     })
     .await;
+    node
+}
+
+/// A writer process's tasks on `h`'s database: they stop when the
+/// returned sender is dropped, and the handle then ends.
+type Writers = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), piperider_ingest::StorageError>>,
+);
+
+fn writers(h: &Harness, config: &QueueConfig) -> Writers {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let writers = h.store().clone();
-    tokio::spawn(async move {
-        piperider_ingest::storage::run_writers(writers, &config, async {
+    let (store, config) = (h.store().clone(), config.clone());
+    let handle = tokio::spawn(async move {
+        piperider_ingest::storage::run_writers(store, &config, async {
             let _ = stopped.await;
         })
         .await
-        .unwrap();
     });
-    (node, stop)
+    (stop, handle)
 }
 
 async fn stored(h: &Harness) -> i64 {
@@ -92,7 +97,8 @@ async fn a_node_publishes_and_the_writers_store_each_event_once() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_cluster, config) = cluster(&dir);
-    let (node, stop) = node_and_writers(&h, &config).await;
+    let node = node(&h, &config).await;
+    let (stop, _writers) = writers(&h, &config);
 
     let users: Vec<String> = (0..20).map(|n| format!("{n:032x}")).collect();
     let batches: Vec<Vec<Value>> = users
@@ -171,7 +177,9 @@ async fn the_node_takes_events_while_the_database_is_away() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (_cluster, config) = cluster(&dir);
-    let (node, stop) = node_and_writers(&h, &config).await;
+    let node = node(&h, &config).await;
+    // The only writer for now, stopped while it waits for the database.
+    let (stop_first, first) = writers(&h, &config);
     let outage = h.take_storage_away().await;
     // A node started meanwhile starts, and takes events too.
     let late = Harness::serving(
@@ -200,6 +208,14 @@ async fn the_node_takes_events_while_the_database_is_away() {
         "the node's readiness follows the queue"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A writer retrying its messages stops when asked, leaving them to the others.
+    drop(stop_first);
+    tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("a writer waiting for the database stops when asked")
+        .unwrap()
+        .unwrap();
+    let (stop, _writers) = writers(&h, &config);
     outage.end().await;
     eventually(60, "the writers caught up", async || {
         h.store()
