@@ -179,15 +179,12 @@ impl Queue {
             return Ok(());
         }
         let config = self.stream_config();
-        let mut stream = self
+        let stream = self
             .js
             .get_or_create_stream(config.clone())
             .await
             .map_err(|e| queue_error("making the queue's stream", e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| queue_error("reading the queue's stream", e))?;
+        let info = stream.cached_info();
         if info.config.max_bytes != config.max_bytes || info.config.max_age != config.max_age {
             self.js
                 .update_stream(stream::Config {
@@ -280,15 +277,13 @@ impl Queue {
     /// The stream's state, read from the servers (readiness and metrics).
     pub(crate) async fn state(&self) -> Result<StreamState, StorageError> {
         self.make_stream().await?;
-        let mut stream = self
+        // Read from the servers when got.
+        let stream = self
             .js
             .get_stream(STREAM)
             .await
             .map_err(|e| queue_error("reading the queue's stream", e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| queue_error("reading the queue's stream", e))?;
+        let info = stream.cached_info();
         let state = StreamState {
             messages: info.state.messages,
             bytes: info.state.bytes,

@@ -172,11 +172,7 @@ on_both!(admin_user_lookup_and_delete, |db: Db| async move {
     let (status, report) = h.admin_get(&format!("/v1/admin/users/{USER}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(report["user_id"], USER);
-    let request = Request::delete(format!("/v1/admin/users/{USER}"))
-        .header("authorization", format!("Bearer {}", crate::ADMIN_TOKEN))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(h.send("127.0.0.1", request).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(h.admin_delete_user(USER).await, StatusCode::NO_CONTENT);
     assert_eq!(
         h.admin_get(&format!("/v1/admin/users/{USER}")).await.0,
         StatusCode::NOT_FOUND

@@ -5,8 +5,8 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    ADMIN_TOKEN, CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both,
-    owned_event, owner, run_sql,
+    CLIENT_IP, Db, Harness, PROJECT, USER, deletion, event, logs, on_both, owned_event, owner,
+    run_sql,
 };
 
 on_both!(
@@ -162,11 +162,7 @@ async fn an_event_stored_while_its_user_was_deleted_does_not_survive() {
     let other = "0123456789abcdef0123456789abcdef";
     let (status, _) = h.post_batch(&[event(USER), event(other)]).await;
     assert_eq!(status, StatusCode::OK);
-    let request = Request::delete(format!("/v1/admin/users/{USER}"))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (status, _, _) = h.send("127.0.0.1", request).await;
+    let status = h.admin_delete_user(USER).await;
     assert!(status.is_success(), "{status}");
     // The deleted user's event left the roller's queue uncounted.
     let (_, stats) = h.admin_get("/v1/admin/stats").await;

@@ -331,6 +331,15 @@ impl Harness {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// `DELETE /v1/admin/users/{user}` with the admin token: its status.
+    pub(crate) async fn admin_delete_user(&self, user: &str) -> StatusCode {
+        let request = Request::delete(format!("/v1/admin/users/{user}"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        self.send("127.0.0.1", request).await.0
+    }
+
     /// The database's URL.
     pub(crate) fn url(&self) -> String {
         match &self.pg_database {

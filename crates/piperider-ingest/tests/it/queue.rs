@@ -11,7 +11,7 @@ use piperider_ingest::storage::QueueConfig;
 use piperider_testkit::nats;
 use serde_json::Value;
 
-use crate::{ADMIN_TOKEN, Db, Harness, USER, event};
+use crate::{Db, Harness, USER, event};
 
 /// Whether `nats-server` runs here; without it the test says so and
 /// passes, unless the suite requires it (CI).
@@ -27,16 +27,24 @@ fn nats_available() -> bool {
     found
 }
 
-/// Three clustered JetStream servers in `dir`, and the queue's settings for them.
-fn cluster(dir: &tempfile::TempDir) -> (nats::Cluster, QueueConfig) {
-    let cluster = nats::Cluster::start(3, dir.path()).unwrap();
+/// A PostgreSQL database (its harness serves the writers' store), three
+/// clustered JetStream servers, the queue's settings for them, and a node
+/// ready on them; `None` when PostgreSQL or nats-server is missing here
+/// (and the suite does not require them).
+async fn setup() -> Option<(Harness, nats::Cluster, QueueConfig, Harness)> {
+    if !nats_available() {
+        return None;
+    }
+    let h = Harness::start(Db::Postgres, |_| {}).await?;
+    let cluster = nats::Cluster::start(3, h.dir.path()).unwrap();
     let config = QueueConfig {
         urls: cluster.urls().to_vec(),
         replicas: None,
         max_bytes: 64 << 20,
         max_age: Duration::from_secs(3600),
     };
-    (cluster, config)
+    let node = node(&h, &config).await;
+    Some((h, cluster, config, node))
 }
 
 /// Waits until `check` holds, for at most `secs` seconds.
@@ -89,15 +97,9 @@ async fn stored(h: &Harness) -> i64 {
 /// node is ordered after the user's events and before later ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_publishes_and_the_writers_store_each_event_once() {
-    if !nats_available() {
-        return;
-    }
-    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+    let Some((h, _cluster, config, node)) = setup().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_cluster, config) = cluster(&dir);
-    let node = node(&h, &config).await;
     let (stop, _writers) = writers(&h, &config);
 
     let users: Vec<String> = (0..20).map(|n| format!("{n:032x}")).collect();
@@ -130,11 +132,7 @@ async fn a_node_publishes_and_the_writers_store_each_event_once() {
     let doomed = &users[1];
     let (status, _) = node.post_batch(&[event(doomed), event(doomed)]).await;
     assert_eq!(status, StatusCode::OK);
-    let request = Request::delete(format!("/v1/admin/users/{doomed}"))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (status, _, _) = node.send("127.0.0.1", request).await;
+    let status = node.admin_delete_user(doomed).await;
     assert!(status.is_success(), "{status}");
     let (status, body) = node.post_batch(&[event(doomed)]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -169,15 +167,9 @@ async fn a_node_publishes_and_the_writers_store_each_event_once() {
 /// writers store everything that was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_takes_events_while_the_database_is_away() {
-    if !nats_available() {
-        return;
-    }
-    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+    let Some((h, _cluster, config, node)) = setup().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (_cluster, config) = cluster(&dir);
-    let node = node(&h, &config).await;
     // The only writer for now, stopped while it waits for the database.
     let (stop_first, first) = writers(&h, &config);
     let outage = h.take_storage_away().await;
