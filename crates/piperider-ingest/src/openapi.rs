@@ -170,7 +170,7 @@ pub(crate) fn document() -> Value {
                     json!({"200": response("The state now (granted or denied), with Set-Cookie", json_content(consent.clone()))}),
                     &[json_body, admitted, unavailable]),
                 "get": op("The state the request's consent cookie gives (pending, granted, denied)", None,
-                    json!({"200": response("The state", json_content(consent))}), &[admitted])
+                    json!({"200": response("The state", json_content(consent))}), &[admitted, unavailable])
             },
             "/v1/consent/receipt": {"get": op(
                 "The chain record of the decision the request's signed consent cookie names (its proof, with its hash and the hash it links to)",
