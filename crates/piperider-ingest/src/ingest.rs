@@ -263,7 +263,11 @@ impl AppState {
     pub(crate) async fn delete_user(&self, user_id: &str) -> Result<(), ApiError> {
         let now = chrono::Utc::now().timestamp_millis();
         let existed = self.store.delete_user(user_id, now).await?;
-        tracing::info!(existed, "deletion request carried out");
+        if self.store.is_queue_node() {
+            tracing::info!("deletion request queued for the writers");
+        } else {
+            tracing::info!(existed, "deletion request carried out");
+        }
         Ok(())
     }
 

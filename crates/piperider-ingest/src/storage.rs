@@ -364,7 +364,8 @@ impl Store {
 
     /// Deletes everything stored about a user and remembers the salted
     /// hash of the id, so later events for it are dropped; whether
-    /// anything was stored.
+    /// anything was stored. A node in queue mode publishes the deletion
+    /// for the writers instead (and answers false: it does not know).
     pub(crate) async fn delete_user(
         &self,
         user_id: &str,

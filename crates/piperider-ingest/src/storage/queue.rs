@@ -55,6 +55,9 @@ const CHUNK_EVENTS: usize = 200;
 const FETCH: usize = 20;
 /// Writer tasks per writer process, each with its own fetch and commit.
 const TASKS: usize = 2;
+/// Messages all writers together may hold unacknowledged (a hundred
+/// writer processes' worth of fetches).
+const MAX_ACK_PENDING: i64 = (FETCH * TASKS * 100) as i64;
 
 /// What queue mode connects to and how the stream is kept.
 #[derive(Debug, Clone)]
@@ -341,7 +344,7 @@ impl Queue {
                     durable_name: Some(CONSUMER.to_string()),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: (FETCH * TASKS * 16) as i64,
+                    max_ack_pending: MAX_ACK_PENDING,
                     ..Default::default()
                 },
             )
