@@ -279,13 +279,7 @@ impl Queue {
 
     /// The stream's state, read from the servers (readiness and metrics).
     pub(crate) async fn state(&self) -> Result<StreamState, StorageError> {
-        self.make_stream().await?;
-        // Read from the servers when got.
-        let stream = self
-            .js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| queue_error("reading the queue's stream", e))?;
+        let stream = self.stream().await?;
         let info = stream.cached_info();
         let state = StreamState {
             messages: info.state.messages,
@@ -329,15 +323,19 @@ impl Queue {
         let _ = self.client.flush().await;
     }
 
-    /// The writers' consumer, made if missing.
-    async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer, StorageError> {
+    /// The stream (made if missing), with its state as the servers have it now.
+    async fn stream(&self) -> Result<stream::Stream, StorageError> {
         self.make_stream().await?;
-        let stream = self
-            .js
+        self.js
             .get_stream(STREAM)
             .await
-            .map_err(|e| queue_error("reading the queue's stream", e))?;
-        stream
+            .map_err(|e| queue_error("reading the queue's stream", e))
+    }
+
+    /// The writers' consumer, made if missing.
+    async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer, StorageError> {
+        self.stream()
+            .await?
             .get_or_create_consumer(
                 CONSUMER,
                 pull::Config {
