@@ -47,6 +47,20 @@ fn stored(db: &Path) -> Result<(i64, i64)> {
     Ok(count_distinct(&stored_ids(db)?))
 }
 
+/// The event ids of a `/v1/batch` request body.
+pub(crate) fn event_ids(body: &str) -> Result<Vec<uuid::Uuid>> {
+    let request: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    request["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|event| {
+            let id = event["event_id"].as_str().unwrap_or_default();
+            uuid::Uuid::parse_str(id).map_err(|e| format!("event id {id:?}: {e}"))
+        })
+        .collect()
+}
+
 /// A backend on the SQLite file `db`.
 fn backend(db: &Path, log: Log) -> Result<Backend> {
     Backend::start(&format!("sqlite:{}", db.display()), log)
@@ -197,14 +211,7 @@ impl LastBatches {
             .map(|i| crate::events::body(round * LAST_BATCHES + i, LAST_BATCH_EVENTS))
             .collect();
         for body in &bodies {
-            let request: serde_json::Value =
-                serde_json::from_str(body).map_err(|e| e.to_string())?;
-            for event in request["events"].as_array().into_iter().flatten() {
-                let id = event["event_id"].as_str().unwrap_or_default();
-                self.sent.insert(
-                    uuid::Uuid::parse_str(id).map_err(|e| format!("event id {id:?}: {e}"))?,
-                );
-            }
+            self.sent.extend(event_ids(body)?);
         }
         let answers: Vec<_> = std::thread::scope(|scope| {
             let posts: Vec<_> = bodies

@@ -45,13 +45,7 @@ struct Sent {
 fn send(nodes: [SocketAddr; 2], bodies: Vec<String>, stop: &AtomicBool) -> Result<Sent> {
     let mut sent = Sent::default();
     for (i, body) in bodies.iter().enumerate() {
-        let request_body: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| e.to_string())?;
-        for event in request_body["events"].as_array().into_iter().flatten() {
-            let id = event["event_id"].as_str().unwrap_or_default();
-            sent.ids
-                .insert(uuid::Uuid::parse_str(id).map_err(|e| format!("event id {id:?}: {e}"))?);
-        }
+        sent.ids.extend(crate::faults::event_ids(body)?);
         let mut attempt = 0usize;
         loop {
             if stop.load(Ordering::Relaxed) {

@@ -152,16 +152,21 @@ async fn setting(
     })
 }
 
+/// The salt of the users' hashes, made the first time.
+async fn user_hash_salt(backend: &Backend) -> Result<String, StorageError> {
+    setting(backend, "user_hash_salt", || {
+        uuid::Uuid::new_v4().simple().to_string()
+    })
+    .await
+}
+
 impl Store {
     /// Connects (creating an SQLite file if needed), runs the embedded
     /// migrations and starts the writers. Must run within a tokio runtime.
     pub async fn connect(url: &str) -> Result<Store, StorageError> {
         let metrics = CommitMetrics::default();
         let backend = open_backend(url).await?;
-        let salt = setting(&backend, "user_hash_salt", || {
-            uuid::Uuid::new_v4().simple().to_string()
-        })
-        .await?;
+        let salt = user_hash_salt(&backend).await?;
         let (queues, writers, roller) = match &backend {
             Backend::Postgres(pool) => {
                 let (queues, mut writers) = postgres::start(pool, &metrics);
@@ -223,11 +228,7 @@ impl Store {
     async fn salt(&self) -> Result<&str, StorageError> {
         self.0
             .salt
-            .get_or_try_init(|| {
-                setting(&self.0.backend, "user_hash_salt", || {
-                    uuid::Uuid::new_v4().simple().to_string()
-                })
-            })
+            .get_or_try_init(|| user_hash_salt(&self.0.backend))
             .await
             .map(String::as_str)
     }
