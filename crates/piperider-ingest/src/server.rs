@@ -49,13 +49,19 @@ fn start_maintenance(state: &AppState) -> tokio::task::JoinHandle<()> {
 }
 
 impl AppState {
-    /// One retention pass as of `now`: raw CLI events and Cloud events past
-    /// `--retention-days`, consent decisions past `--consent-retention-days`.
+    /// One retention pass as of `now`: on PostgreSQL the partitions of
+    /// `events` prepared ahead; the rollups brought up to date; then raw CLI
+    /// events and Cloud events past `--retention-days` deleted, consent
+    /// decisions past `--consent-retention-days`.
     pub async fn run_retention(
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StorageError> {
         let before = |days: u32| now - chrono::TimeDelta::days(i64::from(days));
+        self.store.prepare_partitions(now).await?;
+        // Rollups first: an event that arrived already past retention is
+        // still counted before its raw row goes.
+        self.store.flush().await?;
         let events = before(self.config.retention_days);
         let deleted = self.store.prune_events(events.timestamp_millis()).await?;
         let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive().to_string();

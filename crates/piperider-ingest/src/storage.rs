@@ -19,6 +19,7 @@ pub mod cube;
 mod error;
 mod group;
 pub mod insights;
+mod partitions;
 mod postgres;
 pub mod public;
 mod queue;
@@ -425,10 +426,30 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes raw events older than `before_ms` (the rollups stay). The
-    /// day bound lets SQLite find them by its index on the day instead of
-    /// reading every event while it holds the write lock.
+    /// PostgreSQL: creates the partitions of `events` this month and the
+    /// next need, and moves rows out of the default partition
+    /// ([`partitions::prepare`]). SQLite has no partitions.
+    pub(crate) async fn prepare_partitions(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
+        if let Backend::Postgres(pool) = &self.0.backend {
+            partitions::prepare(pool, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes raw events older than `before_ms` (the rollups stay). On
+    /// PostgreSQL the partitions of months wholly before it are dropped
+    /// first ([`partitions::drop_expired`]); the rows of the month it falls
+    /// in are deleted. The day bound lets SQLite find them by its index on
+    /// the day instead of reading every event while it holds the write
+    /// lock, and PostgreSQL look in that month's partition alone. Returns
+    /// the rows deleted (a dropped partition's are not counted).
     pub(crate) async fn prune_events(&self, before_ms: i64) -> Result<u64, StorageError> {
+        if let Backend::Postgres(pool) = &self.0.backend {
+            partitions::drop_expired(pool, before_ms).await?;
+        }
         let last_day = chrono::DateTime::from_timestamp_millis(before_ms)
             .map(rows::day)
             .unwrap_or_default();

@@ -44,11 +44,17 @@ fn pool_options(
     Ok((pool, options))
 }
 
-/// Connects and runs the embedded migrations.
+/// Connects, runs the embedded migrations and prepares the partitions of
+/// `events` ([`super::partitions::prepare`]; when that fails, as when a
+/// lock is not had in time, the rows wait in the default partition for
+/// the next maintenance pass).
 pub(crate) async fn connect(url: &str) -> Result<PgPool, StorageError> {
     let (pool, options) = pool_options(url)?;
     let pool = pool.connect_with(options).await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    if let Err(e) = super::partitions::prepare(&pool, chrono::Utc::now()).await {
+        tracing::warn!(error = %e, "events: preparing the partitions failed; the next maintenance pass retries");
+    }
     Ok(pool)
 }
 
@@ -113,8 +119,9 @@ async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics
     }
 }
 
-/// Queues the rollups of newly stored events (`$1`, their ids).
-const QUEUE_ROLLUPS: &str = "INSERT INTO rollup_queue (event_id) SELECT CAST(id AS uuid) FROM UNNEST(CAST($1 AS TEXT[])) AS id";
+/// Queues the rollups of newly stored events (`$1` their ids, `$2` their days).
+const QUEUE_ROLLUPS: &str = "INSERT INTO rollup_queue (event_id, day) \
+     SELECT CAST(id AS uuid), day FROM UNNEST(CAST($1 AS TEXT[]), CAST($2 AS TEXT[])) AS q(id, day)";
 
 /// Takes a user's queued ids out of the queue (`$1`, the user id).
 const UNQUEUE_USER: &str = "DELETE FROM rollup_queue WHERE CAST(event_id AS text) IN \
@@ -141,15 +148,23 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
     }
     let mut rollup = Aggregate::default();
     let mut events = cube::Cube::default();
-    for (ids, rolled) in [(&taken, true), (&backfill, false)] {
-        if ids.is_empty() {
+    for (taken, rolled) in [(&taken, true), (&backfill, false)] {
+        if taken.is_empty() {
             continue;
         }
+        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        // Only the partitions of their days, when every id came with its day.
+        let days: Option<Vec<&str>> = taken.iter().map(|(_, day)| day.as_deref()).collect();
+        let (from, to) = days
+            .and_then(|days| Some((*days.iter().min()?, *days.iter().max()?)))
+            .unwrap_or(("0000-01-01", "9999-12-31"));
         let rows = sqlx::query(&format!(
-            "SELECT {} FROM events WHERE event_id = ANY($1)",
+            "SELECT {} FROM events WHERE event_id = ANY($1) AND day >= $2 AND day <= $3",
             EVENTS.names()
         ))
-        .bind(ids)
+        .bind(&ids)
+        .bind(from)
+        .bind(to)
         .fetch_all(&mut *tx)
         .await?;
         let mut read = Vec::with_capacity(rows.len());
@@ -227,11 +242,19 @@ async fn delete_late_events(
 
 /// Takes up to [`ROLL_UP_EVENTS`] ids out of `queue` (`rollup_queue`: the
 /// events to roll up; `cube_queue`: events stored before the cube, for
-/// the cube alone).
-async fn take(tx: &mut sqlx::PgConnection, queue: &str) -> Result<Vec<String>, StorageError> {
-    Ok(sqlx::query_scalar(&format!(
+/// the cube alone), each with its event's day where the queue has it.
+async fn take(
+    tx: &mut sqlx::PgConnection,
+    queue: &str,
+) -> Result<Vec<(String, Option<String>)>, StorageError> {
+    let day = if queue == "rollup_queue" {
+        "day"
+    } else {
+        "CAST(NULL AS TEXT)"
+    };
+    Ok(sqlx::query_as(&format!(
         "DELETE FROM {queue} WHERE ctid IN (SELECT ctid FROM {queue} LIMIT {ROLL_UP_EVENTS}) \
-         RETURNING CAST(event_id AS text)"
+         RETURNING CAST(event_id AS text), {day}"
     ))
     .fetch_all(tx)
     .await?)
@@ -328,7 +351,8 @@ fn array_sql(upsert: &Upsert) -> String {
     upsert.sql(&unnest(upsert, 1, "true"))
 }
 
-/// `SELECT * FROM UNNEST(<one array per column, from $first>) WHERE <filter>`.
+/// `SELECT * FROM UNNEST(<one array per column, from $first>) AS u(<the
+/// columns' names>) WHERE <filter>`.
 fn unnest(upsert: &Upsert, first: usize, filter: &str) -> String {
     let columns: Vec<String> = upsert
         .columns
@@ -340,8 +364,9 @@ fn unnest(upsert: &Upsert, first: usize, filter: &str) -> String {
         })
         .collect();
     format!(
-        "SELECT * FROM UNNEST({}) WHERE {filter}",
-        columns.join(", ")
+        "SELECT * FROM UNNEST({}) AS u({}) WHERE {filter}",
+        columns.join(", "),
+        upsert.names()
     )
 }
 
@@ -391,7 +416,8 @@ async fn upsert<'a, R: AsRef<[Cell<'a>]>>(
 
 /// Stores a group of events: in one statement when they are all new
 /// ([`write_new`]), else in one transaction: the events of deleted users
-/// are dropped, the rest inserted once each (`event_id` is unique), the
+/// are dropped, the rest inserted once each (not when their id is stored
+/// on a neighbouring day, [`neighbour_days`]), the
 /// ids of what was new queued for the roller, and the invalid events
 /// quarantined. Nothing is acknowledged before `COMMIT`.
 async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, StorageError> {
@@ -412,21 +438,29 @@ async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, Storage
     let is_deleted = |e: &super::rows::EventRow| group.is_deleted(e, &deleted);
 
     let fresh = group.first_of_each(|e| !is_deleted(e));
-    let ids: Vec<String> = if fresh.is_empty() {
-        Vec::new()
+    let (ids, days): (Vec<String>, Vec<String>) = if fresh.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         let rows: Vec<[Cell<'_>; 28]> = fresh.iter().map(|e| e.cells()).collect();
-        sqlx::query_scalar_with(
-            &format!("{} RETURNING event_id", array_sql(&EVENTS)),
-            column_arrays(&EVENTS, &rows)?,
-        )
-        .fetch_all(&mut *tx)
-        .await?
+        let (from, to) = neighbour_days(&fresh);
+        let mut args = PgArguments::default();
+        {
+            use sqlx::Arguments;
+            args.add(from).map_err(sqlx::Error::Encode)?;
+            args.add(to).map_err(sqlx::Error::Encode)?;
+        }
+        add_column_arrays(&mut args, &EVENTS, &rows)?;
+        sqlx::query_as_with::<_, (String, String), _>(insert_events_sql(), args)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .unzip()
     };
     let inserted: HashSet<&str> = ids.iter().map(String::as_str).collect();
     if !ids.is_empty() {
         sqlx::query(QUEUE_ROLLUPS)
             .bind(&ids)
+            .bind(&days)
             .execute(&mut *tx)
             .await?;
     }
@@ -451,8 +485,50 @@ async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, Storage
     Ok(outcomes(&group.events, is_deleted, &inserted))
 }
 
+/// The days a copy of `events` may be stored on: a day either side of
+/// theirs. An event's day is its timestamp's, or the receiver's when the
+/// timestamp is ahead (by at most a day, [`MAX_FUTURE_SKEW`]), so two
+/// copies of one event lie at most a day apart. `events` is partitioned
+/// by day and unique by (event_id, day): the inserts look on these days
+/// for the ids they bring.
+///
+/// [`MAX_FUTURE_SKEW`]: piperider_event::limits::MAX_FUTURE_SKEW
+fn neighbour_days(events: &[&std::sync::Arc<super::rows::EventRow>]) -> (String, String) {
+    const _: () = assert!(piperider_event::limits::MAX_FUTURE_SKEW.num_seconds() <= 86_400);
+    let parse = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+    let days = events.iter().filter_map(|e| parse(&e.day));
+    match (days.clone().min(), days.max()) {
+        (Some(first), Some(last)) => (
+            (first - chrono::TimeDelta::days(1)).to_string(),
+            (last + chrono::TimeDelta::days(1)).to_string(),
+        ),
+        // No events (or days not written by this service): look everywhere.
+        _ => ("0000-01-01".into(), "9999-12-31".into()),
+    }
+}
+
+/// The insert of [`write`], made once: `$1` and `$2` the days to look on
+/// for the ids ([`neighbour_days`]), then one array per column of `events`.
+/// Returns the id and day of each event stored.
+fn insert_events_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "INSERT INTO events ({}) {} ON CONFLICT (event_id, day) DO NOTHING RETURNING event_id, day",
+            EVENTS.names(),
+            unnest(
+                &EVENTS,
+                3,
+                "NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = u.event_id \
+                 AND e.day >= CAST($1 AS TEXT) AND e.day <= CAST($2 AS TEXT))"
+            )
+        )
+    })
+}
+
 /// The statement of [`write_new`], made once: `$1` the group's user hashes,
-/// `$2` how many events, then one array per column of `events` and of
+/// `$2` how many events, `$3` and `$4` the days to look on for the ids
+/// ([`neighbour_days`]), then one array per column of `events` and of
 /// `owner_keys`. The events go in only when no user of the group asked for
 /// deletion and no event id is stored yet, and their ids into
 /// `rollup_queue`; the owner keys only when every event went in; a
@@ -461,21 +537,22 @@ async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, Storage
 fn new_group_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        let event_id = 3 + EVENTS
+        let event_id = 5 + EVENTS
             .columns
             .iter()
             .position(|(name, _)| *name == "event_id")
             .expect("events has event_id");
-        let next = 3 + EVENTS.columns.len();
+        let next = 5 + EVENTS.columns.len();
         let mut ctes = vec![format!(
-            "ins AS (INSERT INTO events ({}) {} RETURNING event_id)",
+            "ins AS (INSERT INTO events ({}) {} RETURNING event_id, day)",
             EVENTS.names(),
             unnest(
                 &EVENTS,
-                3,
+                5,
                 &format!(
                     "NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_hash = ANY(CAST($1 AS TEXT[]))) \
-                     AND NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY(CAST(${event_id} AS TEXT[])))"
+                     AND NOT EXISTS (SELECT 1 FROM events WHERE event_id = ANY(CAST(${event_id} AS TEXT[])) \
+                     AND day >= CAST($3 AS TEXT) AND day <= CAST($4 AS TEXT))"
                 )
             )
         )];
@@ -484,7 +561,7 @@ fn new_group_sql() -> &'static str {
             "owners AS ({})",
             OWNER_KEYS.sql(&unnest(&OWNER_KEYS, next, "(SELECT new FROM every)"))
         ));
-        ctes.push("queued AS (INSERT INTO rollup_queue (event_id) SELECT CAST(event_id AS uuid) FROM ins)".into());
+        ctes.push("queued AS (INSERT INTO rollup_queue (event_id, day) SELECT CAST(event_id AS uuid), day FROM ins)".into());
         format!("WITH {} SELECT event_id FROM ins", ctes.join(", "))
     })
 }
@@ -506,6 +583,9 @@ async fn write_new(pool: &PgPool, group: &Group<'_>) -> Result<Option<Vec<Writte
         use sqlx::Arguments;
         args.add(group.user_hashes()).map_err(sqlx::Error::Encode)?;
         args.add(fresh.len() as i64).map_err(sqlx::Error::Encode)?;
+        let (from, to) = neighbour_days(&fresh);
+        args.add(from).map_err(sqlx::Error::Encode)?;
+        args.add(to).map_err(sqlx::Error::Encode)?;
     }
     add_column_arrays(&mut args, &EVENTS, &rows)?;
     add_column_arrays(&mut args, &OWNER_KEYS, &owners)?;

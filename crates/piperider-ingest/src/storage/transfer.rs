@@ -622,10 +622,19 @@ async fn write_chunk(
             }
             // An event not in the rollups goes to the roller's queue.
             if p.table.name == EVENTS && !p.rolled_up {
-                sqlx::query("INSERT INTO rollup_queue (event_id) VALUES (CAST($1 AS uuid))")
-                    .bind(p.values[0].as_str().unwrap_or_default().to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                let text = |column: &str| {
+                    let i = p.table.columns.iter().position(|(c, _)| *c == column);
+                    i.and_then(|i| p.values[i].as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                sqlx::query(
+                    "INSERT INTO rollup_queue (event_id, day) VALUES (CAST($1 AS uuid), $2)",
+                )
+                .bind(text("event_id"))
+                .bind(text("day"))
+                .execute(&mut *tx)
+                .await?;
             }
         }),
     }
@@ -666,6 +675,8 @@ async fn finish(db: &Backend, state: &ImportState) -> Result<(), TransferError> 
             )
             .execute(pool)
             .await?;
+            // The imported months' events wait in the default partition: each month gets its own.
+            super::partitions::prepare(pool, chrono::Utc::now()).await?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ mod edge;
 mod fuzz;
 mod ingest;
 mod operations;
+mod partitions;
 mod public;
 mod queue;
 mod transfer;
@@ -126,6 +127,17 @@ async fn pg_admin(sql: &str) {
     conn.close().await.unwrap();
 }
 
+/// A new, empty PostgreSQL database's name (`None`, said loudly, when
+/// PostgreSQL is not reachable outside CI).
+pub(crate) async fn new_postgres_database() -> Option<String> {
+    if !postgres_available() {
+        return None;
+    }
+    let name = format!("piperider_ingest_test_{}", uuid::Uuid::new_v4().simple());
+    pg_admin(&format!("CREATE DATABASE {name}")).await;
+    Some(name)
+}
+
 pub(crate) fn postgres_available() -> bool {
     let up = std::net::TcpStream::connect_timeout(
         &"127.0.0.1:5432".parse().unwrap(),
@@ -152,28 +164,35 @@ impl Harness {
                 None,
             ),
             Db::Postgres => {
-                if !postgres_available() {
-                    return None;
-                }
-                let name = format!("piperider_ingest_test_{}", uuid::Uuid::new_v4().simple());
-                pg_admin(&format!("CREATE DATABASE {name}")).await;
+                let name = new_postgres_database().await?;
                 (
                     format!("postgres://postgres@127.0.0.1:5432/{name}"),
                     Some(name),
                 )
             }
         };
+        Some(Self::on(url, dir, pg_database, tune).await)
+    }
+
+    /// A harness on a database the test made (a PostgreSQL one is dropped
+    /// at [`Harness::finish`]).
+    pub(crate) async fn on(
+        url: String,
+        dir: tempfile::TempDir,
+        pg_database: Option<String>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Harness {
         let mut config = Config::for_database(&url);
         config.admin_token = Some(ADMIN_TOKEN.into());
         config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
         tune(&mut config);
         let store = Store::connect(&url).await.unwrap();
         let state = AppState::new(config, store, geo_fixture()).await.unwrap();
-        Some(Harness {
+        Harness {
             state,
             dir,
             pg_database,
-        })
+        }
     }
 
     /// Makes the database unavailable to the service until the returned
