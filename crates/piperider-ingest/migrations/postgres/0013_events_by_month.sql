@@ -78,4 +78,4 @@ CREATE INDEX events_ts_brin ON events USING brin (ts);
 
 -- The roller reads the events of the ids it takes from the partitions of
 -- their days alone. Ids queued before this have no day (read everywhere).
-ALTER TABLE rollup_queue ADD COLUMN day TEXT;
+ALTER TABLE rollup_queue ADD COLUMN day DATE;

@@ -121,7 +121,7 @@ async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics
 
 /// Queues the rollups of newly stored events (`$1` their ids, `$2` their days).
 const QUEUE_ROLLUPS: &str = "INSERT INTO rollup_queue (event_id, day) \
-     SELECT CAST(id AS uuid), day FROM UNNEST(CAST($1 AS TEXT[]), CAST($2 AS TEXT[])) AS q(id, day)";
+     SELECT CAST(id AS uuid), CAST(day AS date) FROM UNNEST(CAST($1 AS TEXT[]), CAST($2 AS TEXT[])) AS q(id, day)";
 
 /// Takes a user's queued ids out of the queue (`$1`, the user id).
 const UNQUEUE_USER: &str = "DELETE FROM rollup_queue WHERE CAST(event_id AS text) IN \
@@ -248,7 +248,7 @@ async fn take(
     queue: &str,
 ) -> Result<Vec<(String, Option<String>)>, StorageError> {
     let day = if queue == "rollup_queue" {
-        "day"
+        "to_char(day, 'YYYY-MM-DD')"
     } else {
         "CAST(NULL AS TEXT)"
     };
@@ -561,7 +561,7 @@ fn new_group_sql() -> &'static str {
             "owners AS ({})",
             OWNER_KEYS.sql(&unnest(&OWNER_KEYS, next, "(SELECT new FROM every)"))
         ));
-        ctes.push("queued AS (INSERT INTO rollup_queue (event_id, day) SELECT CAST(event_id AS uuid), day FROM ins)".into());
+        ctes.push("queued AS (INSERT INTO rollup_queue (event_id, day) SELECT CAST(event_id AS uuid), CAST(day AS date) FROM ins)".into());
         format!("WITH {} SELECT event_id FROM ins", ctes.join(", "))
     })
 }

@@ -629,7 +629,7 @@ async fn write_chunk(
                         .to_string()
                 };
                 sqlx::query(
-                    "INSERT INTO rollup_queue (event_id, day) VALUES (CAST($1 AS uuid), $2)",
+                    "INSERT INTO rollup_queue (event_id, day) VALUES (CAST($1 AS uuid), CAST(NULLIF($2, '') AS date))",
                 )
                 .bind(text("event_id"))
                 .bind(text("day"))

@@ -441,7 +441,9 @@ on_both!(
             } else {
                 "SELECT table_name || '.' || column_name FROM information_schema.columns \
                  WHERE table_schema = current_schema() AND data_type = 'text' \
-                 AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1"
+                 AND table_name NOT LIKE '\\_sqlx%' \
+                 AND NOT EXISTS (SELECT 1 FROM pg_class k WHERE k.relname = table_name AND k.relispartition) \
+                 ORDER BY 1"
             })
             .await;
         let mut bounded: Vec<String> = TEXT_BOUNDS
