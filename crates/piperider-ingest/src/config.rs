@@ -25,6 +25,10 @@ pub enum ConfigError {
     AtLeastOne(&'static str),
     #[error("--role writer stores the queue's events: give --queue too")]
     WriterWithoutQueue,
+    #[error(
+        "--read-database-url takes a PostgreSQL replica (postgres://...) of a PostgreSQL --database-url"
+    )]
+    ReplicaNeedsPostgres,
 }
 
 /// The least an admin token may hold, in bits.
@@ -73,6 +77,13 @@ pub struct Config {
         default_value = "sqlite:piperider-ingest.db"
     )]
     pub database_url: String,
+    /// A streaming replica of the PostgreSQL database (`postgres://...`)
+    /// for the dashboard's reads (figures, charts, the public page, Cloud
+    /// figures, the consent records' export); they may lag the primary by
+    /// the replication delay. When a read fails there, the primary answers
+    /// it and takes the reads for 30 s.
+    #[arg(long, env = "PIPERIDER_INGEST_READ_DATABASE_URL")]
+    pub read_database_url: Option<String>,
     /// A MaxMind-format City database (.mmdb) for country and region.
     #[arg(long, env = "PIPERIDER_INGEST_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
@@ -228,6 +239,12 @@ impl Config {
         } else if self.role == Role::Writer {
             return Err(ConfigError::WriterWithoutQueue);
         }
+        if let Some(url) = &self.read_database_url {
+            use crate::storage::is_postgres_url;
+            if !is_postgres_url(url) || !is_postgres_url(&self.database_url) {
+                return Err(ConfigError::ReplicaNeedsPostgres);
+            }
+        }
         Ok(self)
     }
 
@@ -246,6 +263,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_string(),
+            read_database_url: None,
             geoip_db: None,
             trusted_proxies: Vec::new(),
             admin_token: None,

@@ -63,6 +63,9 @@ impl AppState {
     /// every other user of the store): reads (or makes) the consent
     /// cookie's secret.
     pub async fn new(config: Config, store: Store, geo: Geo) -> Result<AppState, StorageError> {
+        if let Some(url) = &config.read_database_url {
+            store.use_replica(url)?;
+        }
         let consent_codec = match consent_codec(&store).await {
             Ok(codec) => tokio::sync::OnceCell::new_with(Some(codec)),
             // Events go to the queue: the node serves them meanwhile.

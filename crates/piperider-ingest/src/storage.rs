@@ -80,6 +80,33 @@ struct Inner {
     salt: tokio::sync::OnceCell<String>,
     /// Queue mode: writes go to the stream, not to the database.
     queue: Option<Arc<queue::Queue>>,
+    /// Where the dashboard's reads go when `--read-database-url` is given.
+    replica: std::sync::OnceLock<Replica>,
+}
+
+/// A streaming replica of the PostgreSQL database for the dashboard's
+/// reads ([`Store::read`]). After a failed read the primary takes the
+/// reads for [`REPLICA_REST`].
+#[derive(Debug)]
+struct Replica {
+    backend: Backend,
+    /// Until when reads skip the replica.
+    resting_until: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long the primary takes the reads after the replica failed one.
+const REPLICA_REST: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Replica {
+    fn resting(&self) -> bool {
+        let until = *self.resting_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    fn rest(&self) {
+        *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now() + REPLICA_REST);
+    }
 }
 
 #[derive(Debug)]
@@ -100,10 +127,15 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The database at `url` through sqlx alone (migrations run, no writers):
 /// for tools that read or write beside a running service.
 async fn open_backend(url: &str) -> Result<Backend, StorageError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres_url(url) {
         Ok(Backend::Postgres(postgres::connect(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite(sqlite::connect_pool(url).await?.0))
@@ -189,6 +221,7 @@ impl Store {
             metrics,
             salt: tokio::sync::OnceCell::new_with(Some(salt)),
             queue: None,
+            replica: std::sync::OnceLock::new(),
         })))
     }
 
@@ -197,7 +230,7 @@ impl Store {
     /// at `url`, which need not answer (nor be migrated) for the node to
     /// start and take events.
     pub async fn connect_node(url: &str, queue: &QueueConfig) -> Result<Store, StorageError> {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !is_postgres_url(url) {
             return Err(StorageError::QueueNeedsPostgres);
         }
         let backend = Backend::Postgres(postgres::connect_lazy(url)?);
@@ -212,7 +245,61 @@ impl Store {
             metrics,
             salt: tokio::sync::OnceCell::new(),
             queue: Some(queue),
+            replica: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Sends the dashboard's reads ([`Store::read`]) to the streaming
+    /// replica at `url` (PostgreSQL, with a PostgreSQL primary). Its pool
+    /// connects when first used and runs no migrations: the primary's
+    /// reach the replica through replication. A second call changes
+    /// nothing.
+    pub fn use_replica(&self, url: &str) -> Result<(), StorageError> {
+        if !matches!(self.0.backend, Backend::Postgres(_)) || !is_postgres_url(url) {
+            return Err(StorageError::ReplicaNeedsPostgres);
+        }
+        let backend = Backend::Postgres(postgres::connect_replica(url)?);
+        let _ = self.0.replica.set(Replica {
+            backend,
+            resting_until: Mutex::new(None),
+        });
+        Ok(())
+    }
+
+    /// The database the dashboard's reads go to now: the replica, unless
+    /// there is none or it is resting after a failure; else the primary.
+    fn reader(&self) -> &Backend {
+        match self.0.replica.get() {
+            Some(r) if !r.resting() => &r.backend,
+            _ => &self.0.backend,
+        }
+    }
+
+    /// Runs `read` (whose statements go to [`Store::reader`]); when it
+    /// fails on the replica, the replica rests and `read` runs again on
+    /// the primary. Only reads that may lag behind the acknowledged events
+    /// by the replication delay take this path: the dashboard's figures
+    /// and charts, the public page, the Cloud figures and the consent
+    /// records' export.
+    pub(crate) async fn read<T, F, R>(&self, read: F) -> Result<T, StorageError>
+    where
+        F: Fn() -> R,
+        R: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        let replica = self.0.replica.get().filter(|r| !r.resting());
+        match (read().await, replica) {
+            (Err(e), Some(replica)) => {
+                replica.rest();
+                self.0.metrics.replica_failures.inc();
+                tracing::warn!(
+                    error = %e,
+                    "a read on the replica failed; the primary takes the reads for {} s",
+                    REPLICA_REST.as_secs()
+                );
+                read().await
+            }
+            (result, _) => result,
+        }
     }
 
     /// Whether events go to a queue (a node in queue mode).

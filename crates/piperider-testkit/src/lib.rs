@@ -10,6 +10,7 @@
 //! [`nats::Cluster`] NATS JetStream servers for the queue-mode tests.
 
 pub mod nats;
+pub mod postgres;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};

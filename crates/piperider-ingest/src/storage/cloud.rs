@@ -104,17 +104,20 @@ impl Store {
                 "SELECT choice, COUNT(*) FROM consent_audit WHERE day >= $1 AND day <= $2 GROUP BY choice ORDER BY 1",
             ),
         ];
-        let mut out = BTreeMap::new();
-        for (name, sql) in queries {
-            let rows: Vec<(String, i64)> = on_pool!(&self.0.backend, pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?;
-            out.insert(
-                name.to_string(),
-                rows.into_iter()
-                    .map(|(key, count)| Count { key, count })
-                    .collect(),
-            );
-        }
-        Ok(out)
+        self.read(move || async move {
+            let mut out = BTreeMap::new();
+            for (name, sql) in queries {
+                let rows: Vec<(String, i64)> = on_pool!(self.reader(), pool => sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await)?;
+                out.insert(
+                    name.to_string(),
+                    rows.into_iter()
+                        .map(|(key, count)| Count { key, count })
+                        .collect(),
+                );
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// The event types of the stored Cloud events, sorted (`test-support`

@@ -228,7 +228,8 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<ChainPage, StorageError> {
-        chain_page(&self.0.backend, after, limit).await
+        self.read(move || chain_page(self.reader(), after, limit))
+            .await
     }
 
     /// The chain records of one decision (its id is in the visitor's cookie).

@@ -52,6 +52,11 @@ pub enum StorageError {
     /// Queue mode stores into PostgreSQL only.
     #[error("queue mode needs a PostgreSQL database (--database-url postgres://...)")]
     QueueNeedsPostgres,
+    /// A read replica needs a PostgreSQL primary and a PostgreSQL URL.
+    #[error(
+        "--read-database-url takes a PostgreSQL replica (postgres://...) of a PostgreSQL --database-url"
+    )]
+    ReplicaNeedsPostgres,
     /// A failure shared by every request of one group commit.
     #[error("group commit failed: {0}")]
     Group(std::sync::Arc<StorageError>),

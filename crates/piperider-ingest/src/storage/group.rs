@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::oneshot;
@@ -81,6 +82,8 @@ pub(crate) struct CommitMetrics {
     pub(crate) queue_max_bytes: Gauge,
     /// Queue mode, a writer: messages no writer has acknowledged yet.
     pub(crate) queue_pending: Gauge,
+    /// Reads that failed on the read replica (then read on the primary).
+    pub(crate) replica_failures: Counter,
 }
 
 impl Default for CommitMetrics {
@@ -95,6 +98,7 @@ impl Default for CommitMetrics {
             queue_bytes: Gauge::default(),
             queue_max_bytes: Gauge::default(),
             queue_pending: Gauge::default(),
+            replica_failures: Counter::default(),
         }
     }
 }
@@ -146,6 +150,11 @@ impl CommitMetrics {
             "queue_pending",
             "Queue mode, writers: messages not yet acknowledged by a writer (the writers' lag)",
             self.queue_pending.clone(),
+        );
+        registry.register(
+            "replica_read_failures",
+            "Dashboard reads that failed on the read replica (--read-database-url) and were read on the primary, which takes the reads for 30 s after each",
+            self.replica_failures.clone(),
         );
     }
 }

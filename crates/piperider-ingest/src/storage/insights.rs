@@ -349,7 +349,7 @@ impl Store {
             "SELECT id, {value} FROM segments WHERE {}",
             conditions.join(" AND ")
         );
-        let ids = on_pool!(&self.0.backend, pool => {
+        let ids = on_pool!(self.reader(), pool => {
             let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
             for b in &binds {
                 q = q.bind(*b);
@@ -381,7 +381,7 @@ impl Store {
             ids.id_list(),
             sql_list(&list)
         );
-        let rows: Vec<(i64, String, Vec<u8>)> = on_pool!(&self.0.backend, pool => {
+        let rows: Vec<(i64, String, Vec<u8>)> = on_pool!(self.reader(), pool => {
             sqlx::query_as(&sql).bind(grain).bind(kind).fetch_all(pool).await?
         });
         for (segment, period, bytes) in rows {
@@ -445,7 +445,7 @@ impl Store {
             ids.id_list(),
             sql_list(&list)
         );
-        let rows: Vec<CountRow> = on_pool!(&self.0.backend, pool => {
+        let rows: Vec<CountRow> = on_pool!(self.reader(), pool => {
             sqlx::query_as(&sql).bind(grain).fetch_all(pool).await?
         });
         for r in rows {
@@ -490,6 +490,21 @@ impl Store {
             return Ok(None);
         };
         self.flush().await?;
+        self.read(move || self.draw(name, title, from, to, filters))
+            .await
+            .map(Some)
+    }
+
+    /// The chart `name`, titled `title`, read from the database
+    /// [`Store::reader`] picks.
+    async fn draw(
+        &self,
+        name: &str,
+        title: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+        filters: &Filters,
+    ) -> Result<Chart, StorageError> {
         let mut t = Tally { estimated: false };
         let mut percentiles = false;
         let (columns, rows) = match name {
@@ -676,7 +691,7 @@ impl Store {
                 )
             }
         };
-        Ok(Some(Chart {
+        Ok(Chart {
             name: name.into(),
             title: title.into(),
             from: from.to_string(),
@@ -692,7 +707,7 @@ impl Store {
                 RELATIVE_ERROR * 100.0,
                 PERCENTILE_ERROR * 100.0
             ),
-        }))
+        })
     }
 
     async fn summary(
@@ -849,7 +864,7 @@ impl Store {
                 ids.id_list(),
                 sql_list(&cohorts)
             );
-            let rows: Vec<(String, String, Vec<u8>)> = on_pool!(&self.0.backend, pool => {
+            let rows: Vec<(String, String, Vec<u8>)> = on_pool!(self.reader(), pool => {
                 sqlx::query_as(&sql).fetch_all(pool).await?
             });
             for (cohort, week, bytes) in rows {

@@ -65,6 +65,17 @@ pub(crate) fn connect_lazy(url: &str) -> Result<PgPool, StorageError> {
     Ok(pool.connect_lazy_with(options))
 }
 
+/// A replica's pool for reads: it connects when first used, gives up on a
+/// connection sooner than the primary's (the reads then go to the primary)
+/// and runs no migrations.
+pub(crate) fn connect_replica(url: &str) -> Result<PgPool, StorageError> {
+    let (pool, options) = pool_options(url)?;
+    Ok(pool
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(options))
+}
+
 /// Starts the writer tasks; they stop once their queues are closed and drained.
 pub(crate) fn start(
     pool: &PgPool,

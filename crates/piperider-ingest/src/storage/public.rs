@@ -79,11 +79,12 @@ impl Store {
     ) -> Result<RawSummary, StorageError> {
         self.flush().await?;
         let day = from.to_string();
-        on_pool!(&self.0.backend, pool => {
+        let day = &day;
+        self.read(move || async move { on_pool!(self.reader(), pool => {
             let active_users: i64 = sqlx::query_scalar(
                 "SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= $1",
             )
-            .bind(&day)
+            .bind(day)
             .fetch_one(pool)
             .await?;
             let mut dimensions = Vec::with_capacity(QUERIES.len());
@@ -98,7 +99,8 @@ impl Store {
                 dimensions.push((name, counts));
             }
             Ok(RawSummary { active_users, dimensions })
-        })
+        }) })
+        .await
     }
 }
 

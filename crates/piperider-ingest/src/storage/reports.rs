@@ -404,7 +404,8 @@ impl Store {
         let last_seen_sql = format!(
             "SELECT {last_day} AS d, COUNT(*) FROM users WHERE last_seen >= $1 AND last_seen < $2 GROUP BY d ORDER BY d"
         );
-        on_pool!(&self.0.backend, pool => {
+        let (days, last_seen_sql) = (&days, &last_seen_sql);
+        self.read(move || async move { on_pool!(self.reader(), pool => {
             let by_day = |sql: &'static str| sqlx::query_as::<_, (String, i64)>(sql).bind(&days.0).bind(&days.1).fetch_all(pool);
             let by_time = |sql: String| async move { sqlx::query_as::<_, (String, i64)>(&sql).bind(ms.0).bind(ms.1).fetch_all(pool).await };
             let commands: Vec<DailyRow> = sqlx::query_as(&daily_events_sql()).bind(&days.0).bind(&days.1).fetch_all(pool).await?;
@@ -416,7 +417,7 @@ impl Store {
             let mut stats = Stats::new(from, to, commands, buckets);
             stats.daily_active_users = counts(by_day("SELECT day, COUNT(*) FROM daily_users WHERE day >= $1 AND day <= $2 GROUP BY day ORDER BY day").await?);
             stats.new_users = counts(by_day("SELECT first_day, COUNT(*) FROM users WHERE first_day >= $1 AND first_day <= $2 GROUP BY first_day ORDER BY first_day").await?);
-            stats.last_seen = counts(by_time(last_seen_sql).await?);
+            stats.last_seen = counts(by_time(last_seen_sql.clone()).await?);
             stats.active_users = sqlx::query_scalar("SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= $1 AND day <= $2")
                 .bind(&days.0).bind(&days.1).fetch_one(pool).await?;
             stats.total_users = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?;
@@ -444,7 +445,8 @@ impl Store {
             ).await?;
             stats.breakdowns.insert("datasource_types".to_string(), counts(datasources));
             Ok(stats)
-        })
+        }) })
+        .await
     }
 }
 

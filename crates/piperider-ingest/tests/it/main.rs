@@ -14,6 +14,7 @@ mod operations;
 mod partitions;
 mod public;
 mod queue;
+mod replica;
 mod transfer;
 
 use std::net::SocketAddr;
