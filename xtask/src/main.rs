@@ -249,36 +249,43 @@ fn test() -> Result {
     let mut skipped: Vec<String> = Vec::new();
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
-    if postgres_reachable() {
-        // The PostgreSQL tests fail instead of skipping when the server is missing.
-        cmd.env("PIPERIDER_REQUIRE_POSTGRES", "1");
-    } else if in_ci() {
-        return Err("PostgreSQL is not reachable on 127.0.0.1:5432, and CI must run its suites (.ci/run starts it)".into());
-    } else {
-        skipped.push("PostgreSQL suites (nothing answers on 127.0.0.1:5432)".into());
-    }
-    if browser_installed() {
-        // The browser tests fail instead of skipping when no browser is found.
-        cmd.env("PIPERIDER_REQUIRE_BROWSER", "1");
-    } else if in_ci() {
-        return Err(
-            "chromium or chromedriver is missing, and CI must run the browser tests (.ci/run installs them)"
-                .into(),
-        );
-    } else {
-        skipped.push("browser tests (no chromium or chromedriver: apt-get install -y chromium chromium-driver)".into());
-    }
-    if nats_installed() {
-        // The queue-mode tests fail instead of skipping when nats-server is missing.
-        cmd.env("PIPERIDER_REQUIRE_NATS", "1");
-    } else if in_ci() {
-        return Err(
-            "nats-server is missing, and CI must run the queue-mode suites (.ci/run installs it)"
-                .into(),
-        );
-    } else {
-        skipped.push("queue-mode suites (no nats-server: apt-get install -y nats-server)".into());
-    }
+    let mut needs = |present: bool, require: &str, missing: &str, fix: &str| -> Result {
+        if present {
+            // The suites fail instead of skipping when it is missing.
+            cmd.env(require, "1");
+        } else if in_ci() {
+            return Err(format!(
+                "{missing}, and CI must run the suites that need it ({fix})"
+            ));
+        } else {
+            skipped.push(format!("the suites that need it: {missing} ({fix})"));
+        }
+        Ok(())
+    };
+    needs(
+        postgres_reachable(),
+        "PIPERIDER_REQUIRE_POSTGRES",
+        "nothing answers as PostgreSQL on 127.0.0.1:5432",
+        ".ci/run starts it",
+    )?;
+    needs(
+        browser_installed(),
+        "PIPERIDER_REQUIRE_BROWSER",
+        "chromium or chromedriver is missing (browser tests)",
+        "apt-get install -y chromium chromium-driver",
+    )?;
+    needs(
+        nats_installed(),
+        "PIPERIDER_REQUIRE_NATS",
+        "nats-server is missing (queue-mode suites)",
+        "apt-get install -y nats-server",
+    )?;
+    needs(
+        piperider_testkit::postgres::tools().is_some(),
+        "PIPERIDER_REQUIRE_PG_TOOLS",
+        "PostgreSQL's server tools (initdb, pg_ctl, pg_basebackup) are missing (the read-replica test)",
+        "apt-get install -y postgresql, or PIPERIDER_PG_BIN=<their folder>",
+    )?;
     match axe_script() {
         Ok(path) => {
             cmd.env("PIPERIDER_AXE_JS", path);

@@ -32,9 +32,8 @@ pub fn tools() -> Option<PathBuf> {
     if let Some((_, bin)) = versions.pop() {
         return Some(bin);
     }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").exists())
-    })
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join("initdb").exists()))
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -80,7 +79,9 @@ impl Replicated {
             if let Some(parent) = cluster.dir.parent() {
                 std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
             }
-            run(Command::new("chown").args(["postgres:postgres"]).arg(&cluster.dir))?;
+            run(Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cluster.dir))?;
         }
         let primary = cluster.dir.join("primary");
         cluster.tool(

@@ -80,26 +80,28 @@ impl Store {
         self.flush().await?;
         let day = from.to_string();
         let day = &day;
-        self.read(move || async move { on_pool!(self.reader(), pool => {
-            let active_users: i64 = sqlx::query_scalar(
-                "SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= $1",
-            )
-            .bind(day)
-            .fetch_one(pool)
-            .await?;
-            let mut dimensions = Vec::with_capacity(QUERIES.len());
-            for (name, sql) in QUERIES {
-                let query = sqlx::query_as(sql);
-                let query = if name == "datasource_type" {
-                    query.bind(from_ms)
-                } else {
-                    query.bind(day.clone())
-                };
-                let counts: Counts = query.fetch_all(pool).await?;
-                dimensions.push((name, counts));
-            }
-            Ok(RawSummary { active_users, dimensions })
-        }) })
+        self.read(move || async move {
+            on_pool!(self.reader(), pool => {
+                let active_users: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(DISTINCT user_id) FROM daily_users WHERE day >= $1",
+                )
+                .bind(day)
+                .fetch_one(pool)
+                .await?;
+                let mut dimensions = Vec::with_capacity(QUERIES.len());
+                for (name, sql) in QUERIES {
+                    let query = sqlx::query_as(sql);
+                    let query = if name == "datasource_type" {
+                        query.bind(from_ms)
+                    } else {
+                        query.bind(day.clone())
+                    };
+                    let counts: Counts = query.fetch_all(pool).await?;
+                    dimensions.push((name, counts));
+                }
+                Ok(RawSummary { active_users, dimensions })
+            })
+        })
         .await
     }
 }

@@ -55,7 +55,10 @@ async fn until_counted(h: &Harness, n: i64) {
         if now == n {
             return;
         }
-        assert!(Instant::now() < deadline, "the dashboard counts {now}, not {n}");
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard counts {now}, not {n}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -71,7 +74,11 @@ async fn dashboard_reads_go_to_the_replica_and_fall_back_to_the_primary() {
     };
     let dir = tempfile::tempdir().unwrap();
     let cluster = Replicated::start(&tools, dir.path()).unwrap();
-    sql(&cluster.primary_url("postgres"), "CREATE DATABASE telemetry").await;
+    sql(
+        &cluster.primary_url("postgres"),
+        "CREATE DATABASE telemetry",
+    )
+    .await;
     let (primary, replica) = (
         cluster.primary_url("telemetry"),
         cluster.replica_url("telemetry"),
@@ -88,7 +95,11 @@ async fn dashboard_reads_go_to_the_replica_and_fall_back_to_the_primary() {
     post(&h, 2).await;
     assert_eq!(counted(&h).await, 3, "read on the paused replica");
     assert_eq!(
-        sql(&primary, "SELECT CAST(SUM(events) AS TEXT) FROM daily_events").await,
+        sql(
+            &primary,
+            "SELECT CAST(SUM(events) AS TEXT) FROM daily_events"
+        )
+        .await,
         "5"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
