@@ -119,8 +119,13 @@ pub(crate) async fn prepare(
     wanted.dedup();
     let mut created = Vec::new();
     for month in wanted.into_iter().filter(|m| !have.contains(m)) {
-        create(pool, month).await?;
-        created.push(month.table());
+        match create(pool, month).await {
+            Ok(()) => created.push(month.table()),
+            // Another node made it meanwhile (42P07: the table exists).
+            Err(StorageError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("42P07") => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(created)
 }
@@ -180,7 +185,7 @@ pub(crate) async fn drop_expired(
         sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!("DROP TABLE {table}"))
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -277,3 +277,23 @@ async fn a_copy_on_the_neighbouring_day_makes_a_resend_a_duplicate() {
     assert_eq!(h.store().count_events().await.unwrap(), 1);
     h.finish().await;
 }
+
+/// Two nodes' maintenance passes at once both make the partition that is
+/// missing: one creates it, the other finds it made, neither fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_preparing_partitions_at_once_both_succeed() {
+    let Some(h) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let other = h.another_node().await;
+    let next = first_of(0).checked_add_months(Months::new(1)).unwrap();
+    h.execute("", &format!("DROP TABLE {}", table(next))).await;
+    assert!(!partitions(&h).await.contains(&table(next)));
+    let now = chrono::Utc::now();
+    let (a, b) = tokio::join!(h.state.run_retention(now), other.state.run_retention(now));
+    a.unwrap();
+    b.unwrap();
+    assert!(partitions(&h).await.contains(&table(next)));
+    other.store().close().await;
+    h.finish().await;
+}
