@@ -249,7 +249,8 @@ impl Store {
         })))
     }
 
-    /// Sends the dashboard's reads ([`Store::read`]) to the streaming
+    /// Sends the dashboard's reads (figures, charts, the public page, Cloud
+    /// figures, the consent records' export) to the streaming
     /// replica at `url` (PostgreSQL, with a PostgreSQL primary). Its pool
     /// connects when first used and runs no migrations: the primary's
     /// reach the replica through replication. A second call changes
