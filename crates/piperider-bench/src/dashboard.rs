@@ -480,6 +480,20 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     drop(backend);
+    // A partition for each month of the year, so COPY fills them (not the
+    // default partition, whose rows the next start would move).
+    let made = std::process::Command::new(crate::binary("piperider-ingest"))
+        .args(["partitions", "--database-url", &url, "--from"])
+        .arg((kept.end - TimeDelta::days(DAYS - 1)).to_string())
+        .args(["--to", &kept.end.to_string()])
+        .output()
+        .map_err(|e| format!("piperider-ingest partitions: {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "piperider-ingest partitions: {}",
+            String::from_utf8_lossy(&made.stderr)
+        ));
+    }
     let mut pg = sqlx::PgConnection::connect(&url)
         .await
         .map_err(|e| e.to_string())?;

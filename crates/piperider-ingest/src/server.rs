@@ -275,7 +275,8 @@ pub fn run(
 }
 
 /// `piperider-ingest export` and `import`: moving every table between
-/// databases (see [`crate::storage::transfer`]).
+/// databases (see [`crate::storage::transfer`]); `verify-consent` and
+/// `partitions`, other work on a database.
 #[derive(Debug, clap::Subcommand)]
 pub enum Transfer {
     /// Write every table (raw events, users, projects, rollups, owner keys,
@@ -298,6 +299,21 @@ pub enum Transfer {
         /// The database to read.
         #[arg(long, env = "PIPERIDER_INGEST_DATABASE_URL")]
         database_url: String,
+    },
+    /// Make the partitions of PostgreSQL's raw events for every month from
+    /// `--from` to `--to` (days, YYYY-MM-DD) before loading past events in
+    /// bulk (`COPY`), so they go straight to their months' partitions; the
+    /// service makes this month's and next month's by itself.
+    Partitions {
+        /// The PostgreSQL database (migrated first if need be).
+        #[arg(long, env = "PIPERIDER_INGEST_DATABASE_URL")]
+        database_url: String,
+        /// The first month's day.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// The last month's day.
+        #[arg(long)]
+        to: chrono::NaiveDate,
     },
     /// Read an export (gzip or not) into a database of either kind:
     /// idempotent, and refused by a database that holds other data. Stop
@@ -363,6 +379,23 @@ pub fn run_transfer(name: &str, command: Transfer) -> ExitCode {
                     report
                 };
                 Ok(format!("exported {} rows", report.rows))
+            }
+            Transfer::Partitions {
+                database_url,
+                from,
+                to,
+            } => {
+                if !crate::storage::is_postgres_url(&database_url) {
+                    return Err("partitions: the raw events are partitioned on PostgreSQL only".into());
+                }
+                let made = crate::storage::prepare_event_months(&database_url, from, to)
+                    .await
+                    .map_err(|e| format!("{}: {e}", redact(&database_url)))?;
+                Ok(if made.is_empty() {
+                    "every month had its partition already".into()
+                } else {
+                    format!("made {} partitions: {}", made.len(), made.join(", "))
+                })
             }
             Transfer::VerifyConsent { database_url } => {
                 crate::storage::consent_chain::verify_chain(&database_url)

@@ -127,6 +127,20 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Makes the partitions of PostgreSQL's `events` for every month of
+/// `from..=to` in the database at `url` (migrated first), for a bulk load
+/// of past events; see `partitions.rs`. Returns the partitions made.
+pub async fn prepare_event_months(
+    url: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Vec<String>, StorageError> {
+    let pool = postgres::connect(url).await?;
+    let made = partitions::prepare_range(&pool, from, to).await;
+    pool.close().await;
+    made
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

@@ -115,6 +115,33 @@ pub(crate) async fn prepare(
             .ok()
             .map(Month::of)
     }));
+    make(pool, &have, wanted).await
+}
+
+/// Makes a partition for every month of `from..=to` that has none: a bulk
+/// load of past events (the benchmark's data set) then copies into them
+/// instead of into the default partition. Returns the partitions made.
+pub(crate) async fn prepare_range(
+    pool: &PgPool,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<String>, StorageError> {
+    let have = partitioned(pool).await?;
+    let (mut month, last) = (Month::of(from), Month::of(to));
+    let mut wanted = Vec::new();
+    while month <= last {
+        wanted.push(month);
+        month = month.next();
+    }
+    make(pool, &have, wanted).await
+}
+
+/// Creates the partitions of `wanted` not in `have`.
+async fn make(
+    pool: &PgPool,
+    have: &[Month],
+    mut wanted: Vec<Month>,
+) -> Result<Vec<String>, StorageError> {
     wanted.sort();
     wanted.dedup();
     let mut created = Vec::new();

@@ -344,6 +344,16 @@ struct Parsed {
     in_cube: bool,
 }
 
+impl Parsed {
+    /// The text of one of its columns ("" when it has none there).
+    fn text(&self, column: &str) -> String {
+        let i = self.table.columns.iter().position(|(c, _)| *c == column);
+        i.and_then(|i| self.values[i].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 fn parse_row(line: u64, v: &Value) -> Result<Parsed, TransferError> {
     let name = v["table"]
         .as_str()
@@ -522,6 +532,8 @@ struct ImportState {
     /// Whether the file holds the cube's tables (an export from before
     /// the cube does not: the target's writer builds it from the events).
     saw_cube: bool,
+    /// PostgreSQL: the months of events whose partitions are made.
+    months: std::collections::BTreeSet<chrono::NaiveDate>,
 }
 
 /// Refuses a target holding data under another salt; an empty target
@@ -616,27 +628,36 @@ async fn write_chunk(
                 state.last_cube_rowid = Some(done.last_insert_rowid());
             }
         }),
-        Backend::Postgres(pool) => insert_all!(pool, |p, _done, tx| {
-            if p.table.name == EVENTS && p.rolled_up && !p.in_cube {
-                state.outside_cube += 1;
-            }
-            // An event not in the rollups goes to the roller's queue.
-            if p.table.name == EVENTS && !p.rolled_up {
-                let text = |column: &str| {
-                    let i = p.table.columns.iter().position(|(c, _)| *c == column);
-                    i.and_then(|i| p.values[i].as_str())
-                        .unwrap_or_default()
-                        .to_string()
+        Backend::Postgres(pool) => {
+            // Each month's events go straight to its partition.
+            for p in chunk.iter().filter(|p| p.table.name == EVENTS) {
+                let day = p.text("day");
+                let Ok(first) = chrono::NaiveDate::parse_from_str(
+                    &format!("{}-01", day.get(..7).unwrap_or_default()),
+                    "%Y-%m-%d",
+                ) else {
+                    continue;
                 };
-                sqlx::query(
+                if state.months.insert(first) {
+                    super::partitions::prepare_range(pool, first, first).await?;
+                }
+            }
+            insert_all!(pool, |p, _done, tx| {
+                if p.table.name == EVENTS && p.rolled_up && !p.in_cube {
+                    state.outside_cube += 1;
+                }
+                // An event not in the rollups goes to the roller's queue.
+                if p.table.name == EVENTS && !p.rolled_up {
+                    sqlx::query(
                     "INSERT INTO rollup_queue (event_id, day) VALUES (CAST($1 AS uuid), CAST(NULLIF($2, '') AS date))",
                 )
-                .bind(text("event_id"))
-                .bind(text("day"))
+                .bind(p.text("event_id"))
+                .bind(p.text("day"))
                 .execute(&mut *tx)
                 .await?;
-            }
-        }),
+                }
+            })
+        }
     }
     chunk.clear();
     Ok(inserted)

@@ -297,3 +297,49 @@ async fn two_nodes_preparing_partitions_at_once_both_succeed() {
     other.store().close().await;
     h.finish().await;
 }
+
+/// An import of past months' events into PostgreSQL leaves each month in
+/// its own partition and the default partition empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_of_past_months_fills_their_partitions() {
+    let Some(pg) = Harness::start(Db::Postgres, |_| {}).await else {
+        return;
+    };
+    let src = Harness::start(Db::Sqlite, |_| {}).await.unwrap();
+    let (three_back, last) = (first_of(3) + Days::new(3), first_of(1) + Days::new(7));
+    let mut batch = events_on(three_back, 2);
+    batch.extend(events_on(last, 3));
+    batch.push(event(USER));
+    let (status, body) = src.post_batch(&batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut bytes = Vec::new();
+    piperider_ingest::storage::transfer::export(&src.url(), &mut bytes)
+        .await
+        .unwrap();
+    let pg = pg
+        .reopen(async |url: &str| {
+            piperider_ingest::storage::transfer::import(url, &mut &bytes[..])
+                .await
+                .unwrap();
+        })
+        .await;
+    let parts = partitions(&pg).await;
+    for d in [three_back, last] {
+        assert!(parts.contains(&table(d)), "{} in {parts:?}", table(d));
+    }
+    assert_eq!(
+        pg.query_text("SELECT CAST(count(*) AS TEXT) FROM ONLY events_default")
+            .await,
+        ["0"]
+    );
+    assert_eq!(
+        by_month(&pg).await,
+        [
+            format!("{} 2", month(three_back)),
+            format!("{} 3", month(last)),
+            format!("{} 1", month(first_of(0))),
+        ]
+    );
+    src.finish().await;
+    pg.finish().await;
+}
