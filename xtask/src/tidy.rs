@@ -110,7 +110,7 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         krate: "xtask",
-        internal: &["piperider-event"],
+        internal: &["piperider-event", "piperider-testkit"],
         // Its tasks start in seconds: the load tools and their servers live in piperider-bench.
         forbidden: &["axum", "sqlx", "tokio", "hyper"],
     },
