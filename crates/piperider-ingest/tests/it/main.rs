@@ -342,6 +342,20 @@ impl Harness {
             .await
     }
 
+    /// Posts `events` as one batch; each must be answered `accepted`.
+    pub(crate) async fn post_accepted(&self, events: &[Value]) {
+        let (status, body) = self.post_batch(events).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "accepted"),
+            "{body}"
+        );
+    }
+
     pub(crate) async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
         let request = Request::get(path)
             .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
