@@ -209,6 +209,17 @@ impl Queue {
         entries: Vec<(Option<String>, Entry)>,
     ) -> Result<Vec<bool>, StorageError> {
         self.make_stream().await?;
+        let published = self.send(entries).await;
+        if published.is_err() {
+            // Look for the stream again before the next publish: it may
+            // have been deleted (publishing to no stream fails).
+            self.stream_made.store(false, Ordering::Relaxed);
+        }
+        published
+    }
+
+    /// [`Self::publish`] once the stream is known to exist.
+    async fn send(&self, entries: Vec<(Option<String>, Entry)>) -> Result<Vec<bool>, StorageError> {
         let mut acks = Vec::new();
         for (id, entry) in entries {
             let payload = serde_json::to_vec(&entry).map_err(|e| queue_error("encoding", e))?;
@@ -326,10 +337,10 @@ impl Queue {
     /// The stream (made if missing), with its state as the servers have it now.
     async fn stream(&self) -> Result<stream::Stream, StorageError> {
         self.make_stream().await?;
-        self.js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| queue_error("reading the queue's stream", e))
+        self.js.get_stream(STREAM).await.map_err(|e| {
+            self.stream_made.store(false, Ordering::Relaxed);
+            queue_error("reading the queue's stream", e)
+        })
     }
 
     /// The writers' consumer, made if missing.

@@ -221,3 +221,39 @@ async fn the_node_takes_events_while_the_database_is_away() {
     late.store().close().await;
     h.finish().await;
 }
+
+/// A stream deleted under a running node and writers (an operator's
+/// mistake, a cluster made anew) is made again: at most one request fails
+/// (503, the client keeps its events) while the node finds out, later
+/// ones are answered 200, and the writers store them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_is_made_again() {
+    let Some((h, cluster, config, node)) = setup().await else {
+        return;
+    };
+    let (stop, _writers) = writers(&h, &config);
+    let (status, body) = node.post_batch(&[event(USER)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually(30, "the first event stored", async || stored(&h).await == 1).await;
+
+    let client = async_nats::connect(cluster.urls()[0].as_str())
+        .await
+        .unwrap();
+    async_nats::jetstream::new(client)
+        .delete_stream(piperider_ingest::storage::STREAM)
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while answers.last() != Some(&StatusCode::OK) {
+        assert!(answers.len() < 2, "answered {answers:?}");
+        answers.push(node.post_batch(&[event(USER)]).await.0);
+    }
+    let (status, body) = node.post_batch(&[event(USER)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually(30, "the events after the deletion stored", async || {
+        stored(&h).await == 3
+    })
+    .await;
+    drop(stop);
+    h.finish().await;
+}
