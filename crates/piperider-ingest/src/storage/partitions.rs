@@ -81,6 +81,11 @@ impl Month {
     }
 }
 
+/// The first day of the month of `day` ('YYYY-MM-DD', or 'YYYY-MM' alone).
+pub(crate) fn first_of_month(day: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{}-01", day.get(..7)?), "%Y-%m-%d").ok()
+}
+
 /// The months that have a partition.
 async fn partitioned(pool: &PgPool) -> Result<Vec<Month>, StorageError> {
     let names: Vec<String> = sqlx::query_scalar(
@@ -110,11 +115,11 @@ pub(crate) async fn prepare(
     )
     .fetch_all(pool)
     .await?;
-    wanted.extend(in_default.iter().filter_map(|m| {
-        NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
-            .ok()
-            .map(Month::of)
-    }));
+    wanted.extend(
+        in_default
+            .iter()
+            .filter_map(|m| first_of_month(m).map(Month::of)),
+    );
     make(pool, &have, wanted).await
 }
 
@@ -237,5 +242,10 @@ mod tests {
         assert_eq!(Month::from_table("events_2026_13"), None);
         let end = DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z").unwrap();
         assert_eq!(dec.end_ms(), end.timestamp_millis());
+        let first = NaiveDate::from_ymd_opt(2026, 12, 1);
+        assert_eq!(first_of_month("2026-12-04"), first);
+        assert_eq!(first_of_month("2026-12"), first);
+        assert_eq!(first_of_month("2026-13"), None);
+        assert_eq!(first_of_month("x"), None);
     }
 }

@@ -189,7 +189,7 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
         let days: Option<Vec<&str>> = taken.iter().map(|(_, day)| day.as_deref()).collect();
         let (from, to) = days
             .and_then(|days| Some((*days.iter().min()?, *days.iter().max()?)))
-            .unwrap_or(("0000-01-01", "9999-12-31"));
+            .unwrap_or(EVERY_DAY);
         let rows = sqlx::query(&format!(
             "SELECT {} FROM events WHERE event_id = ANY($1) AND day >= $2 AND day <= $3",
             EVENTS.names()
@@ -517,6 +517,10 @@ async fn write(pool: &PgPool, group: &Group<'_>) -> Result<Vec<Written>, Storage
     Ok(outcomes(&group.events, is_deleted, &inserted))
 }
 
+/// Bounds on `day` that every stored day lies within: a look at every
+/// partition of `events`.
+const EVERY_DAY: (&str, &str) = ("0000-01-01", "9999-12-31");
+
 /// The days a copy of `events` may be stored on: a day either side of
 /// theirs. An event's day is its timestamp's, or the receiver's when the
 /// timestamp is ahead (by at most a day, [`MAX_FUTURE_SKEW`]), so two
@@ -535,7 +539,7 @@ fn neighbour_days(events: &[&std::sync::Arc<super::rows::EventRow>]) -> (String,
             (last + chrono::TimeDelta::days(1)).to_string(),
         ),
         // No events (or days not written by this service): look everywhere.
-        _ => ("0000-01-01".into(), "9999-12-31".into()),
+        _ => (EVERY_DAY.0.into(), EVERY_DAY.1.into()),
     }
 }
 

@@ -631,11 +631,7 @@ async fn write_chunk(
         Backend::Postgres(pool) => {
             // Each month's events go straight to its partition.
             for p in chunk.iter().filter(|p| p.table.name == EVENTS) {
-                let day = p.text("day");
-                let Ok(first) = chrono::NaiveDate::parse_from_str(
-                    &format!("{}-01", day.get(..7).unwrap_or_default()),
-                    "%Y-%m-%d",
-                ) else {
+                let Some(first) = super::partitions::first_of_month(&p.text("day")) else {
                     continue;
                 };
                 if state.months.insert(first) {
