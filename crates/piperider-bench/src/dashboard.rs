@@ -419,10 +419,16 @@ const TABLES: [&str; 13] = [
 /// A value in COPY's text format.
 fn copy_text(v: rusqlite::types::ValueRef<'_>, out: &mut Vec<u8>) {
     use rusqlite::types::ValueRef;
+    use std::io::Write;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     match v {
         ValueRef::Null => out.extend_from_slice(b"\\N"),
-        ValueRef::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        ValueRef::Real(f) => out.extend_from_slice(f.to_string().as_bytes()),
+        ValueRef::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        ValueRef::Real(f) => {
+            let _ = write!(out, "{f}");
+        }
         ValueRef::Text(t) => {
             for &b in t {
                 match b {
@@ -435,9 +441,11 @@ fn copy_text(v: rusqlite::types::ValueRef<'_>, out: &mut Vec<u8>) {
             }
         }
         ValueRef::Blob(bytes) => {
+            out.reserve(3 + 2 * bytes.len());
             out.extend_from_slice(b"\\\\x");
-            for b in bytes {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            for &b in bytes {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
             }
         }
     }
@@ -457,6 +465,129 @@ async fn pg_kept(kept: &Kept) -> Result<bool> {
             .ok()
             .flatten();
     Ok(mark.as_deref() == Some(&format!("{RECIPE}:{}", kept.end)))
+}
+
+/// Drops the keys and indexes of `table`; returns the statements that
+/// make them again.
+async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Vec<String>> {
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = $1::regclass AND contype IN ('p', 'u')",
+    )
+    .bind(table)
+    .fetch_all(&mut *pg)
+    .await
+    .map_err(|e| format!("{table}'s keys: {e}"))?;
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.relname::text, pg_get_indexdef(i.oid) FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = $1::regclass \
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)",
+    )
+    .bind(table)
+    .fetch_all(&mut *pg)
+    .await
+    .map_err(|e| format!("{table}'s indexes: {e}"))?;
+    let mut make = Vec::new();
+    for (name, definition) in keys {
+        let drop = format!("ALTER TABLE {table} DROP CONSTRAINT {name}");
+        sqlx::query(&drop)
+            .execute(&mut *pg)
+            .await
+            .map_err(|e| format!("{drop}: {e}"))?;
+        make.push(format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+        ));
+    }
+    for (name, definition) in indexes {
+        let drop = format!("DROP INDEX {name}");
+        sqlx::query(&drop)
+            .execute(&mut *pg)
+            .await
+            .map_err(|e| format!("{drop}: {e}"))?;
+        make.push(definition);
+    }
+    Ok(make)
+}
+
+/// The partitions of `table` with a range: name, from (inclusive) and to
+/// (exclusive), as `YYYY-MM-DD`.
+async fn partitions(
+    pg: &mut sqlx::PgConnection,
+    table: &str,
+) -> Result<Vec<(String, String, String)>> {
+    let bounds: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
+         JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *pg)
+    .await
+    .map_err(|e| format!("{table}'s partitions: {e}"))?;
+    // `FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')`, or `DEFAULT`.
+    Ok(bounds
+        .into_iter()
+        .filter_map(|(name, bound)| {
+            let quoted: Vec<&str> = bound.split('\'').collect();
+            (quoted.len() == 5).then(|| (name, quoted[1].to_string(), quoted[3].to_string()))
+        })
+        .collect())
+}
+
+/// The rows `select` reads from SQLite, into `target` by `COPY ... FREEZE`
+/// in the transaction that truncates it; returns how many.
+async fn copy_rows(
+    pg: &mut sqlx::PgConnection,
+    sqlite: &rusqlite::Connection,
+    target: &str,
+    select: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<u64> {
+    let mut statement = sqlite.prepare(select).map_err(|e| e.to_string())?;
+    let columns: Vec<String> = statement
+        .column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for sql in ["BEGIN".to_string(), format!("TRUNCATE {target}")] {
+        sqlx::query(&sql)
+            .execute(&mut *pg)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+    }
+    let mut copy = pg
+        .copy_in_raw(&format!(
+            "COPY {target} ({}) FROM STDIN (FREEZE)",
+            columns.join(", ")
+        ))
+        .await
+        .map_err(|e| format!("COPY {target}: {e}"))?;
+    let mut rows = statement.query(params).map_err(|e| e.to_string())?;
+    let mut buffer = Vec::with_capacity(1 << 20);
+    let mut count = 0u64;
+    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+        for i in 0..columns.len() {
+            if i > 0 {
+                buffer.push(b'\t');
+            }
+            copy_text(row.get_ref(i).map_err(|e| e.to_string())?, &mut buffer);
+        }
+        buffer.push(b'\n');
+        count += 1;
+        if buffer.len() >= 1 << 20 {
+            copy.send(std::mem::take(&mut buffer))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    copy.send(buffer).await.map_err(|e| e.to_string())?;
+    copy.finish()
+        .await
+        .map_err(|e| format!("COPY {target}: {e}"))?;
+    sqlx::query("COMMIT")
+        .execute(&mut *pg)
+        .await
+        .map_err(|e| format!("COMMIT of {target}: {e}"))?;
+    Ok(count)
 }
 
 /// Copies the SQLite data set into [`PG_DATABASE`] (created afresh, its
@@ -497,49 +628,64 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
     let mut pg = sqlx::PgConnection::connect(&url)
         .await
         .map_err(|e| e.to_string())?;
-    sqlx::query("DELETE FROM settings")
-        .execute(&mut pg)
-        .await
-        .map_err(|e| e.to_string())?;
     let sqlite = rusqlite::Connection::open_with_flags(
         kept.dir.join("telemetry.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .map_err(|e| e.to_string())?;
+    // A bulk load: the keys and indexes are dropped first and built once
+    // at the end (far cheaper than 10 million insertions into each), and
+    // every table is filled by `COPY ... FREEZE` in the transaction that
+    // truncated it, so its rows are written once, already frozen and
+    // visible (the VACUUM below then has nothing to rewrite).
+    let mut rebuild = Vec::new();
     for table in TABLES {
-        let mut statement = sqlite
-            .prepare(&format!("SELECT * FROM {table}"))
-            .map_err(|e| e.to_string())?;
-        let columns: Vec<String> = statement
-            .column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        let mut copy = pg
-            .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN", columns.join(", ")))
-            .await
-            .map_err(|e| format!("COPY {table}: {e}"))?;
-        let mut rows = statement.query([]).map_err(|e| e.to_string())?;
-        let mut buffer = Vec::with_capacity(1 << 20);
-        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-            for i in 0..columns.len() {
-                if i > 0 {
-                    buffer.push(b'\t');
-                }
-                copy_text(row.get_ref(i).map_err(|e| e.to_string())?, &mut buffer);
-            }
-            buffer.push(b'\n');
-            if buffer.len() >= 1 << 20 {
-                copy.send(std::mem::take(&mut buffer))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        copy.send(buffer).await.map_err(|e| e.to_string())?;
-        copy.finish()
-            .await
-            .map_err(|e| format!("COPY {table}: {e}"))?;
+        rebuild.extend(drop_keys(&mut pg, table).await?);
     }
+    let mut copied = 0u64;
+    for (partition, from, to) in partitions(&mut pg, "events").await? {
+        copied += copy_rows(
+            &mut pg,
+            &sqlite,
+            &partition,
+            "SELECT * FROM events WHERE day >= ?1 AND day < ?2",
+            &[&from, &to],
+        )
+        .await?;
+    }
+    let stored: u64 = sqlite
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if copied != stored {
+        return Err(format!(
+            "{copied} of {stored} events copied: some fall outside the monthly partitions"
+        ));
+    }
+    for table in &TABLES[1..] {
+        copy_rows(
+            &mut pg,
+            &sqlite,
+            table,
+            &format!("SELECT * FROM {table}"),
+            &[],
+        )
+        .await?;
+    }
+    let keys_started = Instant::now();
+    sqlx::query("SET maintenance_work_mem = '1GB'")
+        .execute(&mut pg)
+        .await
+        .map_err(|e| e.to_string())?;
+    for sql in rebuild {
+        sqlx::query(&sql)
+            .execute(&mut pg)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+    }
+    eprintln!(
+        "bench dashboard: PostgreSQL's keys and indexes built in {:.0} s",
+        keys_started.elapsed().as_secs_f64()
+    );
     for sql in [
         "SELECT setval(pg_get_serial_sequence('segments', 'id'), COALESCE((SELECT MAX(id) FROM segments), 0) + 1, false)".to_string(),
         // As a database long in service is: its pages' hint bits and
