@@ -11,7 +11,8 @@
 //! fades after a user's first day, releases come every four weeks and
 //! users upgrade with a lag, countries follow a Zipf law (the events come
 //! through a trusted proxy from addresses a generated GeoIP database
-//! places in 60 countries), and 15% of users are CI runners.
+//! places in 60 countries), 15% of users are CI runners, and each day's
+//! events arrive in the order of their times.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ const USERS: u32 = 1_000_000;
 const EVENTS: u64 = 10_000_000;
 const DAYS: i64 = 365;
 /// Changes whenever the data set's recipe does (a kept one is rebuilt).
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 const CONNECTIONS: usize = 32;
 
 const COUNTRIES: [&str; 60] = [
@@ -141,15 +142,8 @@ fn hex_id(prefix: u64, n: u64) -> String {
     format!("{prefix:016x}{n:016x}")
 }
 
-/// One event's JSON.
-fn event(
-    rng: &mut Rng,
-    people: &[Person],
-    u: usize,
-    day: i64,
-    start: NaiveDate,
-    now: i64,
-) -> String {
+/// The JSON of one event of user `u` on `day`, at `ms` (Unix milliseconds).
+fn event(rng: &mut Rng, people: &[Person], u: usize, day: i64, ms: i64) -> String {
     let p = &people[u];
     let first = i64::from(p.first_day);
     let command = if day == first && rng.below(3) > 0 {
@@ -180,10 +174,6 @@ fn event(
     let duration = (median_ms * (0.8 * normal).exp()).min(6.0e8) as u64;
     let project = rng.below(u64::from(p.projects));
     let datasource = DATASOURCES[usize::from(p.datasource[project as usize])];
-    let midnight = (start + TimeDelta::days(day))
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |t| t.and_utc().timestamp_millis());
-    let ms = (midnight + rng.below(86_400_000) as i64).min(now);
     let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     // A version 7 id made at the event's time, as the collector makes it.
     let random = (u128::from(rng.next()) << 64 | u128::from(rng.next())).to_le_bytes();
@@ -340,17 +330,29 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
             while j < all.len() && (all[j] >> 32) as i64 == day {
                 j += 1;
             }
-            // One request per country (the address gives it), at most 500 events.
-            let mut by_country: Vec<Vec<usize>> = vec![Vec::new(); COUNTRIES.len()];
-            for &e in &all[i..j] {
-                let u = (e & 0xffff_ffff) as usize;
-                by_country[usize::from(people[u].country)].push(u);
+            // The day's events in the order of their times, as collectors
+            // send them soon after each command; then one request per
+            // country (the address gives it), at most 500 events.
+            let midnight = (start + TimeDelta::days(day))
+                .and_hms_opt(0, 0, 0)
+                .map_or(0, |t| t.and_utc().timestamp_millis());
+            let mut timed: Vec<(i64, usize)> = all[i..j]
+                .iter()
+                .map(|&e| {
+                    let ms = (midnight + rng.below(86_400_000) as i64).min(now);
+                    (ms, (e & 0xffff_ffff) as usize)
+                })
+                .collect();
+            timed.sort_unstable();
+            let mut by_country: Vec<Vec<(i64, usize)>> = vec![Vec::new(); COUNTRIES.len()];
+            for &(ms, u) in &timed {
+                by_country[usize::from(people[u].country)].push((ms, u));
             }
-            for (country, users) in by_country.iter().enumerate() {
-                for chunk in users.chunks(500) {
+            for (country, events) in by_country.iter().enumerate() {
+                for chunk in events.chunks(500) {
                     let events: Vec<String> = chunk
                         .iter()
-                        .map(|&u| event(&mut rng, &people, u, day, start, now))
+                        .map(|&(ms, u)| event(&mut rng, &people, u, day, ms))
                         .collect();
                     let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
                     if tx.blocking_send((country as u8, body)).is_err() {
