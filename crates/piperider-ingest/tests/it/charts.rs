@@ -417,6 +417,17 @@ on_both!(
         )
         .await;
         assert_eq!(row(&c, month)[1], 3, "{c}");
+        // Breakdowns, users and commands per value: from the month rows
+        // (no filter), and from the full segments' days (two filters).
+        let c = chart(
+            &h,
+            "users_by_app_version",
+            &format!("from={first}&to={last}"),
+        )
+        .await;
+        assert_eq!(c["rows"], json!([["0.1.0", 3, 4], ["0.2.0", 1, 1]]), "{c}");
+        let c = chart(&h, "users_by_ci", &query).await;
+        assert_eq!(c["rows"], json!([["interactive", 2, 3]]), "{c}");
         h.finish().await;
     }
 );
