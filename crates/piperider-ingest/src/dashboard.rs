@@ -12,6 +12,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -376,6 +377,9 @@ impl Expected for PageQuery {
         "?from=YYYY-MM-DD&to=YYYY-MM-DD&os=&app_version=&datasource_type=&ci=&country=";
 }
 
+/// Charts the page reads at once.
+const CHARTS_AT_ONCE: usize = 3;
+
 /// `GET /admin`. A date or filter that is not one is refused before the
 /// session is looked at, as `/openapi.json` says.
 pub(crate) async fn page(
@@ -390,12 +394,22 @@ pub(crate) async fn page(
             "Log in with the admin token to see the figures.",
         ));
     }
-    let mut charts = Vec::with_capacity(CHARTS.len());
-    for (name, _) in CHARTS {
-        if let Some(c) = app.store.chart(name, from, to, &filters).await? {
-            charts.push(c);
-        }
-    }
+    // A few charts read at once (the SQLite pool holds four connections),
+    // drawn in their order.
+    type Read<'a> = std::pin::Pin<
+        Box<dyn Future<Output = Result<Option<Chart>, crate::StorageError>> + Send + 'a>,
+    >;
+    let reads: Vec<Read<'_>> = CHARTS
+        .iter()
+        .map(|&(name, _)| Box::pin(app.store.chart(name, from, to, &filters)) as Read<'_>)
+        .collect();
+    let charts: Vec<_> = futures_util::stream::iter(reads)
+        .buffered(CHARTS_AT_ONCE)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     let cloud = app
         .store
         .cloud_stats(&from.to_string(), &to.to_string())
