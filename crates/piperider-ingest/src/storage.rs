@@ -449,7 +449,8 @@ impl Store {
     }
 
     /// Makes the rollups include every event acknowledged so far (SQLite's
-    /// writer and PostgreSQL's roller hold them back for up to a second).
+    /// writer holds them back for up to five seconds, PostgreSQL's roller
+    /// for about one).
     pub(crate) async fn flush(&self) -> Result<(), StorageError> {
         if self.0.queue.is_some() {
             // The writers' rollers write them within about a second.

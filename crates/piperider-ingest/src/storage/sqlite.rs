@@ -5,9 +5,12 @@
 //! commit made meanwhile while the writer goes on with the next group
 //! ([`wal`]).
 //!
-//! Rollups are held back in memory and written about once a second, in the
-//! transaction of a group, so that a user seen a thousand times in that
-//! second costs one upsert, not a thousand. The `rollup_watermark` setting,
+//! Rollups are held back in memory, so that a user seen a thousand times
+//! meanwhile costs one upsert, not a thousand. They are written in a
+//! transaction of their own once the writer finds its queue empty (at
+//! most once a second), off the path of any acknowledgement; a writer
+//! that never runs out of work writes them with a group every five
+//! seconds, in fewer, larger upserts of the same rows. The `rollup_watermark` setting,
 //! written with them, names the last event they include; events are given
 //! increasing rowids by this writer, so after a crash the events past the
 //! watermark are rolled up again at start. Reads of the rollups and
@@ -60,8 +63,10 @@ const HOLD: Duration = Duration::from_micros(300);
 /// The writer counts as busy when its previous group started this recently;
 /// an idle writer never holds a request back.
 const BUSY_WITHIN: Duration = Duration::from_millis(2);
-/// How long rollups are held back at most (while events keep coming).
+/// How long rollups are held back before an idle writer writes them.
 const ROLLUP_EVERY: Duration = Duration::from_secs(1);
+/// How long rollups are held back at most by a writer that stays busy.
+const ROLLUP_BUSY_EVERY: Duration = Duration::from_secs(5);
 /// How many events' rollups are held back at most.
 const ROLLUP_MAX_EVENTS: usize = 200_000;
 const WATERMARK: &str = "rollup_watermark";
@@ -494,6 +499,17 @@ impl SqliteWriter {
                 }
                 Job::Stop => break,
             }
+            // Nothing waiting: the held-back rollups, in a transaction of
+            // their own (no request waits for it; a failure is only logged,
+            // they are rebuilt from the stored events).
+            if carried.is_none()
+                && rx.is_empty()
+                && self.pending.events() > 0
+                && self.since.elapsed() >= ROLLUP_EVERY
+                && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
+            {
+                tracing::warn!(error = %e, "rollups not written; they are rebuilt from the stored events");
+            }
         }
         if (self.pending.events() > 0 || self.cube.events() > 0 || self.cube_job.is_some())
             && let Err(e) = self.transact(|w, tx| w.write_all(tx))
@@ -751,7 +767,7 @@ impl SqliteWriter {
             }
         }
         quarantine(tx, &group.quarantine)?;
-        if self.since.elapsed() >= ROLLUP_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
+        if self.since.elapsed() >= ROLLUP_BUSY_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
             self.write_pending(tx)?;
         }
         Ok(outcomes)
@@ -780,3 +796,52 @@ static INSERT_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .sql(&format!("VALUES ({})", marks.join(", ")))
         .replacen("INSERT INTO events (", "INSERT INTO events (rowid, ", 1)
 });
+
+#[cfg(test)]
+mod tests {
+    use piperider_event::{CliEvent, WireEvent};
+
+    use super::*;
+
+    /// Whether the `users` rollup holds `user`, read from the file itself
+    /// (not through the store, whose reads would have the writer flush).
+    fn rolled_up(path: &Path, user: &str) -> bool {
+        let file = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        file.query_row(
+            "SELECT COUNT(*) FROM users WHERE user_id = ?1",
+            [user],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    const IDLE_USER: &str = "0123456789abcdef0123456789abcdef";
+
+    #[tokio::test]
+    async fn an_idle_writer_writes_the_held_back_rollups_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = crate::Store::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        // Longer than an idle writer holds rollups back, shorter than a busy one.
+        tokio::time::sleep(ROLLUP_EVERY + Duration::from_millis(200)).await;
+        let now = chrono::Utc::now();
+        let raw = piperider_testkit::cli_event(IDLE_USER, &"a".repeat(32)).to_string();
+        let event = CliEvent::parse(raw.as_bytes(), now).unwrap();
+        let row = EventRow::new(event, None, None, now.timestamp_millis());
+        let written = store.write(vec![row], Vec::new()).await.unwrap();
+        assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
+        // Nothing else comes: the writer, its queue empty, writes them itself.
+        let deadline = Instant::now() + ROLLUP_BUSY_EVERY - Duration::from_secs(1);
+        while !rolled_up(&path, IDLE_USER) {
+            assert!(
+                Instant::now() < deadline,
+                "the rollups were still held back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
+    }
+}

@@ -7,7 +7,7 @@
 //! rows (`{"end":true,"rows":N}`), so a cut-off file is refused instead of
 //! half imported. Raw CLI events come last, those already in the rollups
 //! before those not yet (`"rolled_up":false`, a live SQLite writer holds
-//! rollups back up to a second, PostgreSQL's roller works from a queue):
+//! rollups back up to five seconds, PostgreSQL's roller works from a queue):
 //! the importer hands the latter to the target's own roll-up path, so
 //! every event is counted once.
 //!
