@@ -469,6 +469,15 @@ async fn pg_kept(kept: &Kept) -> Result<bool> {
     Ok(mark.as_deref() == Some(&format!("{RECIPE}:{}", kept.end)))
 }
 
+/// Runs `sql` on `pg`; an error names the statement.
+async fn execute(pg: &mut sqlx::PgConnection, sql: &str) -> Result {
+    sqlx::query(sql)
+        .execute(pg)
+        .await
+        .map(drop)
+        .map_err(|e| format!("{sql}: {e}"))
+}
+
 /// Drops the keys and indexes of `table`; returns the statements that
 /// make them again.
 async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Vec<String>> {
@@ -491,21 +500,13 @@ async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Vec<Strin
     .map_err(|e| format!("{table}'s indexes: {e}"))?;
     let mut make = Vec::new();
     for (name, definition) in keys {
-        let drop = format!("ALTER TABLE {table} DROP CONSTRAINT {name}");
-        sqlx::query(&drop)
-            .execute(&mut *pg)
-            .await
-            .map_err(|e| format!("{drop}: {e}"))?;
+        execute(pg, &format!("ALTER TABLE {table} DROP CONSTRAINT {name}")).await?;
         make.push(format!(
             "ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
         ));
     }
     for (name, definition) in indexes {
-        let drop = format!("DROP INDEX {name}");
-        sqlx::query(&drop)
-            .execute(&mut *pg)
-            .await
-            .map_err(|e| format!("{drop}: {e}"))?;
+        execute(pg, &format!("DROP INDEX {name}")).await?;
         make.push(definition);
     }
     Ok(make)
@@ -550,12 +551,8 @@ async fn copy_rows(
         .iter()
         .map(|c| c.to_string())
         .collect();
-    for sql in ["BEGIN".to_string(), format!("TRUNCATE {target}")] {
-        sqlx::query(&sql)
-            .execute(&mut *pg)
-            .await
-            .map_err(|e| format!("{sql}: {e}"))?;
-    }
+    execute(pg, "BEGIN").await?;
+    execute(pg, &format!("TRUNCATE {target}")).await?;
     let mut copy = pg
         .copy_in_raw(&format!(
             "COPY {target} ({}) FROM STDIN (FREEZE)",
@@ -585,10 +582,7 @@ async fn copy_rows(
     copy.finish()
         .await
         .map_err(|e| format!("COPY {target}: {e}"))?;
-    sqlx::query("COMMIT")
-        .execute(&mut *pg)
-        .await
-        .map_err(|e| format!("COMMIT of {target}: {e}"))?;
+    execute(pg, "COMMIT").await?;
     Ok(count)
 }
 
@@ -674,15 +668,9 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
         .await?;
     }
     let keys_started = Instant::now();
-    sqlx::query("SET maintenance_work_mem = '1GB'")
-        .execute(&mut pg)
-        .await
-        .map_err(|e| e.to_string())?;
+    execute(&mut pg, "SET maintenance_work_mem = '1GB'").await?;
     for sql in rebuild {
-        sqlx::query(&sql)
-            .execute(&mut pg)
-            .await
-            .map_err(|e| format!("{sql}: {e}"))?;
+        execute(&mut pg, &sql).await?;
     }
     eprintln!(
         "bench dashboard: PostgreSQL's keys and indexes built in {:.0} s",
@@ -699,7 +687,7 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
         format!("INSERT INTO settings (key, value) VALUES ('bench_seed', '{RECIPE}:{}')", kept.end),
         "CHECKPOINT".to_string(),
     ] {
-        sqlx::query(&sql).execute(&mut pg).await.map_err(|e| format!("{sql}: {e}"))?;
+        execute(&mut pg, &sql).await?;
     }
     let copied_s = started.elapsed().as_secs_f64();
     eprintln!("bench dashboard: copied the data set into PostgreSQL in {copied_s:.0} s");
