@@ -395,7 +395,8 @@ pub(crate) async fn page(
         ));
     }
     // A few charts read at once (the SQLite pool holds four connections),
-    // drawn in their order.
+    // drawn in their order. Boxed first: a stream mapping names to reads
+    // through a closure is not `Send` for every lifetime, as the router needs.
     type Read<'a> = std::pin::Pin<
         Box<dyn Future<Output = Result<Option<Chart>, crate::StorageError>> + Send + 'a>,
     >;

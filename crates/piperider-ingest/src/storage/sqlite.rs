@@ -10,10 +10,11 @@
 //! transaction of their own once the writer finds its queue empty (at
 //! most once a second), off the path of any acknowledgement; a writer
 //! that never runs out of work writes them with a group every five
-//! seconds, in fewer, larger upserts of the same rows. The `rollup_watermark` setting,
-//! written with them, names the last event they include; events are given
-//! increasing rowids by this writer, so after a crash the events past the
-//! watermark are rolled up again at start. Reads of the rollups and
+//! seconds, in fewer, larger upserts of the same rows. The
+//! `rollup_watermark` setting, written with them, names the last event
+//! they include; events are given increasing rowids by this writer, so
+//! after a crash the events past the watermark are rolled up again at
+//! start. Reads of the rollups and
 //! deletions go through this writer ([`Job::Flush`], [`Job::DeleteUser`]),
 //! which writes what it holds back first.
 //!
