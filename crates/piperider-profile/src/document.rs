@@ -366,7 +366,19 @@ mod tests {
 
     #[test]
     fn values_that_look_like_other_types_stay_strings() {
-        for v in ["yes", "123", "1234e5678", "null", "a: b", "# x", ""] {
+        for v in [
+            "yes",
+            "123",
+            "1234e5678",
+            "0b70e2c9ace1486ca1c2c4ab853ccefc",
+            "0x1f",
+            "0o17",
+            "12345678901234567890123456789012",
+            "null",
+            "a: b",
+            "# x",
+            "",
+        ] {
             let out = doc("k: 1\n")
                 .edited(&[Edit::Set(&["k"], Scalar::Str(v.into()))])
                 .unwrap();
