@@ -238,7 +238,10 @@ async fn post_all(addr: SocketAddr, rx: tokio::sync::mpsc::Receiver<(u8, String)
                         body.len()
                     );
                     let mut ok = false;
-                    for _ in 0..3 {
+                    // As a collector does: a refused batch (408, 429, 503)
+                    // is sent again after a pause; its events' ids make a
+                    // second copy of any already stored a duplicate.
+                    for attempt in 0..8 {
                         if conn.is_none() {
                             conn = TcpStream::connect(addr).await.ok().map(|s| {
                                 let (r, w) = s.into_split();
@@ -252,6 +255,10 @@ async fn post_all(addr: SocketAddr, rx: tokio::sync::mpsc::Receiver<(u8, String)
                             Some(200) => {
                                 ok = true;
                                 break;
+                            }
+                            Some(status @ (408 | 429 | 503)) => {
+                                eprintln!("bench dashboard: a batch answered {status}, sent again");
+                                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4))).await;
                             }
                             Some(_) => break,
                             None => conn = None,
@@ -295,17 +302,11 @@ fn sqlite_url(dir: &Path) -> String {
     format!("sqlite:{}", dir.join("telemetry.db").display())
 }
 
-fn start_backend(database_url: &str, dir: &Path) -> Result<Backend> {
-    Backend::start_with(
-        database_url,
-        Log::Warnings,
-        &[
-            "--geoip-db",
-            &dir.join("geo.mmdb").display().to_string(),
-            "--trusted-proxy",
-            "127.0.0.1/32",
-        ],
-    )
+fn start_backend(database_url: &str, dir: &Path, extra: &[&str]) -> Result<Backend> {
+    let geo = dir.join("geo.mmdb").display().to_string();
+    let mut args = vec!["--geoip-db", &geo, "--trusted-proxy", "127.0.0.1/32"];
+    args.extend_from_slice(extra);
+    Backend::start_with(database_url, Log::Warnings, &args)
 }
 
 /// Builds the data set through the ingest path of a backend on SQLite.
@@ -316,7 +317,15 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
     let started = Instant::now();
     let end = Utc::now().date_naive();
     let start = end - TimeDelta::days(DAYS - 1);
-    let backend = start_backend(&sqlite_url(dir), dir)?;
+    // A fill with history (`--bulk-load`): the writer holds rollups and
+    // the cube for two million events at a time, and the summary read at
+    // the end, which has it write the last of them, may take longer than a
+    // live request is given.
+    let backend = start_backend(
+        &sqlite_url(dir),
+        dir,
+        &["--bulk-load", "--request-timeout-secs", "900"],
+    )?;
     let (tx, rx) = tokio::sync::mpsc::channel::<(u8, String)>(64);
     let generator = std::thread::spawn(move || {
         let mut rng = Rng(0x5eed_0000 + u64::from(RECIPE));
@@ -806,7 +815,7 @@ pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result 
         eprintln!("bench dashboard: SKIPPED PostgreSQL (nothing answers on 127.0.0.1:5432)");
     }
     for (db, url) in databases {
-        let backend = start_backend(&url, &kept.dir)?;
+        let backend = start_backend(&url, &kept.dir, &[])?;
         let (slowest, medians) = time_charts(backend.addr, &backend.token, kept.end, runs).await?;
         // The page itself: every chart read and drawn on the server.
         let mut pages = Map::new();

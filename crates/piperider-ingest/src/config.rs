@@ -29,6 +29,8 @@ pub enum ConfigError {
         "--read-database-url takes a PostgreSQL replica (postgres://...) of a PostgreSQL --database-url"
     )]
     ReplicaNeedsPostgres,
+    #[error("--bulk-load holds the SQLite writer's rollups: it takes an sqlite: --database-url")]
+    BulkLoadNeedsSqlite,
 }
 
 /// The least an admin token may hold, in bits.
@@ -152,6 +154,14 @@ pub struct Config {
     /// and command, every group under its floor folded into "other".
     #[arg(long, env = "PIPERIDER_INGEST_PUBLIC_STATS")]
     pub public_stats: bool,
+    /// Fill a new SQLite database with history (an import, a replay, a
+    /// benchmark's data set): the writer holds rollups and the dashboard's
+    /// cube back for up to a minute and two million events, instead of
+    /// five seconds, so a user, day or segment is written far fewer
+    /// times. Reads and deletions still write them first. Memory grows by
+    /// gigabytes; not for a service taking live traffic. SQLite only.
+    #[arg(long, env = "PIPERIDER_INGEST_BULK_LOAD")]
+    pub bulk_load: bool,
     /// Queue mode: the NATS JetStream servers (`nats://host:port`,
     /// comma-separated). A node publishes valid events to the stream and
     /// answers once it holds them; writers (`--role writer`) store them
@@ -239,6 +249,9 @@ impl Config {
         } else if self.role == Role::Writer {
             return Err(ConfigError::WriterWithoutQueue);
         }
+        if self.bulk_load && !self.database_url.starts_with("sqlite:") {
+            return Err(ConfigError::BulkLoadNeedsSqlite);
+        }
         if let Some(url) = &self.read_database_url {
             use crate::storage::is_postgres_url;
             if !is_postgres_url(url) || !is_postgres_url(&self.database_url) {
@@ -277,6 +290,7 @@ impl Config {
             consent_policy_version: 1,
             cookie_secure: false,
             public_stats: false,
+            bulk_load: false,
             queue: Vec::new(),
             role: Role::Node,
             queue_replicas: None,
@@ -315,5 +329,18 @@ mod tests {
             config.admin_token = Some(strong.into());
             assert!(config.resolve().is_ok(), "{strong} was refused");
         }
+    }
+
+    #[test]
+    fn a_bulk_load_takes_only_an_sqlite_database() {
+        let mut config = Config::for_database("postgres://postgres@127.0.0.1:5432/test");
+        config.bulk_load = true;
+        assert!(matches!(
+            config.resolve(),
+            Err(ConfigError::BulkLoadNeedsSqlite)
+        ));
+        let mut config = Config::for_database("sqlite:telemetry.db");
+        config.bulk_load = true;
+        assert!(config.resolve().is_ok());
     }
 }

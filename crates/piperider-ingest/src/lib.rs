@@ -36,4 +36,4 @@ pub use server::{
     Flags, ServeError, Transfer, redact, run, run_transfer, serve, serve_router, shutdown_signal,
 };
 pub use state::{AppState, Shared};
-pub use storage::{StorageError, Store};
+pub use storage::{RollupHold, StorageError, Store};

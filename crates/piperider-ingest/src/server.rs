@@ -114,6 +114,9 @@ pub async fn serve_router(
         (Some(queue), crate::config::Role::Node) => {
             Store::connect_node(&config.database_url, queue).await
         }
+        _ if config.bulk_load => {
+            Store::connect_with(&config.database_url, crate::RollupHold::BULK_LOAD).await
+        }
         _ => Store::connect(&config.database_url).await,
     };
     let store = connected.map_err(|source| ServeError::Database {

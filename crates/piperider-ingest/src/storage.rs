@@ -46,6 +46,7 @@ pub use queue::{CONSUMER, QueueConfig, STREAM, StreamState, run_writers};
 pub use rows::Figures;
 pub(crate) use rows::{EventRow, QuarantineRow};
 pub use schema::TEXT_BOUNDS;
+pub use sqlite::RollupHold;
 
 use group::{Batch, Job};
 
@@ -211,6 +212,12 @@ impl Store {
     /// Connects (creating an SQLite file if needed), runs the embedded
     /// migrations and starts the writers. Must run within a tokio runtime.
     pub async fn connect(url: &str) -> Result<Store, StorageError> {
+        Store::connect_with(url, RollupHold::SERVING).await
+    }
+
+    /// [`Store::connect`], the SQLite writer holding rollups back as
+    /// `hold` says (PostgreSQL's roller works from its queue either way).
+    pub async fn connect_with(url: &str, hold: RollupHold) -> Result<Store, StorageError> {
         let metrics = CommitMetrics::default();
         let backend = open_backend(url).await?;
         let salt = user_hash_salt(&backend).await?;
@@ -223,7 +230,7 @@ impl Store {
             }
             Backend::Sqlite(pool) => {
                 let path = sqlite::path_of(pool);
-                let (queue, writer) = sqlite::start(&path, &salt, &metrics)?;
+                let (queue, writer) = sqlite::start(&path, &salt, &metrics, hold)?;
                 (vec![queue], vec![writer], None)
             }
         };

@@ -64,19 +64,54 @@ const HOLD: Duration = Duration::from_micros(300);
 /// The writer counts as busy when its previous group started this recently;
 /// an idle writer never holds a request back.
 const BUSY_WITHIN: Duration = Duration::from_millis(2);
-/// How long rollups are held back before an idle writer writes them.
-const ROLLUP_EVERY: Duration = Duration::from_secs(1);
-/// How long rollups are held back at most by a writer that stays busy.
-const ROLLUP_BUSY_EVERY: Duration = Duration::from_secs(5);
-/// How many events' rollups are held back at most.
-const ROLLUP_MAX_EVENTS: usize = 200_000;
 const WATERMARK: &str = "rollup_watermark";
-/// How long the dashboard's cube is held back at most, and for how many
-/// events. Its rows are read, merged and written back, one or more per
-/// event of a sparse segment; held longer, a row takes many events'
-/// worth at once. A read writes it first.
-const CUBE_EVERY: Duration = Duration::from_secs(15);
-const CUBE_MAX_EVENTS: usize = 200_000;
+
+/// How long, and for how many events, the SQLite writer holds back the
+/// rollups of stored events and the dashboard's cube before writing them.
+/// Held longer, each user, day and segment is written once for more
+/// events, at the cost of memory that grows with the events held. Reads
+/// and deletions always write them first, so no reader sees a lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupHold {
+    /// Before a writer with nothing queued writes them.
+    idle: Duration,
+    /// At most, on a writer that stays busy.
+    busy: Duration,
+    /// At most this many events' rollups.
+    events: usize,
+    /// The cube's rows are read, merged and written back, one or more
+    /// per event of a sparse segment; held longer, a row takes many
+    /// events' worth at once.
+    cube: Duration,
+    cube_events: usize,
+}
+
+impl RollupHold {
+    /// A service taking events: rollups at most a second behind when the
+    /// writer has time, five seconds when it has none.
+    pub const SERVING: RollupHold = RollupHold {
+        idle: Duration::from_secs(1),
+        busy: Duration::from_secs(5),
+        events: 200_000,
+        cube: Duration::from_secs(15),
+        cube_events: 200_000,
+    };
+    /// A new database filled with history (an import, a replay, the
+    /// benchmark's data set): two million events held (a minute at
+    /// most), so a user active all along is written a few times instead
+    /// of once every five seconds, while the cube's rows of each hold are
+    /// worked out beside the next one's events (held whole, they would
+    /// all be worked out at the end, and on one core). Memory: 3.5 GB at
+    /// most while the benchmark's data set is built.
+    pub const BULK_LOAD: RollupHold = RollupHold {
+        idle: Duration::from_secs(60),
+        busy: Duration::from_secs(60),
+        events: 2_000_000,
+        cube: Duration::from_secs(60),
+        cube_events: 2_000_000,
+    };
+}
+
 /// The last event (rowid) the cube holds.
 const CUBE_WATERMARK: &str = "cube_watermark";
 /// Events per transaction when the cube is built from stored events.
@@ -132,6 +167,7 @@ pub(crate) fn start(
     path: &Path,
     salt: &str,
     metrics: &CommitMetrics,
+    hold: RollupHold,
 ) -> Result<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>), StorageError> {
     let lock_path = {
         let mut name = path.as_os_str().to_owned();
@@ -150,7 +186,7 @@ pub(crate) fn start(
     if lock.try_lock().is_err() {
         return Err(StorageError::SqliteBusy(path.to_path_buf()));
     }
-    let writer = SqliteWriter::open(path, salt)?;
+    let writer = SqliteWriter::open(path, salt, hold)?;
     let (tx, rx) = mpsc::channel::<Job>(QUEUE);
     let metrics = metrics.clone();
     // Its own thread, not the runtime's blocking pool: a runtime shut down
@@ -254,6 +290,8 @@ struct SqliteWriter {
     /// Rollups of committed events not yet written.
     pending: Aggregate,
     since: Instant,
+    /// How long `pending` and `cube` are held back.
+    hold: RollupHold,
     /// The rowid the next stored event gets.
     next_rowid: i64,
     /// Whether `pending` must be rebuilt from the stored events first.
@@ -319,7 +357,7 @@ fn first_days(
 impl SqliteWriter {
     /// Opens the writer's connection and rolls up any events a crash left
     /// past the watermark.
-    fn open(path: &Path, salt: &str) -> Result<SqliteWriter, StorageError> {
+    fn open(path: &Path, salt: &str, hold: RollupHold) -> Result<SqliteWriter, StorageError> {
         let mut writer = SqliteWriter {
             salt: salt.to_string(),
             segment_ids: HashMap::new(),
@@ -327,6 +365,7 @@ impl SqliteWriter {
             conn: None,
             pending: Aggregate::default(),
             since: Instant::now(),
+            hold,
             next_rowid: 1,
             recover: true,
             cube: Cube::default(),
@@ -506,7 +545,7 @@ impl SqliteWriter {
             if carried.is_none()
                 && rx.is_empty()
                 && self.pending.events() > 0
-                && self.since.elapsed() >= ROLLUP_EVERY
+                && self.since.elapsed() >= self.hold.idle
                 && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
             {
                 tracing::warn!(error = %e, "rollups not written; they are rebuilt from the stored events");
@@ -605,7 +644,9 @@ impl SqliteWriter {
         // watermark are rolled up again when the writer next opens.
         self.pending = Aggregate::default();
         self.since = Instant::now();
-        if self.cube_since.elapsed() >= CUBE_EVERY || self.cube.events() >= CUBE_MAX_EVENTS {
+        if self.cube_since.elapsed() >= self.hold.cube
+            || self.cube.events() >= self.hold.cube_events
+        {
             self.write_cube(tx)?;
         }
         Ok(())
@@ -768,7 +809,7 @@ impl SqliteWriter {
             }
         }
         quarantine(tx, &group.quarantine)?;
-        if self.since.elapsed() >= ROLLUP_BUSY_EVERY || self.pending.events() >= ROLLUP_MAX_EVENTS {
+        if self.since.elapsed() >= self.hold.busy || self.pending.events() >= self.hold.events {
             self.write_pending(tx)?;
         }
         Ok(outcomes)
@@ -827,7 +868,7 @@ mod tests {
             .await
             .unwrap();
         // Longer than an idle writer holds rollups back, shorter than a busy one.
-        tokio::time::sleep(ROLLUP_EVERY + Duration::from_millis(200)).await;
+        tokio::time::sleep(RollupHold::SERVING.idle + Duration::from_millis(200)).await;
         let now = chrono::Utc::now();
         let raw = piperider_testkit::cli_event(IDLE_USER, &"a".repeat(32)).to_string();
         let event = CliEvent::parse(raw.as_bytes(), now).unwrap();
@@ -835,7 +876,7 @@ mod tests {
         let written = store.write(vec![row], Vec::new()).await.unwrap();
         assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
         // Nothing else comes: the writer, its queue empty, writes them itself.
-        let deadline = Instant::now() + ROLLUP_BUSY_EVERY - Duration::from_secs(1);
+        let deadline = Instant::now() + RollupHold::SERVING.busy - Duration::from_secs(1);
         while !rolled_up(&path, IDLE_USER) {
             assert!(
                 Instant::now() < deadline,
@@ -843,6 +884,34 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_bulk_loading_writer_holds_the_rollups_until_a_read_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let url = format!("sqlite:{}", path.display());
+        let store = crate::Store::connect_with(&url, RollupHold::BULK_LOAD)
+            .await
+            .unwrap();
+        // Longer than a serving writer, idle, holds rollups back (it writes
+        // them once the job it was given is done).
+        tokio::time::sleep(RollupHold::SERVING.idle + Duration::from_millis(200)).await;
+        let now = chrono::Utc::now();
+        let raw = piperider_testkit::cli_event(IDLE_USER, &"a".repeat(32)).to_string();
+        let event = CliEvent::parse(raw.as_bytes(), now).unwrap();
+        let row = EventRow::new(event, None, None, now.timestamp_millis());
+        let written = store.write(vec![row], Vec::new()).await.unwrap();
+        assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !rolled_up(&path, IDLE_USER),
+            "a bulk load wrote its rollups early"
+        );
+        // A read has them written first.
+        store.flush().await.unwrap();
+        assert!(rolled_up(&path, IDLE_USER));
         store.close().await;
     }
 }
