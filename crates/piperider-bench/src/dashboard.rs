@@ -794,17 +794,18 @@ async fn accuracy(backend: &Backend, kept: &Kept, report: &mut Map<String, Value
 /// The dashboard phase on the kept data set (built first if need be).
 pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result {
     let dir = crate::target_dir().join("bench").join("dashboard");
-    let kept = match kept(&dir) {
+    let (kept, built) = match kept(&dir) {
         Some(k) => {
             eprintln!("bench dashboard: reusing the data set in {}", dir.display());
-            k
+            (k, false)
         }
-        None => build(&dir, report).await?,
+        None => (build(&dir, report).await?, true),
     };
     let runs = if quick { 3 } else { 5 };
     let mut databases = vec![("sqlite", sqlite_url(&kept.dir))];
     if crate::backend::postgres_reachable() {
-        if !pg_kept(&kept).await? {
+        // A data set built afresh has salts of its own: its copy too.
+        if built || !pg_kept(&kept).await? {
             pg_copy(&kept, report).await?;
         }
         databases.push((
