@@ -860,14 +860,13 @@ mod tests {
 
     const IDLE_USER: &str = "0123456789abcdef0123456789abcdef";
 
-    #[tokio::test]
-    async fn an_idle_writer_writes_the_held_back_rollups_without_being_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = crate::Store::connect(&format!("sqlite:{}", path.display()))
-            .await
-            .unwrap();
-        // Longer than an idle writer holds rollups back, shorter than a busy one.
+    /// A store on a new file in `dir` whose writer holds rollups as
+    /// `hold` says, given one event of [`IDLE_USER`] once the time a
+    /// serving writer, idle, holds rollups back has passed (an idle writer
+    /// writes them once the job it was given is done).
+    async fn one_event_after_the_idle_hold(dir: &Path, hold: RollupHold) -> crate::Store {
+        let url = format!("sqlite:{}", dir.join("t.db").display());
+        let store = crate::Store::connect_with(&url, hold).await.unwrap();
         tokio::time::sleep(RollupHold::SERVING.idle + Duration::from_millis(200)).await;
         let now = chrono::Utc::now();
         let raw = piperider_testkit::cli_event(IDLE_USER, &"a".repeat(32)).to_string();
@@ -875,9 +874,17 @@ mod tests {
         let row = EventRow::new(event, None, None, now.timestamp_millis());
         let written = store.write(vec![row], Vec::new()).await.unwrap();
         assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
-        // Nothing else comes: the writer, its queue empty, writes them itself.
+        store
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_writes_the_held_back_rollups_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_event_after_the_idle_hold(dir.path(), RollupHold::SERVING).await;
+        // Nothing else comes: the writer, its queue empty, writes them
+        // itself, sooner than a busy one would.
         let deadline = Instant::now() + RollupHold::SERVING.busy - Duration::from_secs(1);
-        while !rolled_up(&path, IDLE_USER) {
+        while !rolled_up(&dir.path().join("t.db"), IDLE_USER) {
             assert!(
                 Instant::now() < deadline,
                 "the rollups were still held back"
@@ -891,19 +898,7 @@ mod tests {
     async fn a_bulk_loading_writer_holds_the_rollups_until_a_read_asks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let url = format!("sqlite:{}", path.display());
-        let store = crate::Store::connect_with(&url, RollupHold::BULK_LOAD)
-            .await
-            .unwrap();
-        // Longer than a serving writer, idle, holds rollups back (it writes
-        // them once the job it was given is done).
-        tokio::time::sleep(RollupHold::SERVING.idle + Duration::from_millis(200)).await;
-        let now = chrono::Utc::now();
-        let raw = piperider_testkit::cli_event(IDLE_USER, &"a".repeat(32)).to_string();
-        let event = CliEvent::parse(raw.as_bytes(), now).unwrap();
-        let row = EventRow::new(event, None, None, now.timestamp_millis());
-        let written = store.write(vec![row], Vec::new()).await.unwrap();
-        assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
+        let store = one_event_after_the_idle_hold(dir.path(), RollupHold::BULK_LOAD).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             !rolled_up(&path, IDLE_USER),
