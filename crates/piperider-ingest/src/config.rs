@@ -261,6 +261,16 @@ impl Config {
         Ok(self)
     }
 
+    /// How the SQLite writer holds rollups back: for a fill with history
+    /// under `--bulk-load`, as a live service otherwise.
+    pub fn rollup_hold(&self) -> crate::RollupHold {
+        if self.bulk_load {
+            crate::RollupHold::BULK_LOAD
+        } else {
+            crate::RollupHold::SERVING
+        }
+    }
+
     /// The queue's settings, in queue mode.
     pub fn queue_config(&self) -> Option<crate::storage::QueueConfig> {
         (!self.queue.is_empty()).then(|| crate::storage::QueueConfig {

@@ -114,10 +114,7 @@ pub async fn serve_router(
         (Some(queue), crate::config::Role::Node) => {
             Store::connect_node(&config.database_url, queue).await
         }
-        _ if config.bulk_load => {
-            Store::connect_with(&config.database_url, crate::RollupHold::BULK_LOAD).await
-        }
-        _ => Store::connect(&config.database_url).await,
+        _ => Store::connect_with(&config.database_url, config.rollup_hold()).await,
     };
     let store = connected.map_err(|source| ServeError::Database {
         url: redact(&config.database_url),
