@@ -200,6 +200,36 @@ impl Backend {
             .map_err(|e| format!("resetting the backend's peak memory: {e}"))
     }
 
+    /// CPU time the backend has used so far, in seconds (Linux's `/proc`):
+    /// all of its threads, those that have ended included, and the one
+    /// named `thread` alone. `/proc` counts in USER_HZ ticks, which Linux
+    /// fixes at 100 a second for user space.
+    pub(crate) fn cpu_s(&self, thread: &str) -> Option<(f64, f64)> {
+        fn named_ticks(stat: &str) -> Option<(&str, f64)> {
+            // `pid (name) state ...`: utime and stime are the 12th and
+            // 13th fields after the name.
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: f64 = fields.next()?.parse().ok()?;
+            let system: f64 = fields.next()?.parse().ok()?;
+            Some((name, (user + system) / 100.0))
+        }
+        let pid = self.child.as_ref()?.id();
+        let all = named_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.1;
+        let mut named = 0.0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, s)) = named_ticks(&stat)
+                && name == thread
+            {
+                named += s;
+            }
+        }
+        Some((all, named))
+    }
+
     pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
