@@ -202,8 +202,8 @@ impl Backend {
 
     /// CPU time the backend has used so far, in seconds (Linux's `/proc`):
     /// all of its threads, those that have ended included, and the one
-    /// named `thread` alone. `/proc` counts in USER_HZ ticks, which Linux
-    /// fixes at 100 a second for user space.
+    /// named `thread` alone. `/proc` counts in USER_HZ ticks: 100 a second
+    /// on x86-64 and Linux's other common architectures.
     pub(crate) fn cpu_s(&self, thread: &str) -> Option<(f64, f64)> {
         fn named_ticks(stat: &str) -> Option<(&str, f64)> {
             // `pid (name) state ...`: utime and stime are the 12th and
