@@ -217,8 +217,12 @@ impl Backend {
         let pid = self.child.as_ref()?.id();
         let all = named_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.1;
         let mut named = 0.0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-            let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
+        // A thread may end while it is read: it is skipped.
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
             if let Some((name, s)) = named_ticks(&stat)

@@ -860,12 +860,16 @@ mod tests {
 
     const IDLE_USER: &str = "0123456789abcdef0123456789abcdef";
 
-    /// A store on a new file in `dir` whose writer holds rollups as
-    /// `hold` says, given one event of [`IDLE_USER`] once the time a
-    /// serving writer, idle, holds rollups back has passed (an idle writer
-    /// writes them once the job it was given is done).
-    async fn one_event_after_the_idle_hold(dir: &Path, hold: RollupHold) -> crate::Store {
-        let url = format!("sqlite:{}", dir.join("t.db").display());
+    /// A store on a new file in `dir` (and the file) whose writer holds
+    /// rollups as `hold` says, given one event of [`IDLE_USER`] once the
+    /// time a serving writer, idle, holds rollups back has passed (an idle
+    /// writer writes them once the job it was given is done).
+    async fn one_event_after_the_idle_hold(
+        dir: &Path,
+        hold: RollupHold,
+    ) -> (crate::Store, PathBuf) {
+        let path = dir.join("t.db");
+        let url = format!("sqlite:{}", path.display());
         let store = crate::Store::connect_with(&url, hold).await.unwrap();
         tokio::time::sleep(RollupHold::SERVING.idle + Duration::from_millis(200)).await;
         let now = chrono::Utc::now();
@@ -874,17 +878,17 @@ mod tests {
         let row = EventRow::new(event, None, None, now.timestamp_millis());
         let written = store.write(vec![row], Vec::new()).await.unwrap();
         assert!(matches!(written[..], [Written::Accepted]), "{written:?}");
-        store
+        (store, path)
     }
 
     #[tokio::test]
     async fn an_idle_writer_writes_the_held_back_rollups_without_being_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let store = one_event_after_the_idle_hold(dir.path(), RollupHold::SERVING).await;
+        let (store, path) = one_event_after_the_idle_hold(dir.path(), RollupHold::SERVING).await;
         // Nothing else comes: the writer, its queue empty, writes them
         // itself, sooner than a busy one would.
         let deadline = Instant::now() + RollupHold::SERVING.busy - Duration::from_secs(1);
-        while !rolled_up(&dir.path().join("t.db"), IDLE_USER) {
+        while !rolled_up(&path, IDLE_USER) {
             assert!(
                 Instant::now() < deadline,
                 "the rollups were still held back"
@@ -897,8 +901,7 @@ mod tests {
     #[tokio::test]
     async fn a_bulk_loading_writer_holds_the_rollups_until_a_read_asks() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = one_event_after_the_idle_hold(dir.path(), RollupHold::BULK_LOAD).await;
+        let (store, path) = one_event_after_the_idle_hold(dir.path(), RollupHold::BULK_LOAD).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             !rolled_up(&path, IDLE_USER),
