@@ -261,14 +261,18 @@ impl Cube {
             for d in 0..5 {
                 cuboids[d + 1][d] = full[d];
             }
-            let new: Vec<[bool; 3]> = cell
+            // Each member's hash looked up once for the cell's nineteen
+            // rows, with whether the user is new in each of its periods.
+            let users: Vec<(u64, Option<[u32; 3]>, [bool; 3])> = cell
                 .users
                 .iter()
                 .map(|u| {
                     let f = firsts.get(u).copied().flatten();
-                    [0, 1, 2].map(|g| f.is_some_and(|f| f[g] == periods[g]))
+                    let new = [0, 1, 2].map(|g| f.is_some_and(|f| f[g] == periods[g]));
+                    (hashes[u], f, new)
                 })
                 .collect();
+            let projects: Vec<u64> = cell.projects.iter().map(|p| hashes[p]).collect();
             for (g, &period) in periods.iter().enumerate() {
                 for (i, s) in cuboids.iter().enumerate() {
                     // Weeks and months of a full segment are read from its days.
@@ -279,35 +283,35 @@ impl Cube {
                     for (t, c) in &cell.commands {
                         counts.entry((key, *t)).or_default().merge(c);
                     }
-                    let users = members.entry((key, 0)).or_default();
-                    for u in &cell.users {
-                        users.insert(hashes[u]);
+                    let active = members.entry((key, 0)).or_default();
+                    for &(h, _, _) in &users {
+                        active.insert(h);
                     }
-                    if new.iter().any(|n| n[g]) {
+                    if users.iter().any(|u| u.2[g]) {
                         let fresh = members.entry((key, 1)).or_default();
-                        for (u, n) in cell.users.iter().zip(&new) {
-                            if n[g] {
-                                fresh.insert(hashes[u]);
+                        for &(h, _, new) in &users {
+                            if new[g] {
+                                fresh.insert(h);
                             }
                         }
                     }
-                    if !cell.projects.is_empty() {
-                        let projects = members.entry((key, 2)).or_default();
-                        for p in &cell.projects {
-                            projects.insert(hashes[p]);
+                    if !projects.is_empty() {
+                        let active = members.entry((key, 2)).or_default();
+                        for &h in &projects {
+                            active.insert(h);
                         }
                     }
                 }
             }
-            for u in &cell.users {
-                let Some(Some(f)) = firsts.get(u) else {
+            for &(h, first, _) in &users {
+                let Some(f) = first else {
                     continue;
                 };
                 for s in &cuboids {
                     cohort_members
                         .entry((f[1], periods[1], *s))
                         .or_default()
-                        .insert(hashes[u]);
+                        .insert(h);
                 }
             }
         }

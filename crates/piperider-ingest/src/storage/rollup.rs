@@ -47,7 +47,6 @@ pub(crate) struct Aggregate {
     daily: BTreeMap<String, BTreeMap<String, DailyCounts>>,
     /// Per day: events per figure and bucket.
     buckets: BTreeMap<String, BTreeMap<(&'static str, i64), i64>>,
-    events: usize,
 }
 
 fn earliest_latest(
@@ -91,7 +90,6 @@ pub(crate) type TableRows<'a> = (&'static Upsert, Vec<Vec<Cell<'a>>>);
 
 impl Aggregate {
     pub(crate) fn add(&mut self, e: &Arc<EventRow>) {
-        self.events += 1;
         earliest_latest(&mut self.users, &e.user_id, e);
         if let Some(p) = &e.project_id {
             earliest_latest(&mut self.projects, p, e);
@@ -123,11 +121,6 @@ impl Aggregate {
                 *buckets.entry((name, bucket(v))).or_insert(0) += 1;
             }
         }
-    }
-
-    /// How many events it holds.
-    pub(crate) fn events(&self) -> usize {
-        self.events
     }
 
     /// Each rollup table's upsert with its rows, in key order (so that

@@ -6,7 +6,10 @@
 //! ([`wal`]).
 //!
 //! Rollups are held back in memory, so that a user seen a thousand times
-//! meanwhile costs one upsert, not a thousand. They are written in a
+//! meanwhile costs one upsert, not a thousand; a thread of their own adds
+//! each stored event to them and to the dashboard's cube ([`roller`]), so
+//! that the writer's thread, which sets the pace of a bulk load, only runs
+//! SQL. They are written in a
 //! transaction of their own once the writer finds its queue empty (at
 //! most once a second), off the path of any acknowledgement; a writer
 //! that never runs out of work writes them with a group every five
@@ -23,6 +26,7 @@
 //! and SQLite's lock orders them with this writer. One process writes a
 //! file: a lock file beside it keeps a second process out.
 
+mod roller;
 mod wal;
 
 use std::collections::{HashMap, HashSet};
@@ -44,13 +48,13 @@ use super::error::StorageError;
 use super::group::{
     CommitMetrics, Group, Job, QUEUE, Written, events_in, gather, gather_into, isolate, settle,
 };
-use super::rollup::Aggregate;
 use super::rows::{Cell, EventRow, QuarantineRow, owner_rows};
 use super::schema::{
     DELETE_USER, DELETE_USER_EVENTS_SQLITE, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS, PROJECTS,
     PROJECTS_LATER_SQLITE, PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER,
     SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, USERS, USERS_LATER_SQLITE, sqlite_synchronous,
 };
+use roller::{AddTo, Gone, Roller};
 use wal::{Settle, checkpointer, syncer, wal_path};
 
 /// Threads syncing the WAL, so that syncs overlap.
@@ -116,6 +120,15 @@ impl RollupHold {
 const CUBE_WATERMARK: &str = "cube_watermark";
 /// Events per transaction when the cube is built from stored events.
 const BACKFILL_EVENTS: i64 = 100_000;
+/// Events handed to the roller at a time when the held rollups are
+/// rebuilt from stored events.
+const RECOVER_CHUNK: usize = 10_000;
+
+/// The roller's thread stopped: the transaction fails, and the held
+/// rollups are rebuilt from the stored events (by a new roller).
+fn gone(_: Gone) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure("the rollups' thread stopped".into())
+}
 
 /// Opens (creating if needed) the store file through sqlx and runs the
 /// embedded migrations; returns the pool and the file's path.
@@ -287,21 +300,22 @@ impl Helpers {
 struct SqliteWriter {
     path: PathBuf,
     conn: Option<Connection>,
-    /// Rollups of committed events not yet written.
-    pending: Aggregate,
+    /// Adds committed events to the rollups and the cube held back, on a
+    /// thread of its own.
+    roller: Roller,
     since: Instant,
-    /// How long `pending` and `cube` are held back.
+    /// How long the rollups and the cube are held back.
     hold: RollupHold,
     /// The rowid the next stored event gets.
     next_rowid: i64,
-    /// Whether `pending` must be rebuilt from the stored events first.
+    /// Whether the held rollups must be rebuilt from the stored events first.
     recover: bool,
     /// Salt of the cube's sketches.
     salt: String,
     /// The cube's segment ids known to be committed.
     segment_ids: HashMap<Segment, i64>,
-    /// The cube of events whose other rollups are written, not yet written itself.
-    cube: Cube,
+    /// Since the roller's cube (of events whose other rollups are
+    /// written, and those held) was started.
     cube_since: Instant,
     /// The cube held back before `cube`, its rows being worked out on a
     /// thread of their own while the writer goes on storing events.
@@ -363,20 +377,19 @@ impl SqliteWriter {
             segment_ids: HashMap::new(),
             path: path.to_path_buf(),
             conn: None,
-            pending: Aggregate::default(),
+            roller: Roller::start(),
             since: Instant::now(),
             hold,
             next_rowid: 1,
             recover: true,
-            cube: Cube::default(),
             cube_since: Instant::now(),
             cube_job: None,
             first_days: HashMap::new(),
         };
         writer.backfill()?;
         writer.transact(|_, _| Ok(()))?;
-        if writer.pending.events() > 0 {
-            let events = writer.pending.events();
+        if writer.roller.aggregate_events() > 0 {
+            let events = writer.roller.aggregate_events();
             writer.transact(|w, tx| w.write_pending(tx))?;
             tracing::info!(events, "rolled up events stored before an unclean stop");
         }
@@ -442,23 +455,34 @@ impl SqliteWriter {
             r.get(0)
         })?;
         self.next_rowid = last.max(watermark) + 1;
-        let mut pending = Aggregate::default();
-        let mut cube = Cube::default();
+        // A roller whose thread stopped is started afresh.
+        if self.roller.reset().is_err() {
+            self.roller = Roller::start();
+        }
         let mut statement = conn.prepare(&format!(
             "SELECT rowid, {} FROM events WHERE rowid > ?1 ORDER BY rowid",
             EVENTS.names()
         ))?;
         let mut rows = statement.query([cube_from])?;
+        let mut events = Vec::new();
+        let mut into = AddTo::Cube;
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
-            let event = EventRow::from_sqlite(row)?;
-            cube.add(&event);
-            if rowid > watermark {
-                pending.add(&Arc::new(event));
+            let event = Arc::new(EventRow::from_sqlite(row)?);
+            let now = if rowid > watermark {
+                AddTo::Both
+            } else {
+                AddTo::Cube
+            };
+            if now != into || events.len() >= RECOVER_CHUNK {
+                self.roller
+                    .add(std::mem::take(&mut events), into)
+                    .map_err(gone)?;
+                into = now;
             }
+            events.push(event);
         }
-        self.pending = pending;
-        self.cube = cube;
+        self.roller.add(events, into).map_err(gone)?;
         // Its events are past the cube watermark, so in `cube` again.
         self.cube_job = None;
         self.first_days.clear();
@@ -544,14 +568,16 @@ impl SqliteWriter {
             // they are rebuilt from the stored events).
             if carried.is_none()
                 && rx.is_empty()
-                && self.pending.events() > 0
+                && self.roller.aggregate_events() > 0
                 && self.since.elapsed() >= self.hold.idle
                 && let Err(e) = self.transact(|w, tx| w.write_pending(tx))
             {
                 tracing::warn!(error = %e, "rollups not written; they are rebuilt from the stored events");
             }
         }
-        if (self.pending.events() > 0 || self.cube.events() > 0 || self.cube_job.is_some())
+        if (self.roller.aggregate_events() > 0
+            || self.roller.cube_events() > 0
+            || self.cube_job.is_some())
             && let Err(e) = self.transact(|w, tx| w.write_all(tx))
         {
             tracing::warn!(error = %e, "rollups not written at stop; they are rebuilt at the next start");
@@ -597,8 +623,9 @@ impl SqliteWriter {
 
     /// Writes the held-back rollups and the watermark (everything stored so far).
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let pending = self.roller.take_aggregate().map_err(gone)?;
         // One writer: one shard.
-        for (upsert, rows) in self.pending.tables() {
+        for (upsert, rows) in pending.tables() {
             if rows.is_empty() {
                 continue;
             }
@@ -642,10 +669,10 @@ impl SqliteWriter {
         )?;
         // Forgotten here: were the commit to fail, the events past the
         // watermark are rolled up again when the writer next opens.
-        self.pending = Aggregate::default();
+        self.roller.free(pending);
         self.since = Instant::now();
         if self.cube_since.elapsed() >= self.hold.cube
-            || self.cube.events() >= self.hold.cube_events
+            || self.roller.cube_events() >= self.hold.cube_events
         {
             self.write_cube(tx)?;
         }
@@ -665,7 +692,7 @@ impl SqliteWriter {
     /// every stored event past those before.
     fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         self.write_cube_job(tx)?;
-        let cube = std::mem::take(&mut self.cube);
+        let cube = self.roller.take_cube().map_err(gone)?;
         self.cube_since = Instant::now();
         let watermark = self.next_rowid - 1;
         if cube.is_empty() {
@@ -775,6 +802,7 @@ impl SqliteWriter {
         // Each event in input order: dropped for a deleted user, accepted
         // when its id is inserted (the first time), otherwise a duplicate.
         let mut outcomes = Vec::with_capacity(group.events.len());
+        let mut accepted = Vec::with_capacity(group.events.len());
         {
             let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
             for &e in &group.events {
@@ -784,9 +812,7 @@ impl SqliteWriter {
                     let row = std::iter::once(Cell::Int(Some(self.next_rowid))).chain(e.cells());
                     if insert.execute(params_from_iter(row))? == 1 {
                         self.next_rowid += 1;
-                        // Forgotten with the rest should the commit fail (`transact`).
-                        self.pending.add(e);
-                        self.cube.add(e);
+                        accepted.push(Arc::clone(e));
                         Written::Accepted
                     } else {
                         Written::Duplicate
@@ -795,13 +821,7 @@ impl SqliteWriter {
                 outcomes.push(outcome);
             }
         }
-        let accepted = group
-            .events
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| matches!(o, Written::Accepted))
-            .map(|(e, _)| &***e);
-        let bound = owner_rows(accepted);
+        let bound = owner_rows(accepted.iter().map(|e| &**e));
         if !bound.is_empty() {
             let mut statement = tx.prepare_cached(&OWNER_KEYS.row_sql())?;
             for row in &bound {
@@ -809,7 +829,11 @@ impl SqliteWriter {
             }
         }
         quarantine(tx, &group.quarantine)?;
-        if self.since.elapsed() >= self.hold.busy || self.pending.events() >= self.hold.events {
+        // Forgotten with the rest should the commit fail (`transact`).
+        self.roller.add(accepted, AddTo::Both).map_err(gone)?;
+        if self.since.elapsed() >= self.hold.busy
+            || self.roller.aggregate_events() >= self.hold.events
+        {
             self.write_pending(tx)?;
         }
         Ok(outcomes)
