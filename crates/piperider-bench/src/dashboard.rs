@@ -607,6 +607,43 @@ async fn copy_rows(
     Ok(count)
 }
 
+async fn connect_pg(url: &str) -> Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// Runs `work` on `n` threads at once, each with a runtime of its own (a
+/// connection belongs to the runtime that made it); returns what each gave.
+fn in_parallel<T: Send, F: std::future::Future<Output = Result<T>>>(
+    n: usize,
+    work: impl Fn() -> F + Sync,
+) -> Result<Vec<T>> {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..n)
+                .map(|_| {
+                    scope.spawn(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())?
+                            .block_on(work())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err("a copy thread panicked".into()))
+                })
+                .collect()
+        })
+    })
+}
+
 /// Copies the SQLite data set into [`PG_DATABASE`] (created afresh, its
 /// schema made by a backend's migrations).
 async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
@@ -645,11 +682,14 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
     let mut pg = sqlx::PgConnection::connect(&url)
         .await
         .map_err(|e| e.to_string())?;
-    let sqlite = rusqlite::Connection::open_with_flags(
-        kept.dir.join("telemetry.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .map_err(|e| e.to_string())?;
+    let open_sqlite = || {
+        rusqlite::Connection::open_with_flags(
+            kept.dir.join("telemetry.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let sqlite = open_sqlite()?;
     // A bulk load: the keys and indexes are dropped first and built once
     // at the end (far cheaper than 10 million insertions into each), and
     // every table is filled by `COPY ... FREEZE` in the transaction that
@@ -659,17 +699,47 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
     for table in TABLES {
         rebuild.extend(drop_keys(&mut pg, table).await?);
     }
-    let mut copied = 0u64;
-    for (partition, from, to) in partitions(&mut pg, "events").await? {
-        copied += copy_rows(
-            &mut pg,
-            &sqlite,
-            &partition,
-            "SELECT * FROM events WHERE day >= ?1 AND day < ?2",
-            &[&from, &to],
-        )
-        .await?;
-    }
+    // Two copies at a time, each on its own connections (PostgreSQL
+    // parses each `COPY` on one core): the latest months, the largest,
+    // first, then the other tables.
+    let mut jobs: std::collections::VecDeque<(String, String, Vec<String>)> =
+        partitions(&mut pg, "events")
+            .await?
+            .into_iter()
+            .rev()
+            .map(|(partition, from, to)| {
+                (
+                    partition,
+                    "SELECT * FROM events WHERE day >= ?1 AND day < ?2".to_string(),
+                    vec![from, to],
+                )
+            })
+            .collect();
+    jobs.extend(
+        TABLES[1..]
+            .iter()
+            .map(|t| (t.to_string(), format!("SELECT * FROM {t}"), Vec::new())),
+    );
+    let jobs = &std::sync::Mutex::new(jobs);
+    let (url, open_sqlite) = (&url, &open_sqlite);
+    let copied = in_parallel(2, move || async move {
+        let (mut pg, sqlite) = (connect_pg(url).await?, open_sqlite()?);
+        let mut events = 0u64;
+        loop {
+            let next = jobs.lock().map_err(|e| e.to_string())?.pop_front();
+            let Some((target, select, params)) = next else {
+                return Ok(events);
+            };
+            let params: Vec<&dyn rusqlite::ToSql> =
+                params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+            let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
+            if select.starts_with("SELECT * FROM events ") {
+                events += n;
+            }
+        }
+    })?
+    .into_iter()
+    .sum::<u64>();
     let stored: u64 = sqlite
         .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
@@ -678,21 +748,21 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
             "{copied} of {stored} events copied: some fall outside the monthly partitions"
         ));
     }
-    for table in &TABLES[1..] {
-        copy_rows(
-            &mut pg,
-            &sqlite,
-            table,
-            &format!("SELECT * FROM {table}"),
-            &[],
-        )
-        .await?;
-    }
+    // Keys and indexes, two at a time too (statements on one table wait
+    // for each other where their locks conflict).
     let keys_started = Instant::now();
-    execute(&mut pg, "SET maintenance_work_mem = '1GB'").await?;
-    for sql in rebuild {
-        execute(&mut pg, &sql).await?;
-    }
+    let statements = &std::sync::Mutex::new(std::collections::VecDeque::from(rebuild));
+    in_parallel(2, move || async move {
+        let mut pg = connect_pg(url).await?;
+        execute(&mut pg, "SET maintenance_work_mem = '1GB'").await?;
+        loop {
+            let next = statements.lock().map_err(|e| e.to_string())?.pop_front();
+            let Some(sql) = next else {
+                return Ok(());
+            };
+            execute(&mut pg, &sql).await?;
+        }
+    })?;
     eprintln!(
         "bench dashboard: PostgreSQL's keys and indexes built in {:.0} s",
         keys_started.elapsed().as_secs_f64()

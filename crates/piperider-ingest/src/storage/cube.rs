@@ -22,7 +22,7 @@
 //! transaction on SQLite and an advisory lock on PostgreSQL (one roller
 //! writes the cube at a time).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, TimeDelta};
@@ -323,6 +323,16 @@ impl Cube {
                 .or_insert_with(|| Arc::new(self.segment(&s)))
                 .clone()
         };
+        // In the order of their ids (cheap to sort, where the texts are
+        // not), which keeps each segment's rows together, its periods in
+        // the order they were first seen (mostly by time): the stored
+        // rows each merges into are then near each other.
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_unstable_by_key(|&(((g, p, s), t), _)| (g, s, p, t));
+        let mut members: Vec<_> = members.into_iter().collect();
+        members.sort_unstable_by_key(|&(((g, p, s), k), _)| (g, k, s, p));
+        let mut cohort_members: Vec<_> = cohort_members.into_iter().collect();
+        cohort_members.sort_unstable_by_key(|&((c, w, s), _)| (s, c, w));
         CubeRows {
             counts: counts
                 .into_iter()
@@ -362,23 +372,29 @@ pub(crate) type SketchKey = (&'static str, &'static str, String, Arc<Segment>);
 /// (cohort week, active week, segment).
 pub(crate) type CohortKey = (String, String, Arc<Segment>);
 
-/// The cube rows a set of events adds, ready to be merged into the stored ones.
+/// The cube rows a set of events adds, ready to be merged into the
+/// stored ones: each key once, each segment's rows together.
 #[derive(Debug, Default)]
 pub(crate) struct CubeRows {
-    pub(crate) counts: BTreeMap<CountKey, Counts>,
-    pub(crate) sketches: BTreeMap<SketchKey, Sketch>,
-    pub(crate) cohorts: BTreeMap<CohortKey, Sketch>,
+    pub(crate) counts: Vec<(CountKey, Counts)>,
+    pub(crate) sketches: Vec<(SketchKey, Sketch)>,
+    pub(crate) cohorts: Vec<(CohortKey, Sketch)>,
 }
 
 impl CubeRows {
-    /// Every segment a row names, each once.
+    /// Every segment a row names, each once, in order.
     pub(crate) fn segments(&self) -> Vec<&Segment> {
+        // Rows share one `Arc` per segment: told apart by address first,
+        // so that only a few are sorted.
+        let mut seen: FastSet<*const Segment> = FastSet::default();
         let mut all: Vec<&Segment> = self
             .counts
-            .keys()
-            .map(|k| &*k.2)
-            .chain(self.sketches.keys().map(|k| &*k.3))
-            .chain(self.cohorts.keys().map(|k| &*k.2))
+            .iter()
+            .map(|(k, _)| &k.2)
+            .chain(self.sketches.iter().map(|(k, _)| &k.3))
+            .chain(self.cohorts.iter().map(|(k, _)| &k.2))
+            .filter(|s| seen.insert(Arc::as_ptr(s)))
+            .map(|s| &**s)
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -583,14 +599,15 @@ pub(crate) async fn write_postgres(
     let mut counts = rows.counts;
     if !counts.is_empty() {
         let (mut g, mut p, mut s, mut t) = (vec![], vec![], vec![], vec![]);
-        let mut by_id: HashMap<(String, String, i64, String), CountKey> = HashMap::new();
-        for k in counts.keys() {
+        // Each key, as the table has it, to its row's place in `counts`.
+        let mut by_id: HashMap<(String, String, i64, String), usize> = HashMap::new();
+        for (i, (k, _)) in counts.iter().enumerate() {
             let id = ids[&*k.2];
             g.push(k.0.to_string());
             p.push(k.1.clone());
             s.push(id);
             t.push(k.3.clone());
-            by_id.insert((k.0.to_string(), k.1.clone(), id, k.3.clone()), k.clone());
+            by_id.insert((k.0.to_string(), k.1.clone(), id, k.3.clone()), i);
         }
         let stored = sqlx::query(&format!(
             "SELECT c.grain, c.period, c.segment, c.event_type, {} FROM cube_counts c \
@@ -616,15 +633,13 @@ pub(crate) async fn write_postgres(
             }
             let d: Vec<u8> = r.get(13);
             let c = Counts::from_stored(r.get(4), r.get(5), f, &d)?;
-            if let Some(k) = by_id.get(&key)
-                && let Some(mine) = counts.get_mut(k)
-            {
-                mine.merge(&c);
+            if let Some(&i) = by_id.get(&key) {
+                counts[i].1.merge(&c);
             }
         }
         let mut values: Vec<Vec<i64>> = (0..9).map(|_| Vec::with_capacity(counts.len())).collect();
         let mut durations: Vec<Vec<u8>> = Vec::with_capacity(counts.len());
-        for c in counts.values() {
+        for (_, c) in &counts {
             values[0].push(c.events);
             values[1].push(c.errors);
             for (i, v) in c.figures.values().into_iter().enumerate() {
