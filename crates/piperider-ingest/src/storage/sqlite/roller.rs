@@ -59,7 +59,7 @@ enum Worker {
         cubes: Receiver<Cube>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
-    Inline(Held),
+    Inline(Box<Held>),
 }
 
 /// What the writer knows of the roller: its thread, and how many events
@@ -108,7 +108,7 @@ impl Roller {
             },
             Err(e) => {
                 tracing::warn!(error = %e, "no thread for the rollups; the SQLite writer adds events to them itself");
-                Worker::Inline(Held::default())
+                Worker::Inline(Box::default())
             }
         };
         Roller {
@@ -184,7 +184,7 @@ impl Roller {
         self.cube_events = 0;
         match &mut self.worker {
             Worker::Inline(held) => {
-                *held = Held::default();
+                **held = Held::default();
                 Ok(())
             }
             Worker::Thread { .. } => self.send(Message::Reset),
