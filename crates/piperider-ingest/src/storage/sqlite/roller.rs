@@ -69,7 +69,15 @@ pub(super) struct Roller {
     worker: Worker,
     aggregate_events: usize,
     cube_events: usize,
+    /// Events not yet handed over, and what they are added to: handed
+    /// over [`HAND_OVER`] at a time, or before anything is taken, so that
+    /// groups of a few events do not wake the roller each.
+    waiting: Vec<Arc<EventRow>>,
+    waiting_into: AddTo,
 }
+
+/// Events handed to the roller's thread at a time.
+const HAND_OVER: usize = 256;
 
 /// The roller's thread stopped (it panicked): what it held is lost, and
 /// the writer rebuilds it from the stored events.
@@ -115,7 +123,18 @@ impl Roller {
             worker,
             aggregate_events: 0,
             cube_events: 0,
+            waiting: Vec::new(),
+            waiting_into: AddTo::Both,
         }
+    }
+
+    /// Hands the waiting events over.
+    fn hand_over(&mut self) -> Result<(), Gone> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.waiting);
+        self.send(Message::Add(events, self.waiting_into))
     }
 
     fn send(&self, message: Message) -> Result<(), Gone> {
@@ -134,13 +153,23 @@ impl Roller {
             self.aggregate_events += events.len();
         }
         self.cube_events += events.len();
-        match &mut self.worker {
-            Worker::Inline(held) => {
-                held.add(&events, into);
-                Ok(())
-            }
-            Worker::Thread { .. } => self.send(Message::Add(events, into)),
+        if let Worker::Inline(held) = &mut self.worker {
+            held.add(&events, into);
+            return Ok(());
         }
+        if into != self.waiting_into {
+            self.hand_over()?;
+            self.waiting_into = into;
+        }
+        if self.waiting.is_empty() {
+            self.waiting = events;
+        } else {
+            self.waiting.extend(events);
+        }
+        if self.waiting.len() >= HAND_OVER {
+            self.hand_over()?;
+        }
+        Ok(())
     }
 
     /// Events in the held rollups.
@@ -156,6 +185,7 @@ impl Roller {
     /// The held rollups of every event added so far; the roller starts
     /// new ones.
     pub(super) fn take_aggregate(&mut self) -> Result<Aggregate, Gone> {
+        self.hand_over()?;
         self.aggregate_events = 0;
         match &mut self.worker {
             Worker::Inline(held) => Ok(std::mem::take(&mut held.aggregate)),
@@ -168,6 +198,7 @@ impl Roller {
 
     /// The held cube of every event added so far; the roller starts a new one.
     pub(super) fn take_cube(&mut self) -> Result<Cube, Gone> {
+        self.hand_over()?;
         self.cube_events = 0;
         match &mut self.worker {
             Worker::Inline(held) => Ok(std::mem::take(&mut held.cube)),
@@ -182,6 +213,7 @@ impl Roller {
     pub(super) fn reset(&mut self) -> Result<(), Gone> {
         self.aggregate_events = 0;
         self.cube_events = 0;
+        self.waiting.clear();
         match &mut self.worker {
             Worker::Inline(held) => {
                 **held = Held::default();
@@ -245,6 +277,17 @@ mod tests {
         roller.add(vec![event(4)], AddTo::Both).unwrap();
         assert_eq!(users(&roller.take_aggregate().unwrap()), 1);
         assert_eq!(roller.take_cube().unwrap().events(), 1);
+    }
+
+    #[test]
+    fn events_handed_over_in_part_are_all_taken() {
+        let mut roller = Roller::start();
+        let events: Vec<_> = (0..HAND_OVER + 44).map(|n| event(n as u8)).collect();
+        for chunk in events.chunks(10) {
+            roller.add(chunk.to_vec(), AddTo::Both).unwrap();
+        }
+        assert_eq!(roller.take_cube().unwrap().events(), HAND_OVER + 44);
+        assert_eq!(users(&roller.take_aggregate().unwrap()), 256);
     }
 
     #[test]
