@@ -98,9 +98,11 @@ impl Counts {
     }
 }
 
-/// The cube's in-memory maps: keys are small integers, hashed fast.
-type FastMap<K, V> = foldhash::HashMap<K, V>;
-type FastSet<T> = foldhash::HashSet<T>;
+/// The cube's in-memory maps: keys are small integers (and, for the
+/// texts, ids sent by clients), hashed fast but well mixed, so that keys
+/// alike in most of their bits do not collide.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+type FastSet<T> = std::collections::HashSet<T, foldhash::quality::RandomState>;
 
 /// Distinct texts (days, values, commands, ids), each kept once and
 /// named by its index.
