@@ -253,6 +253,11 @@ impl Cube {
         type Key = (u8, u32, [u32; 5]);
         let mut counts: FastMap<(Key, u32), Counts> = FastMap::default();
         let mut members: FastMap<(Key, u8), Gather> = FastMap::default();
+        // A cell is alone in its full segment on its day: its rows there
+        // are its own, kept apart (no merging, and the maps above stay
+        // small: a few rows per day and dimension value).
+        let mut counts_full: Vec<((Key, u32), Counts)> = Vec::new();
+        let mut members_full: Vec<((Key, u8), Gather)> = Vec::new();
         let mut cohort_members: FastMap<(u32, u32, [u32; 5]), Gather> = FastMap::default();
         for ((day, full), cell) in &self.cells {
             let Some(Some(periods)) = day_periods.get(day) else {
@@ -274,33 +279,36 @@ impl Cube {
                     (hashes[u], f, new)
                 })
                 .collect();
+            let active: Vec<u64> = users.iter().map(|u| u.0).collect();
             let projects: Vec<u64> = cell.projects.iter().map(|p| hashes[p]).collect();
             for (g, &period) in periods.iter().enumerate() {
+                let fresh: Vec<u64> = users.iter().filter(|u| u.2[g]).map(|u| u.0).collect();
+                // Active users, new users, active projects.
+                let kinds = [&active, &fresh, &projects];
                 for (i, s) in cuboids.iter().enumerate() {
-                    // Weeks and months of a full segment are read from its days.
-                    if g > 0 && i == 0 {
+                    let key = (g as u8, period, *s);
+                    if i == 0 {
+                        // Weeks and months of a full segment are read from its days.
+                        if g == 0 {
+                            counts_full
+                                .extend(cell.commands.iter().map(|(t, c)| ((key, *t), c.clone())));
+                            for (k, hashes) in kinds.iter().enumerate() {
+                                if !hashes.is_empty() {
+                                    let mut gather = Gather::default();
+                                    hashes.iter().for_each(|&h| gather.insert(h));
+                                    members_full.push(((key, k as u8), gather));
+                                }
+                            }
+                        }
                         continue;
                     }
-                    let key = (g as u8, period, *s);
                     for (t, c) in &cell.commands {
                         counts.entry((key, *t)).or_default().merge(c);
                     }
-                    let active = members.entry((key, 0)).or_default();
-                    for &(h, _, _) in &users {
-                        active.insert(h);
-                    }
-                    if users.iter().any(|u| u.2[g]) {
-                        let fresh = members.entry((key, 1)).or_default();
-                        for &(h, _, new) in &users {
-                            if new[g] {
-                                fresh.insert(h);
-                            }
-                        }
-                    }
-                    if !projects.is_empty() {
-                        let active = members.entry((key, 2)).or_default();
-                        for &h in &projects {
-                            active.insert(h);
+                    for (k, hashes) in kinds.iter().enumerate() {
+                        if !hashes.is_empty() {
+                            let gather = members.entry((key, k as u8)).or_default();
+                            hashes.iter().for_each(|&h| gather.insert(h));
                         }
                     }
                 }
@@ -329,9 +337,9 @@ impl Cube {
         // not), which keeps each segment's rows together, its periods in
         // the order they were first seen (mostly by time): the stored
         // rows each merges into are then near each other.
-        let mut counts: Vec<_> = counts.into_iter().collect();
+        let mut counts: Vec<_> = counts.into_iter().chain(counts_full).collect();
         counts.sort_unstable_by_key(|&(((g, p, s), t), _)| (g, s, p, t));
-        let mut members: Vec<_> = members.into_iter().collect();
+        let mut members: Vec<_> = members.into_iter().chain(members_full).collect();
         members.sort_unstable_by_key(|&(((g, p, s), k), _)| (g, k, s, p));
         let mut cohort_members: Vec<_> = cohort_members.into_iter().collect();
         cohort_members.sort_unstable_by_key(|&((c, w, s), _)| (s, c, w));
