@@ -27,8 +27,12 @@ pub(super) enum AddTo {
 
 enum Message {
     Add(Vec<Arc<EventRow>>, AddTo),
-    TakeAggregate,
-    TakeCube,
+    /// Hand back the rollups, the cube, or both (a part not asked for
+    /// comes back empty).
+    Take {
+        aggregate: bool,
+        cube: bool,
+    },
     /// Forget everything held (the writer rebuilds it from stored events).
     Reset,
     /// Written: freed here, off the writer's thread.
@@ -42,6 +46,22 @@ struct Held {
 }
 
 impl Held {
+    /// What is held of the parts asked for; those start afresh.
+    fn take(&mut self, aggregate: bool, cube: bool) -> Held {
+        Held {
+            aggregate: if aggregate {
+                std::mem::take(&mut self.aggregate)
+            } else {
+                Aggregate::default()
+            },
+            cube: if cube {
+                std::mem::take(&mut self.cube)
+            } else {
+                Cube::default()
+            },
+        }
+    }
+
     fn add(&mut self, events: &[Arc<EventRow>], into: AddTo) {
         for e in events {
             if into == AddTo::Both {
@@ -55,8 +75,7 @@ impl Held {
 enum Worker {
     Thread {
         to: Sender<Message>,
-        aggregates: Receiver<Aggregate>,
-        cubes: Receiver<Cube>,
+        taken: Receiver<Held>,
         thread: Option<std::thread::JoinHandle<()>>,
     },
     Inline(Box<Held>),
@@ -87,8 +106,7 @@ pub(super) struct Gone;
 impl Roller {
     pub(super) fn start() -> Roller {
         let (to, messages) = channel::<Message>();
-        let (give_aggregate, aggregates) = channel::<Aggregate>();
-        let (give_cube, cubes) = channel::<Cube>();
+        let (give, taken) = channel::<Held>();
         let spawned = std::thread::Builder::new()
             .name("sqlite-roller".into())
             .spawn(move || {
@@ -96,11 +114,8 @@ impl Roller {
                 for message in messages {
                     match message {
                         Message::Add(events, into) => held.add(&events, into),
-                        Message::TakeAggregate => {
-                            let _ = give_aggregate.send(std::mem::take(&mut held.aggregate));
-                        }
-                        Message::TakeCube => {
-                            let _ = give_cube.send(std::mem::take(&mut held.cube));
+                        Message::Take { aggregate, cube } => {
+                            let _ = give.send(held.take(aggregate, cube));
                         }
                         Message::Reset => held = Held::default(),
                         Message::Free(aggregate) => drop(aggregate),
@@ -110,8 +125,7 @@ impl Roller {
         let worker = match spawned {
             Ok(thread) => Worker::Thread {
                 to,
-                aggregates,
-                cubes,
+                taken,
                 thread: Some(thread),
             },
             Err(e) => {
@@ -182,31 +196,35 @@ impl Roller {
         self.cube_events
     }
 
-    /// The held rollups of every event added so far; the roller starts
-    /// new ones.
-    pub(super) fn take_aggregate(&mut self) -> Result<Aggregate, Gone> {
+    /// What is held of the parts asked for, of every event added so far;
+    /// those start afresh.
+    fn take(&mut self, aggregate: bool, cube: bool) -> Result<Held, Gone> {
         self.hand_over()?;
-        self.aggregate_events = 0;
+        if aggregate {
+            self.aggregate_events = 0;
+        }
+        if cube {
+            self.cube_events = 0;
+        }
         match &mut self.worker {
-            Worker::Inline(held) => Ok(std::mem::take(&mut held.aggregate)),
-            Worker::Thread { to, aggregates, .. } => {
-                to.send(Message::TakeAggregate).map_err(|_| Gone)?;
-                aggregates.recv().map_err(|_| Gone)
+            Worker::Inline(held) => Ok(held.take(aggregate, cube)),
+            Worker::Thread { to, taken, .. } => {
+                to.send(Message::Take { aggregate, cube })
+                    .map_err(|_| Gone)?;
+                taken.recv().map_err(|_| Gone)
             }
         }
     }
 
+    /// The held rollups of every event added so far; the roller starts
+    /// new ones.
+    pub(super) fn take_aggregate(&mut self) -> Result<Aggregate, Gone> {
+        Ok(self.take(true, false)?.aggregate)
+    }
+
     /// The held cube of every event added so far; the roller starts a new one.
     pub(super) fn take_cube(&mut self) -> Result<Cube, Gone> {
-        self.hand_over()?;
-        self.cube_events = 0;
-        match &mut self.worker {
-            Worker::Inline(held) => Ok(std::mem::take(&mut held.cube)),
-            Worker::Thread { to, cubes, .. } => {
-                to.send(Message::TakeCube).map_err(|_| Gone)?;
-                cubes.recv().map_err(|_| Gone)
-            }
-        }
+        Ok(self.take(false, true)?.cube)
     }
 
     /// Forgets everything held.
