@@ -317,7 +317,7 @@ struct SqliteWriter {
     /// Since the roller's cube (of events whose other rollups are
     /// written, and those held) was started.
     cube_since: Instant,
-    /// The cube held back before `cube`, its rows being worked out on a
+    /// The cube held back before the roller's, its rows being worked out on a
     /// thread of their own while the writer goes on storing events.
     cube_job: Option<CubeJob>,
     /// The first day stored for each user of `cube` whose rollup was
@@ -483,7 +483,7 @@ impl SqliteWriter {
             events.push(event);
         }
         self.roller.add(events, into).map_err(gone)?;
-        // Its events are past the cube watermark, so in `cube` again.
+        // Its events are past the cube watermark, so in the roller's cube again.
         self.cube_job = None;
         self.first_days.clear();
         self.recover = false;
