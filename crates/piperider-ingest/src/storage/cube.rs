@@ -292,10 +292,10 @@ impl Cube {
                         if g == 0 {
                             counts_full
                                 .extend(cell.commands.iter().map(|(t, c)| ((key, *t), c.clone())));
-                            for (k, hashes) in kinds.iter().enumerate() {
-                                if !hashes.is_empty() {
+                            for (k, of_kind) in kinds.iter().enumerate() {
+                                if !of_kind.is_empty() {
                                     let mut gather = Gather::default();
-                                    hashes.iter().for_each(|&h| gather.insert(h));
+                                    of_kind.iter().for_each(|&h| gather.insert(h));
                                     members_full.push(((key, k as u8), gather));
                                 }
                             }
@@ -305,10 +305,10 @@ impl Cube {
                     for (t, c) in &cell.commands {
                         counts.entry((key, *t)).or_default().merge(c);
                     }
-                    for (k, hashes) in kinds.iter().enumerate() {
-                        if !hashes.is_empty() {
+                    for (k, of_kind) in kinds.iter().enumerate() {
+                        if !of_kind.is_empty() {
                             let gather = members.entry((key, k as u8)).or_default();
-                            hashes.iter().for_each(|&h| gather.insert(h));
+                            of_kind.iter().for_each(|&h| gather.insert(h));
                         }
                     }
                 }
