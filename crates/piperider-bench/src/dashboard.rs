@@ -701,8 +701,9 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
     }
     // Two copies at a time, each on its own connections (PostgreSQL
     // parses each `COPY` on one core): the latest months, the largest,
-    // first, then the other tables.
-    let mut jobs: std::collections::VecDeque<(String, String, Vec<String>)> =
+    // first, then the other tables. Each job: the target, the rows'
+    // `SELECT` and its parameters, and whether its rows are events.
+    let mut jobs: std::collections::VecDeque<(String, String, Vec<String>, bool)> =
         partitions(&mut pg, "events")
             .await?
             .into_iter()
@@ -712,14 +713,18 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
                     partition,
                     "SELECT * FROM events WHERE day >= ?1 AND day < ?2".to_string(),
                     vec![from, to],
+                    true,
                 )
             })
             .collect();
-    jobs.extend(
-        TABLES[1..]
-            .iter()
-            .map(|t| (t.to_string(), format!("SELECT * FROM {t}"), Vec::new())),
-    );
+    jobs.extend(TABLES[1..].iter().map(|t| {
+        (
+            t.to_string(),
+            format!("SELECT * FROM {t}"),
+            Vec::new(),
+            false,
+        )
+    }));
     let jobs = &std::sync::Mutex::new(jobs);
     let (url, open_sqlite) = (&url, &open_sqlite);
     let copied = in_parallel(2, move || async move {
@@ -727,13 +732,13 @@ async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
         let mut events = 0u64;
         loop {
             let next = jobs.lock().map_err(|e| e.to_string())?.pop_front();
-            let Some((target, select, params)) = next else {
+            let Some((target, select, params, are_events)) = next else {
                 return Ok(events);
             };
             let params: Vec<&dyn rusqlite::ToSql> =
                 params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
             let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
-            if select.starts_with("SELECT * FROM events ") {
+            if are_events {
                 events += n;
             }
         }

@@ -295,7 +295,7 @@ impl Cube {
                             for (k, of_kind) in kinds.iter().enumerate() {
                                 if !of_kind.is_empty() {
                                     let mut gather = Gather::default();
-                                    of_kind.iter().for_each(|&h| gather.insert(h));
+                                    gather.extend(of_kind.iter().copied());
                                     members_full.push(((key, k as u8), gather));
                                 }
                             }
@@ -307,8 +307,10 @@ impl Cube {
                     }
                     for (k, of_kind) in kinds.iter().enumerate() {
                         if !of_kind.is_empty() {
-                            let gather = members.entry((key, k as u8)).or_default();
-                            of_kind.iter().for_each(|&h| gather.insert(h));
+                            members
+                                .entry((key, k as u8))
+                                .or_default()
+                                .extend(of_kind.iter().copied());
                         }
                     }
                 }

@@ -217,6 +217,14 @@ pub(crate) struct Gather {
     run: Vec<u64>,
 }
 
+impl Extend<u64> for Gather {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, hashes: I) {
+        for h in hashes {
+            self.insert(h);
+        }
+    }
+}
+
 impl Gather {
     /// Hashes gathered before they are merged into the sketch.
     const RUN: usize = 256;
