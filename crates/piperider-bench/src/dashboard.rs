@@ -216,18 +216,66 @@ fn geoip(path: &Path) -> Result {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// How far the data set's build has come, day by day: what the month
+/// copier waits on before it copies a month of events to PostgreSQL.
+struct Progress {
+    /// Every batch of days up to this one is on its way (-1: none yet).
+    sent_through: std::sync::atomic::AtomicI64,
+    /// The batches of each day sent and not yet answered.
+    outstanding: Vec<std::sync::atomic::AtomicU32>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            sent_through: std::sync::atomic::AtomicI64::new(-1),
+            outstanding: (0..DAYS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+        }
+    }
+
+    /// Whether every event of the days before `day` is stored (each batch
+    /// is answered 200 only once its events are committed).
+    fn stored_before(&self, day: i64) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        day <= DAYS
+            && self.sent_through.load(Acquire) >= day - 1
+            && self.outstanding[..day.max(0) as usize]
+                .iter()
+                .all(|n| n.load(Acquire) == 0)
+    }
+}
+
+/// Sets its flag when dropped.
+struct Done(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// One request of the data set: the country its address is in, its
+/// events' day and its body.
+type Batch = (u8, u16, String);
+
 /// Posts every batch over `CONNECTIONS` keep-alive connections; returns
 /// how many were not answered 200.
-async fn post_all(addr: SocketAddr, rx: tokio::sync::mpsc::Receiver<(u8, String)>) -> u64 {
+async fn post_all(
+    addr: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<Batch>,
+    progress: &std::sync::Arc<Progress>,
+) -> u64 {
     let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
     let tasks: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
-            let rx = rx.clone();
+            let (rx, progress) = (rx.clone(), progress.clone());
             tokio::spawn(async move {
                 let mut failed = 0u64;
                 let mut conn: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> = None;
                 loop {
-                    let Some((country, body)) = rx.lock().await.recv().await else {
+                    let Some((country, day, body)) = rx.lock().await.recv().await else {
                         return failed;
                     };
                     let head = format!(
@@ -265,6 +313,8 @@ async fn post_all(addr: SocketAddr, rx: tokio::sync::mpsc::Receiver<(u8, String)
                         }
                     }
                     failed += u64::from(!ok);
+                    progress.outstanding[usize::from(day)]
+                        .fetch_sub(1, std::sync::atomic::Ordering::Release);
                 }
             })
         })
@@ -309,13 +359,21 @@ fn start_backend(database_url: &str, dir: &Path, extra: &[&str]) -> Result<Backe
     Backend::start_with(database_url, Log::Warnings, &args)
 }
 
-/// Builds the data set through the ingest path of a backend on SQLite.
-async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
+/// Builds the data set through the ingest path of a backend on SQLite,
+/// ending on `end`. With `pg` (a PostgreSQL copy begun), each month of
+/// events is copied there on a thread of its own once every event of it
+/// is stored, while later months are built; the copy is handed back
+/// with what is left of it.
+async fn build(
+    dir: &Path,
+    end: NaiveDate,
+    mut pg: Option<PgCopy>,
+    report: &mut Map<String, Value>,
+) -> Result<(Kept, Option<PgCopy>)> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     geoip(&dir.join("geo.mmdb"))?;
     let started = Instant::now();
-    let end = Utc::now().date_naive();
     let start = end - TimeDelta::days(DAYS - 1);
     // A fill with history (`--bulk-load`): the writer holds rollups and
     // the cube for two million events at a time, and the summary read at
@@ -326,7 +384,20 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
         dir,
         &["--bulk-load", "--request-timeout-secs", "900"],
     )?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<(u8, String)>(64);
+    let progress = std::sync::Arc::new(Progress::new());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set however the build ends, so the copier does not wait on.
+    let _done = Done(done.clone());
+    if let Some(copy) = pg.as_mut() {
+        copy.copy_beside(
+            dir.join("telemetry.db"),
+            start,
+            progress.clone(),
+            done.clone(),
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(64);
+    let sent = progress.clone();
     let generator = std::thread::spawn(move || {
         let mut rng = Rng(0x5eed_0000 + u64::from(RECIPE));
         let people = people(&mut rng);
@@ -364,15 +435,19 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
                         .map(|&(ms, u)| event(&mut rng, &people, u, day, ms))
                         .collect();
                     let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
-                    if tx.blocking_send((country as u8, body)).is_err() {
+                    sent.outstanding[day as usize]
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if tx.blocking_send((country as u8, day as u16, body)).is_err() {
                         return;
                     }
                 }
             }
+            sent.sent_through
+                .store(day, std::sync::atomic::Ordering::Release);
             i = j;
         }
     });
-    let failed = post_all(backend.addr, rx).await;
+    let failed = post_all(backend.addr, rx, &progress).await;
     generator
         .join()
         .map_err(|_| "the data set's generator panicked")?;
@@ -403,6 +478,8 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
         );
     }
     drop(backend);
+    // The copier ends with the month it is on, beside what is left.
+    drop(_done);
     let built_s = started.elapsed().as_secs_f64();
     eprintln!("bench dashboard: built the data set ({stored} events) in {built_s:.0} s");
     report.insert("dashboard_seed_build_s".into(), json!(round(built_s, 1)));
@@ -412,10 +489,13 @@ async fn build(dir: &Path, report: &mut Map<String, Value>) -> Result<Kept> {
             .to_string(),
     )
     .map_err(|e| e.to_string())?;
-    Ok(Kept {
-        dir: dir.to_path_buf(),
-        end,
-    })
+    Ok((
+        Kept {
+            dir: dir.to_path_buf(),
+            end,
+        },
+        pg,
+    ))
 }
 
 /// The PostgreSQL copy of the data set: this database, its tables
@@ -499,9 +579,19 @@ async fn execute(pg: &mut sqlx::PgConnection, sql: &str) -> Result {
         .map_err(|e| format!("{sql}: {e}"))
 }
 
+/// The statements that make a table's dropped keys and indexes again: on
+/// the table (on a partitioned one, on each partition too, attaching the
+/// partitions' own where they have them), and on one partition, with
+/// `{partition}` in place of its name.
+#[derive(Default)]
+struct Keys {
+    table: Vec<String>,
+    partition: Vec<String>,
+}
+
 /// Drops the keys and indexes of `table`; returns the statements that
 /// make them again.
-async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Vec<String>> {
+async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Keys> {
     let keys: Vec<(String, String)> = sqlx::query_as(
         "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
          WHERE conrelid = $1::regclass AND contype IN ('p', 'u')",
@@ -519,16 +609,33 @@ async fn drop_keys(pg: &mut sqlx::PgConnection, table: &str) -> Result<Vec<Strin
     .fetch_all(&mut *pg)
     .await
     .map_err(|e| format!("{table}'s indexes: {e}"))?;
-    let mut make = Vec::new();
+    let mut make = Keys::default();
     for (name, definition) in keys {
         execute(pg, &format!("ALTER TABLE {table} DROP CONSTRAINT {name}")).await?;
-        make.push(format!(
+        make.table.push(format!(
             "ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+        ));
+        make.partition.push(format!(
+            "ALTER TABLE {{partition}} ADD CONSTRAINT {{partition}}_{name} {definition}"
         ));
     }
     for (name, definition) in indexes {
         execute(pg, &format!("DROP INDEX {name}")).await?;
-        make.push(definition);
+        // `CREATE [UNIQUE] INDEX name ON [ONLY] public.table USING ...`:
+        // made again on every partition (`ON ONLY` would make it on the
+        // partitioned table alone, invalid until each partition's is
+        // attached).
+        let (head, using) = definition
+            .split_once(" USING ")
+            .ok_or_else(|| format!("{name}'s definition: {definition}"))?;
+        let (create, _) = head
+            .split_once(&format!(" {name} ON "))
+            .ok_or_else(|| format!("{name}'s definition: {definition}"))?;
+        make.table
+            .push(format!("{create} {name} ON {table} USING {using}"));
+        make.partition.push(format!(
+            "{create} {{partition}}_{name} ON {{partition}} USING {using}"
+        ));
     }
     Ok(make)
 }
@@ -644,154 +751,336 @@ fn in_parallel<T: Send, F: std::future::Future<Output = Result<T>>>(
     })
 }
 
-/// Copies the SQLite data set into [`PG_DATABASE`] (created afresh, its
-/// schema made by a backend's migrations).
-async fn pg_copy(kept: &Kept, report: &mut Map<String, Value>) -> Result {
-    use sqlx::Connection;
-    let started = Instant::now();
-    crate::backend::pg_admin(&format!(
-        "DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"
-    ))
-    .await?;
-    crate::backend::pg_admin(&format!("CREATE DATABASE {PG_DATABASE}")).await?;
-    let url = format!("postgres://postgres@127.0.0.1:5432/{PG_DATABASE}");
-    // A backend makes the schema (its migrations run before it is ready).
-    let backend = Backend::start(&url, Log::Warnings)?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while backend.get("/readyz").map(|(s, _)| s) != Ok(200) {
-        if Instant::now() > deadline {
-            return Err("the PostgreSQL backend did not become ready".into());
+/// A month of events: its partition, its first day and the day after its
+/// last.
+type Month = (String, NaiveDate, NaiveDate);
+
+/// The SQLite data set's copy into [`PG_DATABASE`] under way.
+struct PgCopy {
+    url: String,
+    started: Instant,
+    /// The statements that make the dropped keys and indexes again.
+    rebuild: Vec<String>,
+    /// Those that make them on one month's partition, with `{partition}`
+    /// in place of its name.
+    month_keys: Vec<String>,
+    /// The months of events not yet copied (nor being copied), oldest
+    /// first.
+    months: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Month>>>,
+    /// The events copied so far.
+    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The thread copying months beside the build.
+    copier: Option<std::thread::JoinHandle<Result>>,
+}
+
+fn open_sqlite(db: &Path) -> Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", db.display()))
+}
+
+/// Lowers the priority of the process `pid` (`None`: the calling thread)
+/// to the lowest, so that it takes only the CPU nothing else wants; where
+/// that is not allowed (another user's process), it says so and goes on
+/// at its priority.
+fn lowest_priority(pid: Option<i32>, what: &str) {
+    // On Linux a nice value belongs to a thread; `None` is the caller's.
+    let pid = pid.and_then(rustix::process::Pid::from_raw);
+    if let Err(e) = rustix::process::setpriority_process(pid, 19) {
+        eprintln!("bench dashboard: {what} keeps its priority: {e}");
+    }
+}
+
+impl PgCopy {
+    /// Makes [`PG_DATABASE`] afresh for a data set ending on `end`: its
+    /// schema by a backend's migrations, a partition for each month, and
+    /// no keys or indexes yet.
+    async fn begin(end: NaiveDate) -> Result<PgCopy> {
+        let started = Instant::now();
+        crate::backend::pg_admin(&format!(
+            "DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"
+        ))
+        .await?;
+        crate::backend::pg_admin(&format!("CREATE DATABASE {PG_DATABASE}")).await?;
+        let url = format!("postgres://postgres@127.0.0.1:5432/{PG_DATABASE}");
+        // A backend makes the schema (its migrations run before it is ready).
+        let backend = Backend::start(&url, Log::Warnings)?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while backend.get("/readyz").map(|(s, _)| s) != Ok(200) {
+            if Instant::now() > deadline {
+                return Err("the PostgreSQL backend did not become ready".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(backend);
+        // A partition for each month of the year, so COPY fills them (not
+        // the default partition, whose rows the next start would move).
+        let made = std::process::Command::new(crate::binary("piperider-ingest"))
+            .args(["partitions", "--database-url", &url, "--from"])
+            .arg((end - TimeDelta::days(DAYS - 1)).to_string())
+            .args(["--to", &end.to_string()])
+            .output()
+            .map_err(|e| format!("piperider-ingest partitions: {e}"))?;
+        if !made.status.success() {
+            return Err(format!(
+                "piperider-ingest partitions: {}",
+                String::from_utf8_lossy(&made.stderr)
+            ));
+        }
+        let mut pg = connect_pg(&url).await?;
+        // A bulk load: the keys and indexes are dropped first and built
+        // once at the end (far cheaper than 10 million insertions into
+        // each), and every table is filled by `COPY ... FREEZE` in the
+        // transaction that truncated it, so its rows are written once,
+        // already frozen and visible (the VACUUM at the end then has
+        // nothing to rewrite).
+        let (mut rebuild, mut month_keys) = (Vec::new(), Vec::new());
+        for table in TABLES {
+            let keys = drop_keys(&mut pg, table).await?;
+            rebuild.extend(keys.table);
+            if table == "events" {
+                month_keys = keys.partition;
+            }
+        }
+        let mut months = Vec::new();
+        for (partition, from, to) in partitions(&mut pg, "events").await? {
+            let day = |d: &str| {
+                d.parse::<NaiveDate>()
+                    .map_err(|e| format!("{partition}'s bound {d}: {e}"))
+            };
+            months.push((partition.clone(), day(&from)?, day(&to)?));
+        }
+        months.sort_by_key(|m| m.1);
+        Ok(PgCopy {
+            url,
+            started,
+            rebuild,
+            month_keys,
+            months: std::sync::Arc::new(std::sync::Mutex::new(months.into())),
+            events: Default::default(),
+            copier: None,
+        })
     }
-    drop(backend);
-    // A partition for each month of the year, so COPY fills them (not the
-    // default partition, whose rows the next start would move).
-    let made = std::process::Command::new(crate::binary("piperider-ingest"))
-        .args(["partitions", "--database-url", &url, "--from"])
-        .arg((kept.end - TimeDelta::days(DAYS - 1)).to_string())
-        .args(["--to", &kept.end.to_string()])
-        .output()
-        .map_err(|e| format!("piperider-ingest partitions: {e}"))?;
-    if !made.status.success() {
-        return Err(format!(
-            "piperider-ingest partitions: {}",
-            String::from_utf8_lossy(&made.stderr)
-        ));
+
+    /// Starts a thread that copies each month of events from the SQLite
+    /// database `db` once the build (which began on `start`) has stored
+    /// every event of it, oldest first, and makes that partition's keys
+    /// and indexes, until `done`. One month at a time, at the lowest
+    /// priority (its thread and its PostgreSQL connection's process): the
+    /// build keeps the cores it uses.
+    fn copy_beside(
+        &mut self,
+        db: PathBuf,
+        start: NaiveDate,
+        progress: std::sync::Arc<Progress>,
+        done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let (url, months, events) = (self.url.clone(), self.months.clone(), self.events.clone());
+        let month_keys = self.month_keys.clone();
+        self.copier = Some(std::thread::spawn(move || -> Result {
+            lowest_priority(None, "the month copier");
+            let copy = async {
+                let mut connections = None;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let next = {
+                        let mut months = months.lock().map_err(|e| e.to_string())?;
+                        let stored = months
+                            .front()
+                            .is_some_and(|m| progress.stored_before((m.2 - start).num_days()));
+                        if stored { months.pop_front() } else { None }
+                    };
+                    let Some((partition, from, to)) = next else {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    };
+                    if connections.is_none() {
+                        let mut pg = connect_pg(&url).await?;
+                        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                            .fetch_one(&mut pg)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        lowest_priority(Some(pid), "the month copier's PostgreSQL process");
+                        connections = Some((pg, open_sqlite(&db)?));
+                    }
+                    let Some((pg, sqlite)) = connections.as_mut() else {
+                        continue;
+                    };
+                    let t = Instant::now();
+                    let n = copy_rows(
+                        pg,
+                        sqlite,
+                        &partition,
+                        "SELECT * FROM events WHERE day >= ?1 AND day < ?2",
+                        &[&from.to_string(), &to.to_string()],
+                    )
+                    .await?;
+                    for sql in &month_keys {
+                        execute(pg, &sql.replace("{partition}", &partition)).await?;
+                    }
+                    execute(pg, &format!("ANALYZE {partition}")).await?;
+                    eprintln!(
+                        "bench dashboard: copied {partition} ({n} events) to PostgreSQL beside the build, keys included, in {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    );
+                    events.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(copy)
+        }));
     }
-    let mut pg = sqlx::PgConnection::connect(&url)
-        .await
-        .map_err(|e| e.to_string())?;
-    let open_sqlite = || {
-        rusqlite::Connection::open_with_flags(
-            kept.dir.join("telemetry.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .map_err(|e| e.to_string())
-    };
-    let sqlite = open_sqlite()?;
-    // A bulk load: the keys and indexes are dropped first and built once
-    // at the end (far cheaper than 10 million insertions into each), and
-    // every table is filled by `COPY ... FREEZE` in the transaction that
-    // truncated it, so its rows are written once, already frozen and
-    // visible (the VACUUM below then has nothing to rewrite).
-    let mut rebuild = Vec::new();
-    for table in TABLES {
-        rebuild.extend(drop_keys(&mut pg, table).await?);
-    }
-    // Two copies at a time, each on its own connections (PostgreSQL
-    // parses each `COPY` on one core): the latest months, the largest,
-    // first, then the other tables. Each job: the target, the rows'
-    // `SELECT` and its parameters, and whether its rows are events.
-    let mut jobs: std::collections::VecDeque<(String, String, Vec<String>, bool)> =
-        partitions(&mut pg, "events")
-            .await?
+
+    /// Copies what is left of the data set `kept` (the months not copied
+    /// yet and the other tables), then builds the keys and indexes.
+    async fn finish(self, kept: &Kept, report: &mut Map<String, Value>) -> Result {
+        let finishing = Instant::now();
+        let db = kept.dir.join("telemetry.db");
+        let PgCopy {
+            url,
+            started,
+            rebuild,
+            months,
+            events,
+            copier,
+            ..
+        } = self;
+        // The months the copier beside the build has not begun.
+        let months: Vec<Month> = months
+            .lock()
+            .map_err(|e| e.to_string())?
+            .drain(..)
+            .collect();
+        // Two copies at a time, each on its own connections (PostgreSQL
+        // parses each `COPY` on one core): the latest months, the
+        // largest, first, then the other tables. Each job: the target,
+        // the rows' `SELECT` and its parameters, and whether its rows are
+        // events.
+        let mut jobs: std::collections::VecDeque<(String, String, Vec<String>, bool)> = months
             .into_iter()
             .rev()
             .map(|(partition, from, to)| {
                 (
                     partition,
                     "SELECT * FROM events WHERE day >= ?1 AND day < ?2".to_string(),
-                    vec![from, to],
+                    vec![from.to_string(), to.to_string()],
                     true,
                 )
             })
             .collect();
-    jobs.extend(TABLES[1..].iter().map(|t| {
-        (
-            t.to_string(),
-            format!("SELECT * FROM {t}"),
-            Vec::new(),
-            false,
-        )
-    }));
-    let jobs = &std::sync::Mutex::new(jobs);
-    let (url, open_sqlite) = (&url, &open_sqlite);
-    let copied = in_parallel(2, move || async move {
-        let (mut pg, sqlite) = (connect_pg(url).await?, open_sqlite()?);
-        let mut events = 0u64;
-        loop {
-            let next = jobs.lock().map_err(|e| e.to_string())?.pop_front();
-            let Some((target, select, params, are_events)) = next else {
-                return Ok(events);
-            };
-            let params: Vec<&dyn rusqlite::ToSql> =
-                params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
-            let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
-            if are_events {
-                events += n;
+        jobs.extend(TABLES[1..].iter().map(|t| {
+            (
+                t.to_string(),
+                format!("SELECT * FROM {t}"),
+                Vec::new(),
+                false,
+            )
+        }));
+        let jobs = &std::sync::Mutex::new(jobs);
+        let (url, db) = (&url, &db);
+        let copied_after = in_parallel(2, move || async move {
+            let (mut pg, sqlite) = (connect_pg(url).await?, open_sqlite(db)?);
+            let mut events = 0u64;
+            loop {
+                let next = jobs.lock().map_err(|e| e.to_string())?.pop_front();
+                let Some((target, select, params, are_events)) = next else {
+                    return Ok(events);
+                };
+                let params: Vec<&dyn rusqlite::ToSql> =
+                    params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+                let t = Instant::now();
+                let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
+                execute(&mut pg, &format!("ANALYZE {target}")).await?;
+                eprintln!(
+                    "bench dashboard: copied {target} ({n} rows) to PostgreSQL in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+                if are_events {
+                    events += n;
+                }
+            }
+        })?
+        .into_iter()
+        .sum::<u64>();
+        // The month the copier was on when the build ended.
+        if let Some(copier) = copier {
+            copier
+                .join()
+                .map_err(|_| "the month copier panicked".to_string())??;
+        }
+        let copied = copied_after + events.load(std::sync::atomic::Ordering::Relaxed);
+        let stored: u64 = open_sqlite(db)?
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        if copied != stored {
+            return Err(format!(
+                "{copied} of {stored} events copied: some fall outside the monthly partitions"
+            ));
+        }
+        // Keys and indexes, two at a time too (statements on one table
+        // wait for each other where their locks conflict).
+        let keys_started = Instant::now();
+        let statements = &std::sync::Mutex::new(std::collections::VecDeque::from(rebuild));
+        in_parallel(2, move || async move {
+            let mut pg = connect_pg(url).await?;
+            execute(&mut pg, "SET maintenance_work_mem = '1GB'").await?;
+            loop {
+                let next = statements.lock().map_err(|e| e.to_string())?.pop_front();
+                let Some(sql) = next else {
+                    return Ok(());
+                };
+                let t = Instant::now();
+                execute(&mut pg, &sql).await?;
+                if t.elapsed().as_secs_f64() > 1.0 {
+                    eprintln!("bench dashboard: {sql}: {:.1} s", t.elapsed().as_secs_f64());
+                }
+            }
+        })?;
+        eprintln!(
+            "bench dashboard: PostgreSQL's keys and indexes built in {:.0} s",
+            keys_started.elapsed().as_secs_f64()
+        );
+        let mut pg = connect_pg(url).await?;
+        for sql in [
+            "SELECT setval(pg_get_serial_sequence('segments', 'id'), COALESCE((SELECT MAX(id) FROM segments), 0) + 1, false)".to_string(),
+            // As a database long in service is: its pages' hint bits and
+            // visibility set (otherwise the first reads of every copied
+            // page write it again), every table analyzed (each was as it
+            // was copied; as under autovacuum, the partitioned `events`
+            // has statistics only for its partitions, which no chart
+            // reads anyway) and nothing left for the checkpointer, so that
+            // the timings that follow are not taken beside the copy's
+            // aftermath.
+            "VACUUM (FREEZE)".to_string(),
+            format!("INSERT INTO settings (key, value) VALUES ('bench_seed', '{RECIPE}:{}')", kept.end),
+            "CHECKPOINT".to_string(),
+        ] {
+            let t = Instant::now();
+            execute(&mut pg, &sql).await?;
+            if t.elapsed().as_secs_f64() > 1.0 {
+                eprintln!(
+                    "bench dashboard: {} took {:.1} s",
+                    sql.split(' ').next().unwrap_or_default(),
+                    t.elapsed().as_secs_f64()
+                );
             }
         }
-    })?
-    .into_iter()
-    .sum::<u64>();
-    let stored: u64 = sqlite
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if copied != stored {
-        return Err(format!(
-            "{copied} of {stored} events copied: some fall outside the monthly partitions"
-        ));
+        let after_s = finishing.elapsed().as_secs_f64();
+        eprintln!(
+            "bench dashboard: finished the PostgreSQL copy {after_s:.0} s after the SQLite build ({} s since it began)",
+            started.elapsed().as_secs()
+        );
+        report.insert(
+            "dashboard_seed_copy_postgres_s".into(),
+            json!(round(after_s, 1)),
+        );
+        Ok(())
     }
-    // Keys and indexes, two at a time too (statements on one table wait
-    // for each other where their locks conflict).
-    let keys_started = Instant::now();
-    let statements = &std::sync::Mutex::new(std::collections::VecDeque::from(rebuild));
-    in_parallel(2, move || async move {
-        let mut pg = connect_pg(url).await?;
-        execute(&mut pg, "SET maintenance_work_mem = '1GB'").await?;
-        loop {
-            let next = statements.lock().map_err(|e| e.to_string())?.pop_front();
-            let Some(sql) = next else {
-                return Ok(());
-            };
-            execute(&mut pg, &sql).await?;
-        }
-    })?;
-    eprintln!(
-        "bench dashboard: PostgreSQL's keys and indexes built in {:.0} s",
-        keys_started.elapsed().as_secs_f64()
-    );
-    for sql in [
-        "SELECT setval(pg_get_serial_sequence('segments', 'id'), COALESCE((SELECT MAX(id) FROM segments), 0) + 1, false)".to_string(),
-        // As a database long in service is: its pages' hint bits and
-        // visibility set (otherwise the first reads of every copied page
-        // write it again) and nothing left for the checkpointer, so that
-        // the timings that follow are not taken beside the copy's
-        // aftermath.
-        "VACUUM (FREEZE, ANALYZE)".to_string(),
-        format!("INSERT INTO settings (key, value) VALUES ('bench_seed', '{RECIPE}:{}')", kept.end),
-        "CHECKPOINT".to_string(),
-    ] {
-        execute(&mut pg, &sql).await?;
-    }
-    let copied_s = started.elapsed().as_secs_f64();
-    eprintln!("bench dashboard: copied the data set into PostgreSQL in {copied_s:.0} s");
-    report.insert(
-        "dashboard_seed_copy_postgres_s".into(),
-        json!(round(copied_s, 1)),
-    );
-    Ok(())
 }
 
 /// Every chart the dashboard draws, for both ranges: the median time of
@@ -881,20 +1170,38 @@ async fn accuracy(backend: &Backend, kept: &Kept, report: &mut Map<String, Value
 /// The dashboard phase on the kept data set (built first if need be).
 pub(crate) async fn run(report: &mut Map<String, Value>, quick: bool) -> Result {
     let dir = crate::target_dir().join("bench").join("dashboard");
-    let (kept, built) = match kept(&dir) {
+    let postgres = crate::backend::postgres_reachable();
+    let kept = match kept(&dir) {
         Some(k) => {
             eprintln!("bench dashboard: reusing the data set in {}", dir.display());
-            (k, false)
+            if postgres && !pg_kept(&k).await? {
+                PgCopy::begin(k.end).await?.finish(&k, report).await?;
+            }
+            k
         }
-        None => (build(&dir, report).await?, true),
+        None => {
+            // A data set built afresh has salts of its own: its copy too,
+            // begun beside the build.
+            let started = Instant::now();
+            let end = Utc::now().date_naive();
+            let pg = if postgres {
+                Some(PgCopy::begin(end).await?)
+            } else {
+                None
+            };
+            let (k, pg) = build(&dir, end, pg, report).await?;
+            if let Some(pg) = pg {
+                pg.finish(&k, report).await?;
+            }
+            let seeded_s = started.elapsed().as_secs_f64();
+            eprintln!("bench dashboard: the data set built on every database in {seeded_s:.0} s");
+            report.insert("dashboard_seed_s".into(), json!(round(seeded_s, 1)));
+            k
+        }
     };
     let runs = if quick { 3 } else { 5 };
     let mut databases = vec![("sqlite", sqlite_url(&kept.dir))];
-    if crate::backend::postgres_reachable() {
-        // A data set built afresh has salts of its own: its copy too.
-        if built || !pg_kept(&kept).await? {
-            pg_copy(&kept, report).await?;
-        }
+    if postgres {
         databases.push((
             "postgres",
             format!("postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"),

@@ -251,11 +251,16 @@ impl Cube {
         }
         // (grain, period, segment), all ids.
         type Key = (u8, u32, [u32; 5]);
-        let mut counts: FastMap<(Key, u32), Counts> = FastMap::default();
-        let mut members: FastMap<(Key, u8), Gather> = FastMap::default();
+        // A cell's rows in the six segments it shares with other cells
+        // are first gathered per day (a cell's day in each segment is
+        // one row to merge into, not three), then each day's row is
+        // merged into its week's and its month's: the counts, and the
+        // members of five kinds (below).
+        let mut day_counts: FastMap<((u32, [u32; 5]), u32), Counts> = FastMap::default();
+        let mut day_members: FastMap<((u32, [u32; 5]), u8), Gather> = FastMap::default();
         // A cell is alone in its full segment on its day: its rows there
-        // are its own, kept apart (no merging, and the maps above stay
-        // small: a few rows per day and dimension value).
+        // are its own, kept apart (no merging, and the maps stay small: a
+        // few rows per day and dimension value).
         let mut counts_full: Vec<((Key, u32), Counts)> = Vec::new();
         let mut members_full: Vec<((Key, u8), Gather)> = Vec::new();
         let mut cohort_members: FastMap<(u32, u32, [u32; 5]), Gather> = FastMap::default();
@@ -268,8 +273,8 @@ impl Cube {
             for d in 0..5 {
                 cuboids[d + 1][d] = full[d];
             }
-            // Each member's hash looked up once for the cell's nineteen
-            // rows, with whether the user is new in each of its periods.
+            // Each member's hash looked up once for the cell's rows, with
+            // whether the user is new in each of its periods.
             let users: Vec<(u64, Option<[u32; 3]>, [bool; 3])> = cell
                 .users
                 .iter()
@@ -281,37 +286,31 @@ impl Cube {
                 .collect();
             let active: Vec<u64> = users.iter().map(|u| u.0).collect();
             let projects: Vec<u64> = cell.projects.iter().map(|p| hashes[p]).collect();
-            for (g, &period) in periods.iter().enumerate() {
-                let fresh: Vec<u64> = users.iter().filter(|u| u.2[g]).map(|u| u.0).collect();
-                // Active users, new users, active projects.
-                let kinds = [&active, &fresh, &projects];
-                for (i, s) in cuboids.iter().enumerate() {
-                    let key = (g as u8, period, *s);
-                    if i == 0 {
-                        // Weeks and months of a full segment are read from its days.
-                        if g == 0 {
-                            counts_full
-                                .extend(cell.commands.iter().map(|(t, c)| ((key, *t), c.clone())));
-                            for (k, of_kind) in kinds.iter().enumerate() {
-                                if !of_kind.is_empty() {
-                                    let mut gather = Gather::default();
-                                    gather.extend(of_kind.iter().copied());
-                                    members_full.push(((key, k as u8), gather));
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    for (t, c) in &cell.commands {
-                        counts.entry((key, *t)).or_default().merge(c);
-                    }
-                    for (k, of_kind) in kinds.iter().enumerate() {
-                        if !of_kind.is_empty() {
-                            members
-                                .entry((key, k as u8))
-                                .or_default()
-                                .extend(of_kind.iter().copied());
-                        }
+            let fresh: [Vec<u64>; 3] =
+                [0, 1, 2].map(|g| users.iter().filter(|u| u.2[g]).map(|u| u.0).collect());
+            // The five kinds of a day's members: active users, users new
+            // that day, that week and that month, active projects.
+            let kinds = [&active, &fresh[0], &fresh[1], &fresh[2], &projects];
+            // Weeks and months of a full segment are read from its days.
+            let key = (0, periods[0], *full);
+            counts_full.extend(cell.commands.iter().map(|(t, c)| ((key, *t), c.clone())));
+            for (k, of_kind) in [(0, &active), (1, &fresh[0]), (2, &projects)] {
+                if !of_kind.is_empty() {
+                    let mut gather = Gather::default();
+                    gather.extend(of_kind.iter().copied());
+                    members_full.push(((key, k), gather));
+                }
+            }
+            for s in &cuboids[1..] {
+                for (t, c) in &cell.commands {
+                    day_counts.entry(((*day, *s), *t)).or_default().merge(c);
+                }
+                for (k, of_kind) in kinds.iter().enumerate() {
+                    if !of_kind.is_empty() {
+                        day_members
+                            .entry(((*day, *s), k as u8))
+                            .or_default()
+                            .extend(of_kind.iter().copied());
                     }
                 }
             }
@@ -325,6 +324,41 @@ impl Cube {
                         .or_default()
                         .insert(h);
                 }
+            }
+        }
+        let mut counts: FastMap<(Key, u32), Counts> = FastMap::default();
+        for (((day, s), t), c) in day_counts {
+            let Some(Some(p)) = day_periods.get(&day) else {
+                continue;
+            };
+            for g in [1, 2] {
+                counts
+                    .entry(((g, p[g as usize], s), t))
+                    .or_default()
+                    .merge(&c);
+            }
+            counts.entry(((0, p[0], s), t)).or_default().merge(&c);
+        }
+        let mut members: FastMap<(Key, u8), Gather> = FastMap::default();
+        for (((day, s), k), gather) in day_members {
+            let Some(Some(p)) = day_periods.get(&day) else {
+                continue;
+            };
+            let sketch = gather.finish();
+            // Each of the five kinds of a day's members into the rows it
+            // counts in: (grain, index in `KINDS`).
+            let into: &[(u8, u8)] = match k {
+                0 => &[(0, 0), (1, 0), (2, 0)],
+                1 => &[(0, 1)],
+                2 => &[(1, 1)],
+                3 => &[(2, 1)],
+                _ => &[(0, 2), (1, 2), (2, 2)],
+            };
+            for &(g, kind) in into {
+                members
+                    .entry(((g, p[usize::from(g)], s), kind))
+                    .or_default()
+                    .absorb(&sketch);
             }
         }
         let text = |i: u32| periods_text.get(i).to_string();

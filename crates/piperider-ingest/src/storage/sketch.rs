@@ -250,6 +250,15 @@ impl Gather {
         self.sketch.merge(&Sketch::Sparse(run));
     }
 
+    /// Adds every member of `other`.
+    pub(crate) fn absorb(&mut self, other: &Sketch) {
+        if self.sketch == Sketch::default() {
+            self.sketch = other.clone();
+        } else {
+            self.sketch.merge(other);
+        }
+    }
+
     pub(crate) fn finish(mut self) -> Sketch {
         self.settle();
         self.sketch
@@ -414,6 +423,31 @@ mod tests {
                 gathered.insert(member_hash("salt", &format!("{i:032x}")));
             }
             assert_eq!(gathered.finish(), sketch_of(0..n), "{n} members");
+        }
+    }
+
+    #[test]
+    fn absorbing_sketches_into_a_gather_is_inserting_their_members() {
+        // Days into a week: sparse into sparse, across the dense limit,
+        // dense into sparse and into dense, with hashes still in the run.
+        for days in [
+            vec![0..10, 5..300],
+            vec![0..2_000, 1_000..2_100],
+            vec![0..40_000, 10..20],
+            vec![0..100, 50..40_000, 30_000..90_000],
+        ] {
+            let mut week = Gather::default();
+            week.insert(member_hash("salt", &format!("{:032x}", 1_000_000)));
+            for day in &days {
+                week.absorb(&sketch_of(day.clone()));
+            }
+            let mut every = sketch_of(1_000_000..1_000_001);
+            for day in days.iter().cloned() {
+                for i in day {
+                    every.insert(member_hash("salt", &format!("{i:032x}")));
+                }
+            }
+            assert_eq!(week.finish(), every, "{days:?}");
         }
     }
 
