@@ -1072,7 +1072,7 @@ impl PgCopy {
         }
         let after_s = finishing.elapsed().as_secs_f64();
         eprintln!(
-            "bench dashboard: finished the PostgreSQL copy {after_s:.0} s after the SQLite build ({} s since it began)",
+            "bench dashboard: the PostgreSQL copy's last part took {after_s:.0} s ({} s since it began)",
             started.elapsed().as_secs()
         );
         report.insert(
