@@ -755,6 +755,10 @@ fn in_parallel<T: Send, F: std::future::Future<Output = Result<T>>>(
 /// last.
 type Month = (String, NaiveDate, NaiveDate);
 
+/// The SQLite events of a month, from its first day (`?1`) to the day
+/// after its last (`?2`).
+const MONTH_OF_EVENTS: &str = "SELECT * FROM events WHERE day >= ?1 AND day < ?2";
+
 /// The SQLite data set's copy into [`PG_DATABASE`] under way.
 struct PgCopy {
     url: String,
@@ -912,7 +916,7 @@ impl PgCopy {
                         pg,
                         sqlite,
                         &partition,
-                        "SELECT * FROM events WHERE day >= ?1 AND day < ?2",
+                        MONTH_OF_EVENTS,
                         &[&from.to_string(), &to.to_string()],
                     )
                     .await?;
@@ -967,7 +971,7 @@ impl PgCopy {
             .map(|(partition, from, to)| {
                 (
                     partition,
-                    "SELECT * FROM events WHERE day >= ?1 AND day < ?2".to_string(),
+                    MONTH_OF_EVENTS.to_string(),
                     vec![from.to_string(), to.to_string()],
                     true,
                 )
