@@ -387,7 +387,7 @@ async fn build(
     let progress = std::sync::Arc::new(Progress::new());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Set however the build ends, so the copier does not wait on.
-    let _done = Done(done.clone());
+    let stop_copier = Done(done.clone());
     if let Some(copy) = pg.as_mut() {
         copy.copy_beside(
             dir.join("telemetry.db"),
@@ -479,7 +479,7 @@ async fn build(
     }
     drop(backend);
     // The copier ends with the month it is on, beside what is left.
-    drop(_done);
+    drop(stop_copier);
     let built_s = started.elapsed().as_secs_f64();
     eprintln!("bench dashboard: built the data set ({stored} events) in {built_s:.0} s");
     report.insert("dashboard_seed_build_s".into(), json!(round(built_s, 1)));
@@ -587,6 +587,16 @@ async fn execute(pg: &mut sqlx::PgConnection, sql: &str) -> Result {
 struct Keys {
     table: Vec<String>,
     partition: Vec<String>,
+}
+
+/// [`execute`], saying how long `sql` took when it took over a second.
+async fn execute_noting_slow(pg: &mut sqlx::PgConnection, sql: &str) -> Result {
+    let t = Instant::now();
+    execute(pg, sql).await?;
+    if t.elapsed().as_secs_f64() > 1.0 {
+        eprintln!("bench dashboard: {sql}: {:.1} s", t.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// Drops the keys and indexes of `table`; returns the statements that
@@ -714,6 +724,25 @@ async fn copy_rows(
     Ok(count)
 }
 
+/// [`copy_rows`], then `ANALYZE` of `target` (which needs no index),
+/// saying how long both took; returns how many rows.
+async fn copy_analyzed(
+    pg: &mut sqlx::PgConnection,
+    sqlite: &rusqlite::Connection,
+    target: &str,
+    select: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<u64> {
+    let t = Instant::now();
+    let n = copy_rows(pg, sqlite, target, select, params).await?;
+    execute(pg, &format!("ANALYZE {target}")).await?;
+    eprintln!(
+        "bench dashboard: copied {target} ({n} rows) to PostgreSQL in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(n)
+}
+
 async fn connect_pg(url: &str) -> Result<sqlx::PgConnection> {
     use sqlx::Connection;
     sqlx::PgConnection::connect(url)
@@ -771,10 +800,8 @@ struct PgCopy {
     /// The months of events not yet copied (nor being copied), oldest
     /// first.
     months: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Month>>>,
-    /// The events copied so far.
-    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The thread copying months beside the build.
-    copier: Option<std::thread::JoinHandle<Result>>,
+    /// The thread copying months beside the build: the events it copied.
+    copier: Option<std::thread::JoinHandle<Result<u64>>>,
 }
 
 fn open_sqlite(db: &Path) -> Result<rusqlite::Connection> {
@@ -863,7 +890,6 @@ impl PgCopy {
             rebuild,
             month_keys,
             months: std::sync::Arc::new(std::sync::Mutex::new(months.into())),
-            events: Default::default(),
             copier: None,
         })
     }
@@ -881,12 +907,13 @@ impl PgCopy {
         progress: std::sync::Arc<Progress>,
         done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) {
-        let (url, months, events) = (self.url.clone(), self.months.clone(), self.events.clone());
+        let (url, months) = (self.url.clone(), self.months.clone());
         let month_keys = self.month_keys.clone();
-        self.copier = Some(std::thread::spawn(move || -> Result {
+        self.copier = Some(std::thread::spawn(move || -> Result<u64> {
             lowest_priority(None, "the month copier");
             let copy = async {
                 let mut connections = None;
+                let mut events = 0;
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let next = {
                         let mut months = months.lock().map_err(|e| e.to_string())?;
@@ -899,38 +926,31 @@ impl PgCopy {
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                         continue;
                     };
-                    if connections.is_none() {
-                        let mut pg = connect_pg(&url).await?;
-                        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                            .fetch_one(&mut pg)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        lowest_priority(Some(pid), "the month copier's PostgreSQL process");
-                        connections = Some((pg, open_sqlite(&db)?));
-                    }
-                    let Some((pg, sqlite)) = connections.as_mut() else {
-                        continue;
+                    let (pg, sqlite) = match connections {
+                        Some(ref mut c) => c,
+                        None => {
+                            let mut pg = connect_pg(&url).await?;
+                            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                                .fetch_one(&mut pg)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            lowest_priority(Some(pid), "the month copier's PostgreSQL process");
+                            connections.insert((pg, open_sqlite(&db)?))
+                        }
                     };
                     let t = Instant::now();
-                    let n = copy_rows(
-                        pg,
-                        sqlite,
-                        &partition,
-                        MONTH_OF_EVENTS,
-                        &[&from.to_string(), &to.to_string()],
-                    )
-                    .await?;
+                    let params: [&dyn rusqlite::ToSql; 2] = [&from.to_string(), &to.to_string()];
+                    events +=
+                        copy_analyzed(pg, sqlite, &partition, MONTH_OF_EVENTS, &params).await?;
                     for sql in &month_keys {
                         execute(pg, &sql.replace("{partition}", &partition)).await?;
                     }
-                    execute(pg, &format!("ANALYZE {partition}")).await?;
                     eprintln!(
-                        "bench dashboard: copied {partition} ({n} events) to PostgreSQL beside the build, keys included, in {:.1} s",
+                        "bench dashboard: {partition}'s keys and indexes made beside the build, {:.1} s after its copy began",
                         t.elapsed().as_secs_f64()
                     );
-                    events.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(events)
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -950,7 +970,6 @@ impl PgCopy {
             started,
             rebuild,
             months,
-            events,
             copier,
             ..
         } = self;
@@ -997,13 +1016,7 @@ impl PgCopy {
                 };
                 let params: Vec<&dyn rusqlite::ToSql> =
                     params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
-                let t = Instant::now();
-                let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
-                execute(&mut pg, &format!("ANALYZE {target}")).await?;
-                eprintln!(
-                    "bench dashboard: copied {target} ({n} rows) to PostgreSQL in {:.1} s",
-                    t.elapsed().as_secs_f64()
-                );
+                let n = copy_analyzed(&mut pg, &sqlite, &target, &select, &params).await?;
                 if are_events {
                     events += n;
                 }
@@ -1012,12 +1025,13 @@ impl PgCopy {
         .into_iter()
         .sum::<u64>();
         // The month the copier was on when the build ended.
-        if let Some(copier) = copier {
-            copier
+        let copied_beside = match copier {
+            Some(copier) => copier
                 .join()
-                .map_err(|_| "the month copier panicked".to_string())??;
-        }
-        let copied = copied_after + events.load(std::sync::atomic::Ordering::Relaxed);
+                .map_err(|_| "the month copier panicked".to_string())??,
+            None => 0,
+        };
+        let copied = copied_after + copied_beside;
         let stored: u64 = open_sqlite(db)?
             .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .map_err(|e| e.to_string())?;
@@ -1038,11 +1052,7 @@ impl PgCopy {
                 let Some(sql) = next else {
                     return Ok(());
                 };
-                let t = Instant::now();
-                execute(&mut pg, &sql).await?;
-                if t.elapsed().as_secs_f64() > 1.0 {
-                    eprintln!("bench dashboard: {sql}: {:.1} s", t.elapsed().as_secs_f64());
-                }
+                execute_noting_slow(&mut pg, &sql).await?;
             }
         })?;
         eprintln!(
@@ -1064,15 +1074,7 @@ impl PgCopy {
             format!("INSERT INTO settings (key, value) VALUES ('bench_seed', '{RECIPE}:{}')", kept.end),
             "CHECKPOINT".to_string(),
         ] {
-            let t = Instant::now();
-            execute(&mut pg, &sql).await?;
-            if t.elapsed().as_secs_f64() > 1.0 {
-                eprintln!(
-                    "bench dashboard: {} took {:.1} s",
-                    sql.split(' ').next().unwrap_or_default(),
-                    t.elapsed().as_secs_f64()
-                );
-            }
+            execute_noting_slow(&mut pg, &sql).await?;
         }
         let after_s = finishing.elapsed().as_secs_f64();
         eprintln!(

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::cube::{FastMap, FastSet};
 use super::rows::{Cell, EventRow, Figures};
 use super::schema::{
     DAILY_BUCKETS, DAILY_EVENTS, DAILY_USERS, DATASOURCES, PROJECTS, USERS, Upsert,
@@ -33,22 +34,16 @@ pub(crate) fn bucket(v: i64) -> i64 {
     b
 }
 
-/// Maps and sets keyed by ids clients send, a million in a large fill:
-/// hashed fast (SipHash was a tenth of the roller's time) and seeded per
-/// process, as the cube's are.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
-type HashSet<T> = std::collections::HashSet<T, foldhash::quality::RandomState>;
-
 /// The rollups of a set of events, ready to be written.
 #[derive(Debug, Default)]
 pub(crate) struct Aggregate {
     /// Per user: the earliest and the latest event. (Hash maps for the
     /// many keys, sorted once when written; B-trees for the few days.)
-    users: HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
-    projects: HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
-    datasources: HashMap<String, BTreeSet<String>>,
+    users: FastMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    projects: FastMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    datasources: FastMap<String, BTreeSet<String>>,
     /// Per day, the users active on it.
-    active: BTreeMap<String, HashSet<String>>,
+    active: BTreeMap<String, FastSet<String>>,
     /// Per day and event type.
     daily: BTreeMap<String, BTreeMap<String, DailyCounts>>,
     /// Per day: events per figure and bucket.
@@ -56,7 +51,7 @@ pub(crate) struct Aggregate {
 }
 
 fn earliest_latest(
-    map: &mut HashMap<String, (Arc<EventRow>, Arc<EventRow>)>,
+    map: &mut FastMap<String, (Arc<EventRow>, Arc<EventRow>)>,
     key: &str,
     e: &Arc<EventRow>,
 ) {
@@ -85,7 +80,7 @@ fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut
 }
 
 /// The entries of `map` in key order.
-fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
+fn sorted<V>(map: &FastMap<String, V>) -> Vec<(&String, &V)> {
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     entries
