@@ -675,7 +675,8 @@ async fn partitions(
 }
 
 /// The rows `select` reads from SQLite, into `target` by `COPY ... FREEZE`
-/// in the transaction that truncates it; returns how many.
+/// in the transaction that truncates it, then `ANALYZE` of `target`
+/// (which needs no index), saying how long both took; returns how many.
 async fn copy_rows(
     pg: &mut sqlx::PgConnection,
     sqlite: &rusqlite::Connection,
@@ -683,6 +684,7 @@ async fn copy_rows(
     select: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> Result<u64> {
+    let t = Instant::now();
     let mut statement = sqlite.prepare(select).map_err(|e| e.to_string())?;
     let columns: Vec<String> = statement
         .column_names()
@@ -721,26 +723,12 @@ async fn copy_rows(
         .await
         .map_err(|e| format!("COPY {target}: {e}"))?;
     execute(pg, "COMMIT").await?;
-    Ok(count)
-}
-
-/// [`copy_rows`], then `ANALYZE` of `target` (which needs no index),
-/// saying how long both took; returns how many rows.
-async fn copy_analyzed(
-    pg: &mut sqlx::PgConnection,
-    sqlite: &rusqlite::Connection,
-    target: &str,
-    select: &str,
-    params: &[&dyn rusqlite::ToSql],
-) -> Result<u64> {
-    let t = Instant::now();
-    let n = copy_rows(pg, sqlite, target, select, params).await?;
     execute(pg, &format!("ANALYZE {target}")).await?;
     eprintln!(
-        "bench dashboard: copied {target} ({n} rows) to PostgreSQL in {:.1} s",
+        "bench dashboard: copied {target} ({count} rows) to PostgreSQL in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    Ok(n)
+    Ok(count)
 }
 
 async fn connect_pg(url: &str) -> Result<sqlx::PgConnection> {
@@ -940,8 +928,7 @@ impl PgCopy {
                     };
                     let t = Instant::now();
                     let params: [&dyn rusqlite::ToSql; 2] = [&from.to_string(), &to.to_string()];
-                    events +=
-                        copy_analyzed(pg, sqlite, &partition, MONTH_OF_EVENTS, &params).await?;
+                    events += copy_rows(pg, sqlite, &partition, MONTH_OF_EVENTS, &params).await?;
                     for sql in &month_keys {
                         execute(pg, &sql.replace("{partition}", &partition)).await?;
                     }
@@ -1016,7 +1003,7 @@ impl PgCopy {
                 };
                 let params: Vec<&dyn rusqlite::ToSql> =
                     params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
-                let n = copy_analyzed(&mut pg, &sqlite, &target, &select, &params).await?;
+                let n = copy_rows(&mut pg, &sqlite, &target, &select, &params).await?;
                 if are_events {
                     events += n;
                 }
