@@ -26,6 +26,10 @@ const SWEEP: [usize; 2] = [64, 256];
 /// Alternating rounds of the no-op and single-event measurements.
 const ROUNDS: usize = 3;
 const BATCH_CONNECTIONS: usize = 16;
+/// Requests a second at which the CPU time of one request is measured:
+/// well under either endpoint's capacity here, the same for both, so that
+/// the figure does not move with how saturated the machine was.
+const COST_RATE: f64 = 8_000.0;
 
 /// `piperider-bench noop-server`: an axum endpoint that reads the body and answers
 /// 200 with a fixed JSON body. Prints its address on stdout.
@@ -137,7 +141,8 @@ async fn measure(phase: Duration, work: &Path, quick: bool) -> Result<Map<String
 
     // SQLite: one backend process for all its phases, so the stats query
     // runs over what the others stored too.
-    if wanted("single") || wanted("latency") || wanted("batch") || wanted("stats") {
+    if wanted("single") || wanted("cost") || wanted("latency") || wanted("batch") || wanted("stats")
+    {
         let db: PathBuf = work.join("bench.db");
         let backend = Backend::start(&format!("sqlite:{}", db.display()), Log::Warnings)?;
         if wanted("single") || wanted("latency") {
@@ -149,6 +154,9 @@ async fn measure(phase: Duration, work: &Path, quick: bool) -> Result<Map<String
                 latency(&backend, single_rps, phase, &mut report).await;
                 memory.end(&backend, "sqlite_latency")?;
             }
+        }
+        if wanted("cost") {
+            cost(&backend, phase, &mut report).await?;
         }
         if wanted("batch") {
             memory.start(&backend)?;
@@ -378,6 +386,50 @@ async fn single_rounds(
     Ok((noop_rps, single_rps))
 }
 
+/// The CPU time of one single-event request, for the no-op endpoint and
+/// the backend on SQLite, at [`COST_RATE`] requests a second.
+async fn cost(backend: &Backend, phase: Duration, report: &mut Map<String, Value>) -> Result {
+    let noop = NoopServer::start()?;
+    let noop_us = cpu_us_per_request(noop.addr, noop.process.0.id(), phase).await?;
+    let single_us = cpu_us_per_request(
+        backend.addr,
+        backend.pid().ok_or("the backend is not running")?,
+        phase,
+    )
+    .await?;
+    eprintln!(
+        "bench CPU per request at {COST_RATE} requests/s: no-op {noop_us:.1} µs, single sqlite {single_us:.1} µs"
+    );
+    report.insert("noop_cpu_us".into(), json!(round(noop_us, 1)));
+    report.insert(
+        "single_event_cpu_us_sqlite".into(),
+        json!(round(single_us, 1)),
+    );
+    Ok(())
+}
+
+/// The CPU time process `pid` (serving `addr`) takes per single-event
+/// request at [`COST_RATE`], in microseconds: a steadier figure than a
+/// capacity on a shared machine, for telling two builds apart.
+async fn cpu_us_per_request(addr: SocketAddr, pid: u32, phase: Duration) -> Result<f64> {
+    let cpu = || crate::launcher::process_cpu_s(pid).ok_or("cannot read a server's CPU time");
+    let before = cpu()?;
+    let o = load::run(
+        addr,
+        "/v1/batch",
+        CONNECTIONS,
+        phase,
+        Some(COST_RATE),
+        single(),
+    )
+    .await;
+    let used = cpu()? - before;
+    if o.requests == 0 {
+        return Err("no request succeeded while measuring CPU per request".into());
+    }
+    Ok(used / o.requests as f64 * 1e6)
+}
+
 /// Latency of single-event requests at half their measured capacity.
 async fn latency(
     backend: &Backend,
@@ -476,7 +528,7 @@ async fn best_rps(addr: SocketAddr, name: &str, phase: Duration) -> Result<f64> 
 
 /// `piperider-bench noop-server` in its own process.
 struct NoopServer {
-    _process: Process,
+    process: Process,
     addr: SocketAddr,
 }
 
@@ -496,7 +548,7 @@ impl NoopServer {
             .parse()
             .map_err(|e| format!("no-op server address {line:?}: {e}"))?;
         Ok(NoopServer {
-            _process: Process(child),
+            process: Process(child),
             addr,
         })
     }
@@ -565,6 +617,8 @@ pub(crate) fn print(report: &Map<String, Value>) {
         "noop_rps",
         "single_event_rps_sqlite",
         "single_event_ratio_sqlite",
+        "noop_cpu_us",
+        "single_event_cpu_us_sqlite",
         "ceiling_postgres_single_rows_per_s",
         "single_event_rps_postgres",
         "single_event_ratio_postgres",

@@ -202,20 +202,10 @@ impl Backend {
 
     /// CPU time the backend has used so far, in seconds (Linux's `/proc`):
     /// all of its threads, those that have ended included, and the one
-    /// named `thread` alone. `/proc` counts in USER_HZ ticks: 100 a second
-    /// on x86-64 and Linux's other common architectures.
+    /// named `thread` alone.
     pub(crate) fn cpu_s(&self, thread: &str) -> Option<(f64, f64)> {
-        fn named_ticks(stat: &str) -> Option<(&str, f64)> {
-            // `pid (name) state ...`: utime and stime are the 12th and
-            // 13th fields after the name.
-            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            let mut fields = rest.split_whitespace().skip(11);
-            let user: f64 = fields.next()?.parse().ok()?;
-            let system: f64 = fields.next()?.parse().ok()?;
-            Some((name, (user + system) / 100.0))
-        }
         let pid = self.child.as_ref()?.id();
-        let all = named_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.1;
+        let all = process_cpu_s(pid)?;
         let mut named = 0.0;
         // A thread may end while it is read: it is skipped.
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -232,6 +222,11 @@ impl Backend {
             }
         }
         Some((all, named))
+    }
+
+    /// The backend's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub(crate) fn peak_rss_mb(&self) -> Option<f64> {
@@ -292,6 +287,25 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The name and CPU seconds (user and system) in one `/proc` `stat` line.
+/// `/proc` counts in USER_HZ ticks: 100 a second on x86-64 and Linux's
+/// other common architectures.
+fn named_ticks(stat: &str) -> Option<(&str, f64)> {
+    // `pid (name) state ...`: utime and stime are the 12th and 13th
+    // fields after the name.
+    let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((name, (user + system) / 100.0))
+}
+
+/// CPU time process `pid` has used so far, in seconds: all of its threads,
+/// those that have ended included.
+pub(crate) fn process_cpu_s(pid: u32) -> Option<f64> {
+    Some(named_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.1)
 }
 
 /// A helper process (the no-op server) killed when dropped.

@@ -25,14 +25,17 @@ pub(super) enum AddTo {
     Cube,
 }
 
+/// One of the two things the roller holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Aggregate,
+    Cube,
+}
+
 enum Message {
     Add(Vec<Arc<EventRow>>, AddTo),
-    /// Hand back the rollups, the cube, or both (a part not asked for
-    /// comes back empty).
-    Take {
-        aggregate: bool,
-        cube: bool,
-    },
+    /// Hand back the rollups or the cube (the other part comes back empty).
+    Take(Part),
     /// Forget everything held (the writer rebuilds it from stored events).
     Reset,
     /// Written: freed here, off the writer's thread.
@@ -46,18 +49,16 @@ struct Held {
 }
 
 impl Held {
-    /// What is held of the parts asked for; those start afresh.
-    fn take(&mut self, aggregate: bool, cube: bool) -> Held {
-        Held {
-            aggregate: if aggregate {
-                std::mem::take(&mut self.aggregate)
-            } else {
-                Aggregate::default()
+    /// What is held of `part`, which starts afresh.
+    fn take(&mut self, part: Part) -> Held {
+        match part {
+            Part::Aggregate => Held {
+                aggregate: std::mem::take(&mut self.aggregate),
+                cube: Cube::default(),
             },
-            cube: if cube {
-                std::mem::take(&mut self.cube)
-            } else {
-                Cube::default()
+            Part::Cube => Held {
+                aggregate: Aggregate::default(),
+                cube: std::mem::take(&mut self.cube),
             },
         }
     }
@@ -114,8 +115,8 @@ impl Roller {
                 for message in messages {
                     match message {
                         Message::Add(events, into) => held.add(&events, into),
-                        Message::Take { aggregate, cube } => {
-                            let _ = give.send(held.take(aggregate, cube));
+                        Message::Take(part) => {
+                            let _ = give.send(held.take(part));
                         }
                         Message::Reset => held = Held::default(),
                         Message::Free(aggregate) => drop(aggregate),
@@ -196,21 +197,17 @@ impl Roller {
         self.cube_events
     }
 
-    /// What is held of the parts asked for, of every event added so far;
-    /// those start afresh.
-    fn take(&mut self, aggregate: bool, cube: bool) -> Result<Held, Gone> {
+    /// What is held of `part`, of every event added so far; it starts afresh.
+    fn take(&mut self, part: Part) -> Result<Held, Gone> {
         self.hand_over()?;
-        if aggregate {
-            self.aggregate_events = 0;
-        }
-        if cube {
-            self.cube_events = 0;
+        match part {
+            Part::Aggregate => self.aggregate_events = 0,
+            Part::Cube => self.cube_events = 0,
         }
         match &mut self.worker {
-            Worker::Inline(held) => Ok(held.take(aggregate, cube)),
+            Worker::Inline(held) => Ok(held.take(part)),
             Worker::Thread { to, taken, .. } => {
-                to.send(Message::Take { aggregate, cube })
-                    .map_err(|_| Gone)?;
+                to.send(Message::Take(part)).map_err(|_| Gone)?;
                 taken.recv().map_err(|_| Gone)
             }
         }
@@ -219,12 +216,12 @@ impl Roller {
     /// The held rollups of every event added so far; the roller starts
     /// new ones.
     pub(super) fn take_aggregate(&mut self) -> Result<Aggregate, Gone> {
-        Ok(self.take(true, false)?.aggregate)
+        Ok(self.take(Part::Aggregate)?.aggregate)
     }
 
     /// The held cube of every event added so far; the roller starts a new one.
     pub(super) fn take_cube(&mut self) -> Result<Cube, Gone> {
-        Ok(self.take(false, true)?.cube)
+        Ok(self.take(Part::Cube)?.cube)
     }
 
     /// Forgets everything held.
