@@ -399,7 +399,6 @@ async fn build(
     let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(64);
     let sent = progress.clone();
     let generator = std::thread::spawn(move || {
-        behind_the_writer("the data set's generator");
         let mut rng = Rng(0x5eed_0000 + u64::from(RECIPE));
         let people = people(&mut rng);
         let all = schedule(&mut rng, &people);
@@ -448,24 +447,7 @@ async fn build(
             i = j;
         }
     });
-    // Sent from a thread of its own behind the writer too, on a runtime
-    // that ends with it (the bench's own runtime keeps its priority for
-    // what it times later).
-    let sender = {
-        let (addr, progress) = (backend.addr, progress.clone());
-        std::thread::spawn(move || -> Result<u64> {
-            behind_the_writer("the data set's sender");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            Ok(runtime.block_on(post_all(addr, rx, &progress)))
-        })
-    };
-    let failed = tokio::task::spawn_blocking(move || sender.join())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|_| "the data set's sender panicked")??;
+    let failed = post_all(backend.addr, rx, &progress).await;
     generator
         .join()
         .map_err(|_| "the data set's generator panicked")?;
@@ -826,15 +808,6 @@ fn lowest_priority(pid: Option<i32>, what: &str) {
     // On Linux a nice value belongs to a thread; `None` is the caller's.
     let pid = pid.and_then(rustix::process::Pid::from_raw);
     if let Err(e) = rustix::process::setpriority_process(pid, 19) {
-        eprintln!("bench dashboard: {what} keeps its priority: {e}");
-    }
-}
-
-/// Lowers the calling thread's priority to that of the backend's threads
-/// other than its writer under `--bulk-load`, so that the writer, which
-/// sets the build's pace, is not kept waiting for a core by what feeds it.
-fn behind_the_writer(what: &str) {
-    if let Err(e) = rustix::process::setpriority_process(None, 10) {
         eprintln!("bench dashboard: {what} keeps its priority: {e}");
     }
 }

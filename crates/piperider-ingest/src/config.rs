@@ -158,10 +158,8 @@ pub struct Config {
     /// benchmark's data set): the writer holds rollups and the dashboard's
     /// cube back for up to a minute and two million events, instead of
     /// five seconds, so a user, day or segment is written far fewer
-    /// times. Reads and deletions still write them first. The writer's
-    /// thread, which sets the pace, runs ahead of the process's other
-    /// threads (they run at nice 10). Memory grows by gigabytes; not for a
-    /// service taking live traffic. SQLite only.
+    /// times. Reads and deletions still write them first. Memory grows by
+    /// gigabytes; not for a service taking live traffic. SQLite only.
     #[arg(long, env = "PIPERIDER_INGEST_BULK_LOAD")]
     pub bulk_load: bool,
     /// Queue mode: the NATS JetStream servers (`nats://host:port`,

@@ -88,9 +88,6 @@ pub struct RollupHold {
     /// events' worth at once.
     cube: Duration,
     cube_events: usize,
-    /// Every other thread of the process runs behind the writer
-    /// (`writer_first`).
-    writer_first: bool,
 }
 
 impl RollupHold {
@@ -102,7 +99,6 @@ impl RollupHold {
         events: 200_000,
         cube: Duration::from_secs(15),
         cube_events: 200_000,
-        writer_first: false,
     };
     /// A new database filled with history (an import, a replay, the
     /// benchmark's data set): two million events held (a minute at
@@ -110,59 +106,14 @@ impl RollupHold {
     /// of once every five seconds, while the cube's rows of each hold are
     /// worked out beside the next one's events (held whole, they would
     /// all be worked out at the end, and on one core). Memory: 3.5 GB at
-    /// most while the benchmark's data set is built. The writer's thread
-    /// runs ahead of every other thread of the process (they run at a
-    /// lower priority), as it sets the pace.
+    /// most while the benchmark's data set is built.
     pub const BULK_LOAD: RollupHold = RollupHold {
         idle: Duration::from_secs(60),
         busy: Duration::from_secs(60),
         events: 2_000_000,
         cube: Duration::from_secs(60),
         cube_events: 2_000_000,
-        writer_first: true,
     };
-}
-
-/// The nice value of every thread but the writer's under a bulk load.
-const BEHIND_THE_WRITER: i32 = 10;
-
-/// Lowers the priority of every thread of this process but the caller's
-/// (the writer's) to [`BEHIND_THE_WRITER`]; called again after the writer
-/// starts another thread (those it starts inherit its priority).
-///
-/// A bulk load is paced by the writer's one thread: every event passes
-/// through its transactions. On a machine of few cores the threads that
-/// feed it (the HTTP workers parsing requests) and those that follow it
-/// (the roller, the cube's rows, checkpoints) kept it waiting for a core:
-/// building the benchmark's data set on two cores, the writer spent 13 s
-/// of every 30 runnable and not running. Behind it, they take the CPU it
-/// leaves, and it takes a core whenever it has work. Linux alone (a nice
-/// value belongs to a thread there, and `/proc/self/task` lists them);
-/// elsewhere, or where it is refused, every thread keeps its priority.
-fn writer_first() {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    let me = rustix::thread::gettid();
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<i32>().ok())
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            continue;
-        };
-        if tid == me {
-            continue;
-        }
-        // A thread may have ended meanwhile.
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), BEHIND_THE_WRITER)
-            && e != rustix::io::Errno::SRCH
-        {
-            tracing::debug!(error = %e, "a thread keeps its priority beside the bulk-loading writer");
-        }
-    }
 }
 
 /// The last event (rowid) the cube holds.
@@ -507,9 +458,6 @@ impl SqliteWriter {
         // A roller whose thread stopped is started afresh.
         if self.roller.reset().is_err() {
             self.roller = Roller::start();
-            if self.hold.writer_first {
-                writer_first();
-            }
         }
         let mut statement = conn.prepare(&format!(
             "SELECT rowid, {} FROM events WHERE rowid > ?1 ORDER BY rowid",
@@ -547,9 +495,6 @@ impl SqliteWriter {
     /// afresh for the next one.
     fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &CommitMetrics) {
         let helpers = Helpers::start(&self.path);
-        if self.hold.writer_first {
-            writer_first();
-        }
         let wal = wal_path(&self.path);
         let mut carried: Option<Job> = None;
         let mut last_group: Option<Instant> = None;
@@ -758,14 +703,9 @@ impl SqliteWriter {
         // Taken by the thread, or back here should there be no thread.
         let work = Arc::new(Mutex::new(Some((cube, first_days))));
         let taken = work.clone();
-        let behind = self.hold.writer_first;
         let spawned = std::thread::Builder::new()
             .name("cube-rows".into())
             .spawn(move || {
-                if behind {
-                    // Started by the writer, at its priority until now.
-                    let _ = rustix::process::setpriority_process(None, BEHIND_THE_WRITER);
-                }
                 let (cube, first_days) = taken
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -982,57 +922,10 @@ mod tests {
         store.close().await;
     }
 
-    /// The nice value of the thread `stat` (a `/proc/.../stat` line) is of,
-    /// and its name.
-    #[cfg(target_os = "linux")]
-    fn nice_and_name(stat: &str) -> (i32, String) {
-        let (head, rest) = stat.rsplit_once(") ").unwrap();
-        let name = head.split_once(" (").unwrap().1.to_string();
-        // `state` is the third field of the line, `nice` the nineteenth.
-        (
-            rest.split_whitespace().nth(16).unwrap().parse().unwrap(),
-            name,
-        )
-    }
-
-    /// Checks, once a bulk-loading writer has answered a write (it
-    /// serves, its helpers started), that it runs ahead of the others.
-    #[cfg(target_os = "linux")]
-    fn writer_ahead() {
-        let threads: Vec<(i32, String)> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-            .map(|s| nice_and_name(&s))
-            .collect();
-        // This test's own thread, which started the store, is behind it.
-        let me = nice_and_name(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
-        assert_eq!(me.0, BEHIND_THE_WRITER, "{threads:?}");
-        for helper in ["sqlite-roller", "sqlite-sync", "sqlite-checkpoi"] {
-            assert!(
-                threads
-                    .iter()
-                    .any(|(n, name)| name == helper && *n == BEHIND_THE_WRITER),
-                "no {helper} behind the writer: {threads:?}"
-            );
-        }
-        assert!(
-            threads
-                .iter()
-                .any(|(n, name)| name == "sqlite-writer" && *n == 0),
-            "{threads:?}"
-        );
-    }
-
-    /// The one test of a bulk-loading store: its writer puts every other
-    /// thread of the process behind it, and threads started after (another
-    /// test's writer) would inherit their lower priority.
     #[tokio::test]
-    async fn a_bulk_loading_writer_runs_ahead_and_holds_the_rollups_until_a_read_asks() {
+    async fn a_bulk_loading_writer_holds_the_rollups_until_a_read_asks() {
         let dir = tempfile::tempdir().unwrap();
         let (store, path) = one_event_after_the_idle_hold(dir.path(), RollupHold::BULK_LOAD).await;
-        #[cfg(target_os = "linux")]
-        writer_ahead();
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             !rolled_up(&path, IDLE_USER),
