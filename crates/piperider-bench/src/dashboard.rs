@@ -905,9 +905,12 @@ impl PgCopy {
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let next = {
                         let mut months = months.lock().map_err(|e| e.to_string())?;
-                        let stored = months
-                            .front()
-                            .is_some_and(|m| progress.stored_before((m.2 - start).num_days()));
+                        // The last month ends with the data set, before
+                        // its partition does: copied beside the rollups
+                        // written last.
+                        let stored = months.front().is_some_and(|m| {
+                            progress.stored_before((m.2 - start).num_days().min(DAYS))
+                        });
                         if stored { months.pop_front() } else { None }
                     };
                     let Some((partition, from, to)) = next else {
