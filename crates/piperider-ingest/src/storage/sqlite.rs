@@ -621,11 +621,27 @@ impl SqliteWriter {
         }
     }
 
-    /// Writes the held-back rollups and the watermark (everything stored so far).
+    /// Writes the held-back rollups and the watermark (everything stored
+    /// so far), and the cube's too when they are due or `cube` says so.
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        self.write_rollups(tx, false)
+    }
+
+    /// [`Self::write_pending`], the cube's rollups always included when
+    /// `cube`. The cube's rows need only its users' first days: its thread
+    /// is started as soon as the users are written, and works them out
+    /// while the writer writes the other rollups.
+    fn write_rollups(&mut self, tx: &Transaction<'_>, cube: bool) -> rusqlite::Result<()> {
         let pending = self.roller.take_aggregate().map_err(gone)?;
-        // One writer: one shard.
+        let mut cube = cube
+            || self.cube_since.elapsed() >= self.hold.cube
+            || self.roller.cube_events() >= self.hold.cube_events;
+        // One writer: one shard. `tables()` gives the users first.
         for (upsert, rows) in pending.tables() {
+            if cube && upsert.table != USERS.table {
+                self.write_cube(tx)?;
+                cube = false;
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -669,27 +685,25 @@ impl SqliteWriter {
         )?;
         // Forgotten here: were the commit to fail, the events past the
         // watermark are rolled up again when the writer next opens.
-        self.roller.free(pending);
-        self.since = Instant::now();
-        if self.cube_since.elapsed() >= self.hold.cube
-            || self.roller.cube_events() >= self.hold.cube_events
-        {
+        if cube {
             self.write_cube(tx)?;
         }
+        self.roller.free(pending);
+        self.since = Instant::now();
         Ok(())
     }
 
     /// Writes every held-back rollup, the cube's too (for a read).
     fn write_all(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        self.write_pending(tx)?;
-        self.write_cube(tx)?;
+        self.write_rollups(tx, true)?;
         self.write_cube_job(tx)
     }
 
     /// Writes the rows of the cube held back before (waiting for them),
     /// then hands the held-back cube to a thread that works out its rows;
-    /// called right after [`Self::write_pending`], so that cube holds
-    /// every stored event past those before.
+    /// called by [`Self::write_rollups`] once its users are written, so
+    /// that cube holds every stored event past those before and the users'
+    /// first days are known.
     fn write_cube(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         self.write_cube_job(tx)?;
         let cube = self.roller.take_cube().map_err(gone)?;
