@@ -622,15 +622,15 @@ impl SqliteWriter {
     }
 
     /// Writes the held-back rollups and the watermark (everything stored
-    /// so far), and the cube's too when they are due or `cube` says so.
+    /// so far), and the cube's too when they are due.
     fn write_pending(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         self.write_rollups(tx, false)
     }
 
-    /// [`Self::write_pending`], the cube's rollups always included when
-    /// `cube`. The cube's rows need only its users' first days: its thread
-    /// is started as soon as the users are written, and works them out
-    /// while the writer writes the other rollups.
+    /// [`Self::write_pending`], the cube's always included when `cube`.
+    /// The cube's rows need only its users' first days: its thread is
+    /// started as soon as the users are written, and works them out while
+    /// the writer writes the other rollups.
     fn write_rollups(&mut self, tx: &Transaction<'_>, cube: bool) -> rusqlite::Result<()> {
         let pending = self.roller.take_aggregate().map_err(gone)?;
         let mut cube = cube
