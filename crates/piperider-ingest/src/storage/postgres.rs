@@ -160,7 +160,7 @@ const UNQUEUE_USER: &str = "DELETE FROM rollup_queue WHERE CAST(event_id AS text
      (SELECT event_id FROM events WHERE user_id = $1)";
 
 /// Most queued events one roll-up takes (then it takes the next ones).
-const ROLL_UP_EVENTS: i64 = 2_000;
+const ROLL_UP_EVENTS: i64 = 10_000;
 
 /// How often the roller writes the rollups while events keep coming.
 const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
