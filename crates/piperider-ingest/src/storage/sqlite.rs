@@ -55,7 +55,7 @@ use super::schema::{
     SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS, USERS, USERS_LATER_SQLITE, sqlite_synchronous,
 };
 use roller::{AddTo, Gone, Roller};
-use wal::{Settle, checkpointer, syncer, wal_path};
+use wal::{Settle, WAL_RESTART_FRAMES, checkpointer, syncer, wal_path};
 
 /// Threads syncing the WAL, so that syncs overlap.
 const SYNCERS: usize = 3;
@@ -253,7 +253,7 @@ impl Helpers {
             let (gate, path) = (gate.clone(), path.to_path_buf());
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
-                .spawn(move || checkpointer(&path, &gate, &stopped))
+                .spawn(move || checkpointer(&path, &gate, &stopped, WAL_RESTART_FRAMES))
                 .ok()
         };
         let (to_sync, syncing) = std::sync::mpsc::channel::<Settle>();
