@@ -385,6 +385,7 @@ pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`sqlite_synchronous`].
 pub(crate) const SQLITE_PRAGMAS: [(&str, &str); 3] = [
     // Index pages stay in memory instead of being read back per insert.
+    // The writer then sets its own size (`RollupHold`).
     ("cache_size", "-32768"),
     ("temp_store", "memory"),
     // Checkpoints run on the writer's own thread (`sqlite::checkpointer`);
