@@ -9,8 +9,9 @@
 //! - Admin routes take the `auth::Admin` extractor.
 //! - Inputs come through the `body` extractors; every refusal, an unknown
 //!   route or method and a timeout included, is the one JSON error shape.
-//! - Every request is counted and timed (`metrics::ObserveLayer`)
-//!   and given at most the configured time.
+//! - Every request is counted and timed, and given at most the configured
+//!   time, its refusal then in the one shape too: one layer around every
+//!   route (`outer`).
 //!
 //! The route list is written once, in [`app`]; [`routes`] reads it back so a
 //! test can hold it against `/openapi.json`.
@@ -18,12 +19,13 @@
 mod admission;
 mod auth;
 pub(crate) mod body;
+mod outer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -136,7 +138,7 @@ pub fn client_routes() -> Vec<(&'static str, &'static str)> {
 /// The router: ingestion, privacy, Cloud, admin and operations endpoints.
 pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let admission = axum::middleware::from_fn_with_state(state.clone(), admission::admit);
+    let admission = admission::AdmissionLayer(state.clone());
     let mut paths: BTreeMap<&str, MethodRouter<AppState>> = BTreeMap::new();
     for e in table() {
         let route = match e.face {
@@ -158,24 +160,11 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::NoRoute })
-        .layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES))
-        .layer(axum::middleware::map_response(timeout_as_json))
-        .layer(crate::metrics::ObserveLayer(state.clone()))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(outer::OuterLayer {
+            app: state.clone(),
             timeout,
-        ))
+        })
         .with_state(state)
-}
-
-/// The timeout layer's bare 408, in the one JSON error shape.
-async fn timeout_as_json(response: Response) -> Response {
-    if response.status() == StatusCode::REQUEST_TIMEOUT
-        && !response.headers().contains_key(header::CONTENT_TYPE)
-    {
-        return ApiError::Timeout.into_response();
-    }
-    response
 }
 
 async fn consent_script() -> Response {

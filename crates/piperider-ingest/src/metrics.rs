@@ -1,13 +1,8 @@
 //! Prometheus metrics, one registry per service. Labels carry outcomes,
 //! reasons and routes, never an address or an id.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,68 +98,14 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
 
-/// Counts and times every request by route template and status, and logs
-/// it. Never the address, the query string or a path parameter. A plain
-/// tower layer: it costs no allocation per request beyond its future.
-#[derive(Debug, Clone)]
-pub(crate) struct ObserveLayer(pub(crate) crate::state::AppState);
-
-impl<S> tower::Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            app: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Observe<S> {
-    inner: S,
-    app: crate::state::AppState,
-}
-
-impl<S> tower::Service<Request> for Observe<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", |p| route_label(p.as_str()));
-        let method = request.method().clone();
-        let started = Instant::now();
-        let response = self.inner.call(request);
-        let app = self.app.clone();
-        Box::pin(async move {
-            let metrics = &app.metrics;
-            let response = response.await?;
-            let took = started.elapsed();
-            let labels = RequestLabels {
-                route,
-                status: response.status().as_u16(),
-            };
-            metrics.requests.get_or_create(&labels).inc();
-            metrics
-                .request_seconds
-                .get_or_create(&labels)
-                .observe(took.as_secs_f64());
-            tracing::debug!(%method, %route, status = response.status().as_u16(), micros = took.as_micros() as u64, "request");
-            Ok(response)
-        })
+    /// One answered request: counted and timed by route template and status.
+    pub(crate) fn observe_request(&self, route: &'static str, status: u16, took: Duration) {
+        let labels = RequestLabels { route, status };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 }
 

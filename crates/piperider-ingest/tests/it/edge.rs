@@ -2,8 +2,9 @@
 //! route list against the OpenAPI document, and the one error shape for
 //! refusals the handlers never see.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::{CLIENT_IP, Db, Harness, on_both};
@@ -194,5 +195,34 @@ async fn refusals_outside_the_handlers_take_the_one_error_shape() {
     let (status, headers, _) = h.send(CLIENT_IP, request).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(headers["content-type"], "application/json");
+    h.finish().await;
+}
+
+/// A request that outlives `--request-timeout-secs` (here a body that
+/// never finishes) is answered 408 in the one error shape, and counted
+/// like any other answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_gets_the_error_shape_and_is_counted() {
+    let Some(h) = Harness::start(Db::Sqlite, |c| c.request_timeout_secs = 1).await else {
+        return;
+    };
+    let first: Result<Bytes, std::io::Error> = Ok(Bytes::from_static(b"{\"events\":["));
+    let never = futures_util::stream::once(async { first }).chain(futures_util::stream::pending());
+    let request = Request::post("/v1/batch")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(never))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, headers, body) = h.send(CLIENT_IP, request).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(headers["content-type"], "application/json");
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"], "timeout", "{error}");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(r#"piperider_ingest_requests_total{route="/v1/batch",status="408"} 1"#),
+        "the timed-out request was not counted:\n{metrics}"
+    );
     h.finish().await;
 }
