@@ -2,16 +2,16 @@
 //! one layer or one extractor.
 //!
 //! - Client routes (`/v1/batch`, `/v1/deletion-requests`, `/v1/consent`,
-//!   `/v1/cloud/events`, `/v1/users/{user_id}`, `/admin/login`) pass the
-//!   `admission` layer: the
+//!   `/v1/cloud/events`, `/v1/users/{user_id}`, `/admin/login`, the public
+//!   summary and page) are admitted (`admission`) by the one outer layer: the
 //!   client's address under one proxy-trust rule, its rate limit, the body
 //!   limit.
 //! - Admin routes take the `auth::Admin` extractor.
 //! - Inputs come through the `body` extractors; every refusal, an unknown
 //!   route or method and a timeout included, is the one JSON error shape.
 //! - Every request is counted and timed, and given at most the configured
-//!   time, its refusal then in the one shape too: one layer around every
-//!   route (`outer`).
+//!   time, its refusal then in the one shape too: the same layer around
+//!   every route (`outer`).
 //!
 //! The route list is written once, in [`app`]; [`routes`] reads it back so a
 //! test can hold it against `/openapi.json`.
@@ -126,7 +126,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     table().into_iter().map(|e| (e.path, e.method)).collect()
 }
 
-/// The client routes' paths (those behind the admission layer).
+/// The client routes' paths (those the outer layer admits first).
 pub fn client_routes() -> Vec<(&'static str, &'static str)> {
     table()
         .into_iter()
@@ -138,19 +138,23 @@ pub fn client_routes() -> Vec<(&'static str, &'static str)> {
 /// The router: ingestion, privacy, Cloud, admin and operations endpoints.
 pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let admission = admission::AdmissionLayer(state.clone());
     let mut paths: BTreeMap<&str, MethodRouter<AppState>> = BTreeMap::new();
+    let mut clients = Vec::new();
     for e in table() {
-        let route = match e.face {
-            Face::Client => e.route.layer(admission.clone()),
-            Face::Other => e.route,
-        };
+        if e.face == Face::Client {
+            clients.push((e.path, axum::http::Method::from_bytes(e.method.as_bytes())));
+        }
         let merged = match paths.remove(e.path) {
-            Some(other) => other.merge(route),
-            None => route,
+            Some(other) => other.merge(e.route),
+            None => e.route,
         };
         paths.insert(e.path, merged);
     }
+    let clients = clients
+        .into_iter()
+        .map(|(path, method)| Ok((path, method?)))
+        .collect::<Result<Vec<_>, axum::http::method::InvalidMethod>>()
+        .expect("the table names standard methods");
     let mut router = Router::new();
     for (path, methods) in paths {
         router = router.route(
@@ -163,6 +167,7 @@ pub fn app(state: AppState) -> Router {
         .layer(outer::OuterLayer {
             app: state.clone(),
             timeout,
+            clients: clients.into(),
         })
         .with_state(state)
 }

@@ -1,20 +1,17 @@
 //! Admission: what every client request passes before its handler runs,
-//! as one layer on the client routes. It finds the client's address (one
+//! in the one layer around every route (`super::outer`), on the routes
+//! the table marks as client routes. It finds the client's address (one
 //! proxy-trust rule), checks the address's rate limit, and refuses a body
 //! declared larger than the limit; the body extractors cap what is read
 //! ([`super::body`]). The address is kept in the request for the geo
 //! lookup only, and is never stored, logged or put in a metric.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::task::{Context, Poll};
 
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-use futures_util::future::{Either, Ready, ready};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
@@ -147,54 +144,9 @@ impl Client {
     }
 }
 
-/// The admission layer, on every client route. A plain tower layer: a
-/// request admitted costs no allocation here beyond the extension it
-/// adds, and a refused one never reaches the route.
-#[derive(Debug, Clone)]
-pub(crate) struct AdmissionLayer(pub(crate) AppState);
-
-impl<S> tower::Layer<S> for AdmissionLayer {
-    type Service = Admission<S>;
-    fn layer(&self, inner: S) -> Admission<S> {
-        Admission {
-            inner,
-            app: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Admission<S> {
-    inner: S,
-    app: AppState,
-}
-
-impl<S> tower::Service<Request> for Admission<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        match admit(&self.app, &request) {
-            Ok(client) => {
-                request.extensions_mut().insert(client);
-                Either::Right(self.inner.call(request))
-            }
-            Err(refused) => Either::Left(ready(Ok(refused.into_response()))),
-        }
-    }
-}
-
 /// Who sent `request`, if it may go on: its address's rate limit, and a
 /// body declared larger than the limit refused before it is read.
-fn admit(app: &AppState, request: &Request) -> Result<Client, ApiError> {
+pub(crate) fn admit(app: &AppState, request: &Request) -> Result<Client, ApiError> {
     // As axum's `ConnectInfo` extractor finds it (a test's router is given
     // its peer by `MockConnectInfo`).
     let extensions = request.extensions();

@@ -1,17 +1,21 @@
 //! The layer around every route: the body limit for axum's own
-//! extractors, the request's deadline, and its count and time in the
-//! metrics, with its log line. One layer, not three: each layer the router
-//! adds wraps every route in a boxed service that is cloned, and whose
-//! future is boxed, on every request.
+//! extractors, admission on the client routes ([`super::admission`]), the
+//! request's deadline, and its count and time in the metrics, with its log
+//! line. One layer, not four: each layer the router or a route adds wraps
+//! the route in a boxed service that is cloned, and whose future is boxed,
+//! on every request.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, ready};
 
 use crate::error::ApiError;
 use crate::metrics::route_label;
@@ -26,6 +30,9 @@ pub(crate) struct OuterLayer {
     pub(crate) app: AppState,
     /// A request not answered within this is answered 408 ([`ApiError::Timeout`]).
     pub(crate) timeout: Duration,
+    /// The client routes (template, method): each request to one is
+    /// admitted first.
+    pub(crate) clients: Arc<[(&'static str, Method)]>,
 }
 
 impl<S> tower::Layer<S> for OuterLayer {
@@ -35,6 +42,7 @@ impl<S> tower::Layer<S> for OuterLayer {
             inner: tower::Layer::layer(&DefaultBodyLimit::max(BODY_LIMIT), inner),
             app: self.app.clone(),
             timeout: self.timeout,
+            clients: self.clients.clone(),
         }
     }
 }
@@ -44,6 +52,7 @@ pub(crate) struct Outer<S> {
     inner: <DefaultBodyLimit as tower::Layer<S>>::Service,
     app: AppState,
     timeout: Duration,
+    clients: Arc<[(&'static str, Method)]>,
 }
 
 impl<S> tower::Service<Request> for Outer<S>
@@ -61,14 +70,28 @@ where
 
     /// Never the address, the query string or a path parameter: the
     /// route's template, the method and the status.
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let route = request
             .extensions()
             .get::<MatchedPath>()
             .map_or("unmatched", |p| route_label(p.as_str()));
         let method = request.method().clone();
         let started = Instant::now();
-        let response = self.inner.call(request);
+        let client = self
+            .clients
+            .iter()
+            .any(|(path, m)| *path == route && *m == method);
+        let admitted = if client {
+            super::admission::admit(&self.app, &request).map(|c| {
+                request.extensions_mut().insert(c);
+            })
+        } else {
+            Ok(())
+        };
+        let response = match admitted {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(refused) => Either::Left(ready(Ok(refused.into_response()))),
+        };
         let (app, timeout) = (self.app.clone(), self.timeout);
         Box::pin(async move {
             let response = match tokio::time::timeout(timeout, response).await {
