@@ -77,10 +77,16 @@ where
             .map_or("unmatched", |p| route_label(p.as_str()));
         let method = request.method().clone();
         let started = Instant::now();
+        // A GET route answers HEAD too, so HEAD is admitted as GET.
+        let as_method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            &method
+        };
         let client = self
             .clients
             .iter()
-            .any(|(path, m)| *path == route && *m == method);
+            .any(|(path, m)| *path == route && m == as_method);
         let admitted = if client {
             super::admission::admit(&self.app, &request).map(|c| {
                 request.extensions_mut().insert(c);

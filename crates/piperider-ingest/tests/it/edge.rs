@@ -84,6 +84,14 @@ on_both!(
                 StatusCode::TOO_MANY_REQUESTS,
                 "{method} {path}: {statuses:?}"
             );
+            // A GET route answers HEAD too, under the same limit.
+            if method == "GET" {
+                let head = Request::head(path.replace("{user_id}", crate::USER))
+                    .body(Body::empty())
+                    .unwrap();
+                let (status, _, _) = h.send(&ip, head).await;
+                assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "HEAD {path}");
+            }
             // Another address is not held back by this one.
             let other = format!("203.0.113.{}", i + 1);
             let (status, _, _) = h.send(&other, client_request(path, method)).await;
