@@ -51,6 +51,8 @@ enum Face {
 struct Entry {
     path: &'static str,
     method: &'static str,
+    /// `method`, parsed.
+    http_method: axum::http::Method,
     face: Face,
     route: MethodRouter<AppState>,
 }
@@ -60,13 +62,14 @@ where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
-    let filter = axum::http::Method::from_bytes(method.as_bytes())
-        .ok()
-        .and_then(|m| MethodFilter::try_from(m).ok())
+    let http_method = axum::http::Method::from_bytes(method.as_bytes())
         .expect("the table names standard methods");
+    let filter =
+        MethodFilter::try_from(http_method.clone()).expect("the table names standard methods");
     Entry {
         path,
         method,
+        http_method,
         face,
         route: on(filter, handler),
     }
@@ -142,7 +145,11 @@ pub fn app(state: AppState) -> Router {
     let mut clients = Vec::new();
     for e in table() {
         if e.face == Face::Client {
-            clients.push((e.path, axum::http::Method::from_bytes(e.method.as_bytes())));
+            // A GET route answers HEAD too (axum), so HEAD is admitted with it.
+            if e.http_method == axum::http::Method::GET {
+                clients.push((e.path, axum::http::Method::HEAD));
+            }
+            clients.push((e.path, e.http_method));
         }
         let merged = match paths.remove(e.path) {
             Some(other) => other.merge(e.route),
@@ -150,11 +157,6 @@ pub fn app(state: AppState) -> Router {
         };
         paths.insert(e.path, merged);
     }
-    let clients = clients
-        .into_iter()
-        .map(|(path, method)| Ok((path, method?)))
-        .collect::<Result<Vec<_>, axum::http::method::InvalidMethod>>()
-        .expect("the table names standard methods");
     let mut router = Router::new();
     for (path, methods) in paths {
         router = router.route(

@@ -30,8 +30,8 @@ pub(crate) struct OuterLayer {
     pub(crate) app: AppState,
     /// A request not answered within this is answered 408 ([`ApiError::Timeout`]).
     pub(crate) timeout: Duration,
-    /// The client routes (template, method): each request to one is
-    /// admitted first.
+    /// The client routes (template, method; HEAD beside each GET): each
+    /// request to one is admitted first.
     pub(crate) clients: Arc<[(&'static str, Method)]>,
 }
 
@@ -77,16 +77,10 @@ where
             .map_or("unmatched", |p| route_label(p.as_str()));
         let method = request.method().clone();
         let started = Instant::now();
-        // A GET route answers HEAD too, so HEAD is admitted as GET.
-        let as_method = if method == Method::HEAD {
-            &Method::GET
-        } else {
-            &method
-        };
         let client = self
             .clients
             .iter()
-            .any(|(path, m)| *path == route && m == as_method);
+            .any(|(path, m)| *path == route && *m == method);
         let admitted = if client {
             super::admission::admit(&self.app, &request).map(|c| {
                 request.extensions_mut().insert(c);
