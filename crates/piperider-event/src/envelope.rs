@@ -92,6 +92,30 @@ pub struct Batch<E> {
     pub events: Vec<E>,
 }
 
+impl<E: WireEvent> Batch<E> {
+    /// The events of a body in which every event is valid, read in one
+    /// pass; `None` when anything in it is wrong, or the body is larger
+    /// than one event may be. A receiver then reads it the long way
+    /// ([`RawBatch::parse`], then [`WireEvent::parse`] for each event),
+    /// which says what is wrong event by event.
+    ///
+    /// Whatever this accepts, the long way accepts as the same events:
+    /// the envelope and each event go through the same `Deserialize` and
+    /// [`WireEvent::validate`], and no event of a body within
+    /// [`MAX_EVENT_BYTES`] can be over that limit. It saves the long way's
+    /// first pass, which keeps each event's raw JSON for a rejection that a
+    /// valid body never needs.
+    pub fn parse_valid(body: &[u8], now: DateTime<Utc>) -> Option<Vec<E>> {
+        if body.len() > MAX_EVENT_BYTES {
+            return None;
+        }
+        let batch: Batch<E> = serde_json::from_slice(body).ok()?;
+        let valid = batch.events.len() <= MAX_BATCH_EVENTS
+            && batch.events.iter().all(|e| e.validate(now).is_ok());
+        valid.then_some(batch.events)
+    }
+}
+
 /// A batch as a receiver first reads it: the envelope checked, each event
 /// kept as raw JSON so that one bad event does not spoil its neighbours.
 #[derive(Debug, Deserialize)]
