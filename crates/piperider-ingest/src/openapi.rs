@@ -197,7 +197,7 @@ pub(crate) fn document() -> Value {
             "/consent.js": {"get": op("The Cloud consent banner and consent-gated tracker", None,
                 json!({"200": response("The script", text("text/javascript"))}), &[])},
             "/healthz": {"get": op("The process is up", None, json!({"200": response("ok", text("text/plain"))}), &[])},
-            "/readyz": {"get": op("The database is reachable (and writable after a failed commit)", None,
+            "/readyz": {"get": op("The database answers and a write could start", None,
                 json!({"200": response("ready", text("text/plain"))}), &[unavailable])},
             "/metrics": {"get": op("Prometheus metrics", None,
                 json!({"200": response("OpenMetrics text", text("application/openmetrics-text"))}), &[])},

@@ -83,7 +83,14 @@ struct Inner {
     queue: Option<Arc<queue::Queue>>,
     /// Where the dashboard's reads go when `--read-database-url` is given.
     replica: std::sync::OnceLock<Replica>,
+    /// When the last readiness probe passed ([`Store::ready`]); held by
+    /// the probe under way, so that one runs at a time.
+    probe: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long a passed readiness probe answers for the probes after it
+/// (unless a commit fails meanwhile).
+const READY_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A streaming replica of the PostgreSQL database for the dashboard's
 /// reads ([`Store::read`]). After a failed read the primary takes the
@@ -243,6 +250,7 @@ impl Store {
             salt: tokio::sync::OnceCell::new_with(Some(salt)),
             queue: None,
             replica: std::sync::OnceLock::new(),
+            probe: Arc::default(),
         })))
     }
 
@@ -267,6 +275,7 @@ impl Store {
             salt: tokio::sync::OnceCell::new(),
             queue: Some(queue),
             replica: std::sync::OnceLock::new(),
+            probe: Arc::default(),
         })))
     }
 
@@ -352,20 +361,36 @@ impl Store {
         matches!(self.0.backend, Backend::Sqlite(_))
     }
 
-    /// Whether the database answers and, with `write`, whether a write
-    /// could start now (SQLite's write lock can be taken, and is given
-    /// back at once; for PostgreSQL an answer is enough).
-    pub async fn ready(&self, write: bool) -> Result<(), StorageError> {
+    /// Whether the database answers and a write could start now
+    /// (SQLite's write lock can be taken, and is given back at once; for
+    /// PostgreSQL an answer is enough). One probe runs at a time, in a task
+    /// of its own that finishes (and rolls back) even when the caller stops
+    /// waiting; a probe that passed answers for a second unless a
+    /// commit fails meanwhile, so that a flood of readiness requests
+    /// neither piles up probes nor keeps the writer from the lock.
+    pub async fn ready(&self) -> Result<(), StorageError> {
+        let mut passed = Arc::clone(&self.0.probe).lock_owned().await;
+        if passed.is_some_and(|at| at.elapsed() < READY_FRESH) && !self.failing() {
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let outcome = store.probe().await;
+            *passed = outcome.is_ok().then(std::time::Instant::now);
+            outcome
+        })
+        .await
+        .unwrap_or(Err(StorageError::WriterStopped))
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
         // A node in queue mode takes events while the database is away.
         if let Some(queue) = &self.0.queue {
             return queue.state().await.map(drop);
         }
         on_pool!(&self.0.backend, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
-        match &self.0.backend {
-            Backend::Sqlite(pool) if write => {
-                pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await?;
-            }
-            _ => {}
+        if let Backend::Sqlite(pool) = &self.0.backend {
+            pool.begin_with("BEGIN IMMEDIATE").await?.rollback().await?;
         }
         self.0.metrics.failing.set(0);
         Ok(())

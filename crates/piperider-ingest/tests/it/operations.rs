@@ -163,6 +163,35 @@ on_both!(
     }
 );
 
+on_both!(
+    readiness_fails_while_storage_is_away_with_no_traffic,
+    |db: Db| async move {
+        let Some(h) = Harness::start(db, |_| {}).await else {
+            return;
+        };
+        let h = std::sync::Arc::new(h);
+        assert_eq!(get(&h, "/readyz").await.0, StatusCode::OK);
+        let outage = h.take_storage_away().await;
+        // Past the second for which a passed probe answers.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        // No event tried the database: readiness finds out by itself, and
+        // many probes at once are answered (one probe runs at a time).
+        let probes: Vec<_> = (0..50)
+            .map(|_| {
+                let h = std::sync::Arc::clone(&h);
+                tokio::spawn(async move { get(&h, "/readyz").await.0 })
+            })
+            .collect();
+        for probe in probes {
+            assert_eq!(probe.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        outage.end().await;
+        assert_eq!(get(&h, "/readyz").await.0, StatusCode::OK);
+        assert_eq!(h.post_batch(&[event(USER)]).await.0, StatusCode::OK);
+        std::sync::Arc::into_inner(h).unwrap().finish().await;
+    }
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_a_socket_and_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();

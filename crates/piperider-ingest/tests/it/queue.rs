@@ -62,7 +62,7 @@ async fn node(h: &Harness, config: &QueueConfig) -> Harness {
     let store = Store::connect_node(&h.url(), config).await.unwrap();
     let node = Harness::serving(h.state.config().clone(), store).await;
     eventually(30, "the node is ready", async || {
-        node.store().ready(false).await.is_ok()
+        node.store().ready().await.is_ok()
     })
     .await;
     node
