@@ -26,7 +26,7 @@ mod text;
 
 pub use cli::{CliEvent, CommandName, Outcome, Platform, Project, Runtime, Stats, Status};
 pub use cloud::{CloudEvent, CloudEventType, RouteTemplate};
-pub use envelope::{Batch, RawBatch, WireEvent};
+pub use envelope::{Batch, RawBatch, WireEvent, read_json};
 pub use error::{EventError, Violation};
 pub use ids::{DeviceId, EventId, ProjectId, UserId, VisitorId};
 pub use owner::{

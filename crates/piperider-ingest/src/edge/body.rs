@@ -229,10 +229,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequest<S> for Json<T> 
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let JsonBody(bytes, _) = JsonBody::from_request(request, state).await?;
-        // Checked as UTF-8 once and read as text (faster than bytes).
-        std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|text| serde_json::from_str(text).ok())
+        piperider_event::read_json(&bytes)
             .map(Json)
             .ok_or_else(|| ApiError::BadRequest(format!("expected {}", T::EXPECTED)))
     }
