@@ -214,10 +214,11 @@ pub(crate) fn start(
     // Its own thread, not the runtime's blocking pool: a runtime shut down
     // while a `Store` is still held must not wait for it.
     let (done, finished) = oneshot::channel::<()>();
+    let answers = Answers(tokio::runtime::Handle::try_current().ok());
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            writer.run(rx, &metrics);
+            writer.run(rx, &metrics, &answers);
             // Unlocked once the last commit is done.
             drop(lock);
             let _ = done.send(());
@@ -227,6 +228,41 @@ pub(crate) fn start(
         let _ = finished.await;
     });
     Ok((tx, handle))
+}
+
+/// Where a group's requests are answered once its commit is on disk: in
+/// one task on the runtime the store was started on, which wakes each
+/// request's task on its own thread, instead of the syncer thread waking
+/// every request's task from outside the runtime (a push to the runtime's
+/// shared queue and a worker to rouse, per request). Without a runtime,
+/// on the syncer's thread.
+#[derive(Clone)]
+struct Answers(Option<tokio::runtime::Handle>);
+
+impl Answers {
+    /// Runs `answer`, on the runtime if there is one. A runtime that has
+    /// shut down drops the task unrun; the answer is then given where it
+    /// is dropped, so a request is never left without one.
+    fn answer(&self, answer: impl FnOnce() + Send + 'static) {
+        match &self.0 {
+            Some(runtime) => {
+                let answer = OnDrop(Some(answer));
+                drop(runtime.spawn(async move { drop(answer) }));
+            }
+            None => answer(),
+        }
+    }
+}
+
+/// Runs its closure once, when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// Opens a connection to an existing store file, for the writer or the checkpointer.
@@ -502,7 +538,7 @@ impl SqliteWriter {
     /// Serves the queue until every sender is gone, then writes what it
     /// holds back. After a failed transaction the connection is opened
     /// afresh for the next one.
-    fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &CommitMetrics) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &CommitMetrics, answers: &Answers) {
         let helpers = Helpers::start(&self.path);
         let wal = wal_path(&self.path);
         let mut carried: Option<Job> = None;
@@ -543,14 +579,16 @@ impl SqliteWriter {
                     } else {
                         vec![(jobs, result, size, started)]
                     };
-                    let metrics = metrics.clone();
+                    let (metrics, answers) = (metrics.clone(), answers.clone());
                     helpers.after_sync(&wal, move |synced| {
-                        let synced = synced.map_err(std::sync::Arc::new);
-                        for (jobs, result, size, started) in settled {
-                            let synced = synced.clone().map_err(|e| e.shared());
-                            let result = result.and_then(|w| synced.map(|()| w));
-                            settle(jobs, result, &metrics, size, started);
-                        }
+                        answers.answer(move || {
+                            let synced = synced.map_err(std::sync::Arc::new);
+                            for (jobs, result, size, started) in settled {
+                                let synced = synced.clone().map_err(|e| e.shared());
+                                let result = result.and_then(|w| synced.map(|()| w));
+                                settle(jobs, result, &metrics, size, started);
+                            }
+                        });
                     });
                 }
                 Job::Flush(reply) => {
@@ -895,6 +933,35 @@ mod tests {
     use piperider_event::{CliEvent, WireEvent};
 
     use super::*;
+
+    /// A commit's requests are answered even when the runtime they were
+    /// to be answered on has shut down (its task dropped unrun), and on
+    /// the runtime while it runs.
+    #[test]
+    fn answers_are_given_on_the_runtime_or_where_the_task_is_dropped() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("answers-test")
+            .build()
+            .unwrap();
+        let answers = Answers(Some(runtime.handle().clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = tx.clone();
+        answers.answer(move || {
+            let _ = sent.send(std::thread::current().name().map(String::from));
+        });
+        let on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(on.as_deref(), Some("answers-test"));
+        drop(runtime);
+        answers.answer(move || {
+            let _ = tx.send(None);
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(None),
+            "no answer once the runtime had shut down"
+        );
+    }
 
     /// Whether the `users` rollup holds `user`, read from the file itself
     /// (not through the store, whose reads would have the writer flush).
