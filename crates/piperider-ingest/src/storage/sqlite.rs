@@ -3,7 +3,8 @@
 //! one `BEGIN IMMEDIATE` transaction, and answers each request only after
 //! `COMMIT` and an `fdatasync` of the WAL, done by syncer threads for every
 //! commit made meanwhile while the writer goes on with the next group
-//! ([`wal`]).
+//! ([`wal`]); the group's requests are then answered from one task on the
+//! runtime ([`Answers`]).
 //!
 //! Rollups are held back in memory, so that a user seen a thousand times
 //! meanwhile costs one upsert, not a thousand; a thread of their own adds
