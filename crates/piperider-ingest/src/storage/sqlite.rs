@@ -215,7 +215,7 @@ pub(crate) fn start(
     // Its own thread, not the runtime's blocking pool: a runtime shut down
     // while a `Store` is still held must not wait for it.
     let (done, finished) = oneshot::channel::<()>();
-    let answers = Answers(tokio::runtime::Handle::try_current().ok());
+    let answers = Answers::on_current_runtime();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
@@ -235,12 +235,21 @@ pub(crate) fn start(
 /// one task on the runtime the store was started on, which wakes each
 /// request's task on its own thread, instead of the syncer thread waking
 /// every request's task from outside the runtime (a push to the runtime's
-/// shared queue and a worker to rouse, per request). Without a runtime,
-/// on the syncer's thread.
+/// shared queue and a worker to rouse, per request). Without a runtime
+/// whose own workers run its tasks, on the syncer's thread: a
+/// current-thread runtime runs them only while its thread waits in it.
 #[derive(Clone)]
 struct Answers(Option<tokio::runtime::Handle>);
 
 impl Answers {
+    fn on_current_runtime() -> Answers {
+        Answers(
+            tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|r| r.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
+        )
+    }
+
     /// Runs `answer`, on the runtime if there is one. A runtime that has
     /// shut down drops the task unrun; the answer is then given where it
     /// is dropped, so a request is never left without one.
@@ -945,7 +954,7 @@ mod tests {
             .thread_name("answers-test")
             .build()
             .unwrap();
-        let answers = Answers(Some(runtime.handle().clone()));
+        let answers = runtime.block_on(async { Answers::on_current_runtime() });
         let (tx, rx) = std::sync::mpsc::channel();
         let sent = tx.clone();
         answers.answer(move || {
@@ -961,6 +970,21 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)),
             Ok(None),
             "no answer once the runtime had shut down"
+        );
+        // A current-thread runtime nobody waits in would never run the
+        // task: the answer is given at once instead.
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answers = idle.block_on(async { Answers::on_current_runtime() });
+        let (tx, rx) = std::sync::mpsc::channel();
+        answers.answer(move || {
+            let _ = tx.send(());
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(()),
+            "no answer from an idle current-thread runtime"
         );
     }
 
