@@ -230,8 +230,9 @@ impl Store {
         let salt = user_hash_salt(&backend).await?;
         let (queues, writers, roller) = match &backend {
             Backend::Postgres(pool) => {
-                let (queues, mut writers) = postgres::start(pool, &metrics);
-                let (roller, rolling) = postgres::start_roller(pool, &salt, &metrics);
+                let recent = Arc::new(postgres::Recent::default());
+                let (queues, mut writers) = postgres::start(pool, &metrics, &recent);
+                let (roller, rolling) = postgres::start_roller(pool, &salt, &metrics, recent);
                 writers.push(rolling);
                 (queues, writers, Some(roller))
             }

@@ -4,6 +4,8 @@
 //! `rollup_queue`; the rollups are written by the roller ([`roll_up`]),
 //! about once a second and before every read of them, many groups at once
 //! and off the acknowledgement path, as the SQLite writer holds them back.
+//! The roller takes the rows its own process stored from memory
+//! ([`Recent`]) and reads back only the others.
 //! Rows travel as one binary array per column (`UNNEST`). A group whose
 //! events are all new (the usual case) is one statement, so one round trip
 //! and one commit ([`write_new`]); any other group takes a transaction of a
@@ -11,6 +13,7 @@
 //! request.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
@@ -20,7 +23,7 @@ use super::cube;
 use super::error::StorageError;
 use super::group::{CommitMetrics, Group, Job, QUEUE, Written, gather, isolate, outcomes, settle};
 use super::rollup::Aggregate;
-use super::rows::{Cell, owner_rows};
+use super::rows::{Cell, EventRow, owner_rows};
 use super::schema::{
     DELETE_USER, DELETE_USER_EVENTS_POSTGRES, DELETE_USER_QUARANTINE, EVENTS, OWNER_KEYS,
     PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, Upsert,
@@ -100,6 +103,7 @@ fn writers_pool(pool: &PgPool) -> PgPool {
 pub(crate) fn start(
     pool: &PgPool,
     metrics: &CommitMetrics,
+    recent: &Arc<Recent>,
 ) -> (Vec<mpsc::Sender<Job>>, Vec<tokio::task::JoinHandle<()>>) {
     let pool = writers_pool(pool);
     let mut queues = Vec::new();
@@ -107,12 +111,22 @@ pub(crate) fn start(
     for _ in 0..WRITERS {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE / WRITERS);
         queues.push(tx);
-        handles.push(tokio::spawn(serve(pool.clone(), rx, metrics.clone())));
+        handles.push(tokio::spawn(serve(
+            pool.clone(),
+            rx,
+            metrics.clone(),
+            recent.clone(),
+        )));
     }
     (queues, handles)
 }
 
-async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics) {
+async fn serve(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: CommitMetrics,
+    recent: Arc<Recent>,
+) {
     let mut carried: Option<Job> = None;
     loop {
         let job = match carried.take() {
@@ -133,6 +147,7 @@ async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics
         let (jobs, next) = gather(first, || rx.try_recv().ok());
         let group = Group::of(&jobs);
         let result = write(&pool, &group).await;
+        recent.add(&group, &result);
         let (size, started) = (group.events.len(), group.started);
         drop(group);
         if isolate(&jobs, &result) {
@@ -140,6 +155,7 @@ async fn serve(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: CommitMetrics
                 let jobs = vec![job];
                 let group = Group::of(&jobs);
                 let result = write(&pool, &group).await;
+                recent.add(&group, &result);
                 let (size, started) = (group.events.len(), group.started);
                 drop(group);
                 settle(jobs, result, &metrics, size, started);
@@ -167,50 +183,49 @@ const ROLL_UP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Takes up to [`ROLL_UP_EVENTS`] queued ids and adds their events to the
 /// rollups, in one transaction: an id leaves the queue exactly when its
-/// event is counted. Ids of events deleted since (a deleted user, expired
-/// raw events) leave without counting. It also takes as many ids of events
+/// event is counted. Ids of a user deleted since leave without counting
+/// (a deletion takes them out of the queue, or the tombstone is found
+/// here); so do the ids of raw events expired since that are read back
+/// rather than held in [`Recent`] (retention rolls up before it deletes,
+/// so these are only events that arrived during its pass, already past
+/// retention). It also takes as many ids of events
 /// stored before the cube (`cube_queue`) and adds them to the cube alone.
 /// Returns the larger number of ids it took from either queue.
-async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, StorageError> {
+async fn roll_up_some(
+    pool: &PgPool,
+    cube: &mut CubeWriter,
+    recent: &Recent,
+) -> Result<usize, StorageError> {
     let mut tx = pool.begin().await?;
     let taken = take(&mut tx, "rollup_queue").await?;
     let backfill = take(&mut tx, "cube_queue").await?;
-    if taken.is_empty() && backfill.is_empty() {
+    let most = taken.len().max(backfill.len());
+    if most == 0 {
         return Ok(0);
     }
     let mut rollup = Aggregate::default();
     let mut events = cube::Cube::default();
-    for (taken, rolled) in [(&taken, true), (&backfill, false)] {
-        if taken.is_empty() {
+    for (taken, rolled) in [(taken, true), (backfill, false)] {
+        // The rows this process stored are at hand; the others are read.
+        let (mut rows, taken) = if rolled {
+            recent.take(taken)
+        } else {
+            (Vec::new(), taken)
+        };
+        if !taken.is_empty() {
+            rows.extend(read_events(&mut tx, &taken).await?);
+        }
+        if rows.is_empty() {
             continue;
         }
-        let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
-        // Only the partitions of their days, when every id came with its day.
-        let days: Option<Vec<&str>> = taken.iter().map(|(_, day)| day.as_deref()).collect();
-        let (from, to) = days
-            .and_then(|days| Some((*days.iter().min()?, *days.iter().max()?)))
-            .unwrap_or(EVERY_DAY);
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM events WHERE event_id = ANY($1) AND day >= $2 AND day <= $3",
-            EVENTS.names()
-        ))
-        .bind(&ids)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut read = Vec::with_capacity(rows.len());
-        for row in &rows {
-            read.push(super::rows::EventRow::from_sqlx(row)?);
-        }
         if rolled {
-            let deleted = delete_late_events(&mut tx, &cube.salt, &read).await?;
-            read.retain(|e| !deleted.contains(&e.user_id));
+            let deleted = delete_late_events(&mut tx, &cube.salt, &rows).await?;
+            rows.retain(|e| !deleted.contains(&e.user_id));
         }
-        for event in read {
-            events.add(&event);
+        for event in &rows {
+            events.add(event);
             if rolled {
-                rollup.add(&std::sync::Arc::new(event));
+                rollup.add(event);
             }
         }
     }
@@ -230,7 +245,106 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
         cube::write_postgres(&mut tx, rows, &mut cube.segment_ids).await?;
     }
     tx.commit().await?;
-    Ok(taken.len().max(backfill.len()))
+    Ok(most)
+}
+
+/// The stored rows of the events `taken` names (ids, each with its day
+/// where the queue has it).
+async fn read_events(
+    tx: &mut sqlx::PgConnection,
+    taken: &[(String, Option<String>)],
+) -> Result<Vec<Arc<EventRow>>, StorageError> {
+    let ids: Vec<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+    // Only the partitions of their days, when every id came with its day.
+    let days: Option<Vec<&str>> = taken.iter().map(|(_, day)| day.as_deref()).collect();
+    let (from, to) = days
+        .and_then(|days| Some((*days.iter().min()?, *days.iter().max()?)))
+        .unwrap_or(EVERY_DAY);
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events WHERE event_id = ANY($1) AND day >= $2 AND day <= $3",
+        EVENTS.names()
+    ))
+    .bind(&ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(tx)
+    .await?;
+    rows.iter()
+        .map(|row| Ok(Arc::new(EventRow::from_sqlx(row)?)))
+        .collect()
+}
+
+/// Most rows [`Recent`] holds.
+const RECENT_ROWS: usize = 16_384;
+
+/// The rows this process's writers stored lately, by event id, for the
+/// roller: it takes the rows of the queued ids it finds here, and reads
+/// back from the database only the others (stored by another process,
+/// before a restart, or past [`RECENT_ROWS`]). Only a shortcut: the queue
+/// alone says which events are rolled up, and when, exactly once; a row
+/// found here is the row its writer inserted. A row is held for at most
+/// two roll-ups: one whose id the roller took before it was added, or that
+/// a deletion took out of the queue, is then dropped. Once it is full the
+/// roller rolls up without waiting for its interval.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    held: std::sync::Mutex<Generations>,
+    full: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    /// Added since the last roll-up began.
+    current: HashMap<String, Arc<EventRow>>,
+    /// Added before it and not taken by it.
+    previous: HashMap<String, Arc<EventRow>>,
+}
+
+impl Recent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds the events of `group` that `written` says were stored (and
+    /// so queued for the roller).
+    fn add(&self, group: &Group<'_>, written: &Result<Vec<Written>, StorageError>) {
+        let Ok(written) = written else { return };
+        let mut held = self.lock();
+        for (event, outcome) in group.events.iter().zip(written) {
+            if held.current.len() + held.previous.len() >= RECENT_ROWS {
+                self.full.notify_one();
+                break;
+            }
+            if *outcome == Written::Accepted {
+                held.current
+                    .insert(event.event_id.clone(), Arc::clone(event));
+            }
+        }
+    }
+
+    /// The rows held for the ids of `taken`, and the ids not held.
+    fn take(&self, taken: Taken) -> (Vec<Arc<EventRow>>, Taken) {
+        let mut held = self.lock();
+        let mut rows = Vec::with_capacity(taken.len());
+        let mut missing = Vec::new();
+        for (id, day) in taken {
+            let row = held
+                .current
+                .remove(&id)
+                .or_else(|| held.previous.remove(&id));
+            match row {
+                Some(row) => rows.push(row),
+                None => missing.push((id, day)),
+            }
+        }
+        (rows, missing)
+    }
+
+    /// At the start of a roll-up: what the last one left is dropped.
+    fn age(&self) {
+        let mut held = self.lock();
+        held.previous = std::mem::take(&mut held.current);
+    }
 }
 
 /// Deletes the events among `events` (just stored) whose user was deleted
@@ -242,7 +356,7 @@ async fn roll_up_some(pool: &PgPool, cube: &mut CubeWriter) -> Result<usize, Sto
 async fn delete_late_events(
     tx: &mut sqlx::PgConnection,
     salt: &str,
-    events: &[super::rows::EventRow],
+    events: &[Arc<EventRow>],
 ) -> Result<HashSet<String>, StorageError> {
     let users: HashSet<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
     if users.is_empty() {
@@ -272,13 +386,13 @@ async fn delete_late_events(
     Ok(deleted)
 }
 
+/// Ids taken from a queue, each with its event's day where the queue has it.
+type Taken = Vec<(String, Option<String>)>;
+
 /// Takes up to [`ROLL_UP_EVENTS`] ids out of `queue` (`rollup_queue`: the
 /// events to roll up; `cube_queue`: events stored before the cube, for
 /// the cube alone), each with its event's day where the queue has it.
-async fn take(
-    tx: &mut sqlx::PgConnection,
-    queue: &str,
-) -> Result<Vec<(String, Option<String>)>, StorageError> {
+async fn take(tx: &mut sqlx::PgConnection, queue: &str) -> Result<Taken, StorageError> {
     let day = if queue == "rollup_queue" {
         "to_char(day, 'YYYY-MM-DD')"
     } else {
@@ -302,9 +416,14 @@ pub(crate) struct CubeWriter {
 }
 
 /// Rolls up everything queued when it is called.
-pub(crate) async fn roll_up(pool: &PgPool, cube: &mut CubeWriter) -> Result<(), StorageError> {
+pub(crate) async fn roll_up(
+    pool: &PgPool,
+    cube: &mut CubeWriter,
+    recent: &Recent,
+) -> Result<(), StorageError> {
+    recent.age();
     loop {
-        match roll_up_some(pool, cube).await {
+        match roll_up_some(pool, cube, recent).await {
             Ok(n) if n as i64 >= ROLL_UP_EVENTS => {}
             Ok(_) => return Ok(()),
             Err(e) => {
@@ -323,6 +442,7 @@ pub(crate) fn start_roller(
     pool: &PgPool,
     salt: &str,
     metrics: &CommitMetrics,
+    recent: Arc<Recent>,
 ) -> (mpsc::Sender<Job>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
     let (pool, backlog) = (pool.clone(), metrics.rollup_backlog.clone());
@@ -338,6 +458,7 @@ pub(crate) fn start_roller(
             let mut stop = false;
             tokio::select! {
                 _ = tick.tick() => {}
+                () = recent.full.notified() => tick.reset(),
                 job = rx.recv() => match job {
                     Some(Job::Flush(reply)) => replies.push(reply),
                     Some(_) | None => stop = true,
@@ -350,7 +471,9 @@ pub(crate) fn start_roller(
                     _ => stop = true,
                 }
             }
-            let result = roll_up(&pool, &mut cube).await.map_err(std::sync::Arc::new);
+            let result = roll_up(&pool, &mut cube, &recent)
+                .await
+                .map_err(std::sync::Arc::new);
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "rolling up stored events failed; they stay queued");
             }
@@ -685,7 +808,78 @@ pub(crate) async fn delete_user(
 
 #[cfg(test)]
 mod tests {
+    use piperider_event::{CliEvent, WireEvent};
+
     use super::*;
+    use crate::storage::group::Batch;
+
+    /// An event of user `n`, with an id of its own.
+    fn event(n: u8) -> Arc<EventRow> {
+        let now = chrono::Utc::now();
+        let raw = piperider_testkit::cli_event(&format!("{n:032x}"), &"a".repeat(32)).to_string();
+        let event = CliEvent::parse(raw.as_bytes(), now).unwrap();
+        Arc::new(EventRow::new(event, None, None, now.timestamp_millis()))
+    }
+
+    fn batch(events: &[&Arc<EventRow>]) -> Vec<Batch> {
+        vec![Batch {
+            events: events.iter().map(|&e| Arc::clone(e)).collect(),
+            hashes: HashMap::new(),
+            quarantine: Vec::new(),
+            reply: tokio::sync::oneshot::channel().0,
+        }]
+    }
+
+    /// The ids of `events` as the roller takes them from the queue.
+    fn queued(events: &[&Arc<EventRow>]) -> Taken {
+        events
+            .iter()
+            .map(|e| (e.event_id.clone(), Some(e.day.clone())))
+            .collect()
+    }
+
+    /// The roller finds among the recent rows those its writers stored,
+    /// and only those: not a duplicate, not a failed group's; each once;
+    /// an id not held is left for the database. A row no roll-up took is
+    /// dropped by the second roll-up after it was added. Past
+    /// `RECENT_ROWS` nothing more is held, and the roller is called.
+    #[tokio::test]
+    async fn recent_rows_are_the_stored_ones_each_taken_once_and_held_two_roll_ups() {
+        let recent = Recent::default();
+        let (a, b, c, d) = (event(1), event(2), event(3), event(4));
+        let jobs = batch(&[&a, &b]);
+        recent.add(
+            &Group::of(&jobs),
+            &Ok(vec![Written::Accepted, Written::Duplicate]),
+        );
+        let jobs = batch(&[&c]);
+        recent.add(&Group::of(&jobs), &Err(StorageError::WriterStopped));
+        let (held, missing) = recent.take(queued(&[&b, &c, &a]));
+        assert!(held.len() == 1 && Arc::ptr_eq(&held[0], &a), "{held:?}");
+        assert_eq!(missing, queued(&[&b, &c]));
+        let (held, missing) = recent.take(queued(&[&a]));
+        assert!(held.is_empty(), "taken twice");
+        assert_eq!(missing, queued(&[&a]));
+
+        let jobs = batch(&[&d]);
+        recent.add(&Group::of(&jobs), &Ok(vec![Written::Accepted]));
+        recent.age();
+        let (held, _) = recent.take(queued(&[&d]));
+        assert_eq!(held.len(), 1, "dropped by the first roll-up after it");
+        recent.add(&Group::of(&jobs), &Ok(vec![Written::Accepted]));
+        recent.age();
+        recent.age();
+        let (held, _) = recent.take(queued(&[&d]));
+        assert!(held.is_empty(), "held past two roll-ups");
+
+        let many: Vec<Arc<EventRow>> = (0..=RECENT_ROWS).map(|_| event(5)).collect();
+        let jobs = batch(&many.iter().collect::<Vec<_>>());
+        recent.add(&Group::of(&jobs), &Ok(vec![Written::Accepted; many.len()]));
+        assert_eq!(recent.lock().current.len(), RECENT_ROWS);
+        tokio::time::timeout(Duration::from_secs(1), recent.full.notified())
+            .await
+            .expect("a full cache calls the roller");
+    }
 
     /// The writers' connections plan as the server chooses and never scan
     /// a whole table, whatever the pool they come from sets (their options
