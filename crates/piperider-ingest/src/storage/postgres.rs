@@ -29,8 +29,11 @@ use super::schema::{
     PRUNE_QUARANTINE, QUARANTINE, QUARANTINE_KEEP, REMEMBER_DELETED_USER, Upsert,
 };
 
-/// PostgreSQL transactions in flight at once.
-pub(crate) const WRITERS: usize = 4;
+/// PostgreSQL transactions in flight at once. Two, not four, since the
+/// roller no longer reads the events back: each group is then twice as
+/// large, and single events went from 1.10–1.24 to 1.32–1.36 of
+/// PostgreSQL's own single-row inserts (`docs/benchmarks.md`).
+pub(crate) const WRITERS: usize = 2;
 
 /// The pool's settings, and every connection's.
 fn pool_options(
