@@ -219,6 +219,7 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
+            raise_priority();
             writer.run(rx, &metrics, &answers);
             // Unlocked once the last commit is done.
             drop(lock);
@@ -229,6 +230,29 @@ pub(crate) fn start(
         let _ = finished.await;
     });
     Ok((tx, handle))
+}
+
+/// The writer thread's nice value: ahead of the request threads.
+#[cfg(unix)]
+const WRITER_NICE: i32 = -10;
+
+/// Puts the calling thread (the writer) ahead of the request threads,
+/// with the threads it starts (the syncers, the checkpointer, the cube's
+/// rows). Every single-event request waits for the writer's next commit,
+/// and on a busy machine the writer would otherwise wait for a core
+/// behind the request threads it serves; ahead of them it commits
+/// sooner, and more requests are answered a second. Raising a priority needs
+/// `CAP_SYS_NICE` (or an `RLIMIT_NICE` that allows it); without it the
+/// writer runs at the default priority, and says so once.
+fn raise_priority() {
+    #[cfg(unix)]
+    if let Err(e) = rustix::process::setpriority_process(None, WRITER_NICE) {
+        tracing::info!(
+            error = %e,
+            nice = WRITER_NICE,
+            "the SQLite writer runs at the default priority (raising it needs CAP_SYS_NICE)"
+        );
+    }
 }
 
 /// Where a group's requests are answered once its commit is on disk: in
@@ -943,6 +967,33 @@ mod tests {
     use piperider_event::{CliEvent, WireEvent};
 
     use super::*;
+
+    /// Only the calling thread's priority is raised, not the process's
+    /// (the request threads stay where they are), and to the writer's
+    /// value wherever the service may raise it.
+    #[cfg(unix)]
+    #[test]
+    fn the_writer_raises_its_own_thread_alone() {
+        use rustix::process::getpriority_process;
+        let before = getpriority_process(None).unwrap();
+        let inside = std::thread::spawn(|| {
+            raise_priority();
+            getpriority_process(None).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            getpriority_process(None).unwrap(),
+            before,
+            "the process was raised"
+        );
+        let may_raise = rustix::process::geteuid().is_root();
+        if may_raise {
+            assert_eq!(inside, WRITER_NICE);
+        } else {
+            assert!(inside == WRITER_NICE || inside == before, "{inside}");
+        }
+    }
 
     /// A commit's requests are answered even when the runtime they were
     /// to be answered on has shut down (its task dropped unrun), and on
