@@ -233,7 +233,7 @@ pub(crate) fn start(
 }
 
 /// The writer thread's nice value: ahead of the request threads.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 const WRITER_NICE: i32 = -10;
 
 /// Puts the calling thread (the writer) ahead of the request threads,
@@ -243,9 +243,11 @@ const WRITER_NICE: i32 = -10;
 /// behind the request threads it serves; ahead of them it commits
 /// sooner, and more requests are answered a second. Raising a priority needs
 /// `CAP_SYS_NICE` (or an `RLIMIT_NICE` that allows it); without it the
-/// writer runs at the default priority, and says so once.
+/// writer runs at the default priority, and says so once. Linux alone:
+/// there a priority is a thread's; elsewhere `setpriority` would raise the
+/// whole process, request threads included.
 fn raise_priority() {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(None, WRITER_NICE) {
         tracing::info!(
             error = %e,
@@ -971,7 +973,7 @@ mod tests {
     /// Only the calling thread's priority is raised, not the process's
     /// (the request threads stay where they are), and to the writer's
     /// value wherever the service may raise it.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_writer_raises_its_own_thread_alone() {
         use rustix::process::getpriority_process;
